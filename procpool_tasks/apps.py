@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class ProcPoolTasksConfig(AppConfig):
+    """The ``procpool_tasks`` app: the ``procpool_worker`` command and system checks."""
+
+    name = "procpool_tasks"
+    label = "procpool_tasks"
+    verbose_name = "Process-pool tasks"
+
+    def ready(self) -> None:
+        # The framework's check (registered on import) runs each backend's check().
+        from . import compat  # noqa: F401

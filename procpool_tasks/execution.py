@@ -1,0 +1,130 @@
+"""What runs in a worker process: import the task, call it, report the outcome.
+
+The supervisor sends a ``Job`` (the record and its RUNNING state) and gets back an
+``Outcome``; both are plain values, so nothing but JSON data crosses the process boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from traceback import format_exception
+from typing import Any
+
+import django
+from django.apps import apps
+from django.db import close_old_connections
+from django.utils import timezone
+
+from . import compat, journal
+from .results import build_task_result, load_task
+
+__all__ = ["Job", "Outcome", "init_child", "run_job"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    record: journal.Record
+    state: journal.State  # RUNNING, as the supervisor claimed it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    status: str  # SUCCESSFUL or FAILED
+    finished_at: datetime
+    return_value: Any = None
+    error: journal.TaskError | None = None
+    pid: int = 0
+
+
+def init_child(verbosity: int) -> None:
+    """Prepare a fresh worker process: Django, logging, and signals left to the supervisor."""
+    # Ctrl+C reaches the whole process group; only the supervisor decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not apps.ready:
+        django.setup()
+    configure_child_logging(verbosity)
+
+
+def configure_child_logging(verbosity: int) -> None:
+    """Show the framework's own log lines: failures at -v 1, everything at -v 2."""
+    level = {0: logging.CRITICAL, 1: logging.WARNING}.get(verbosity, logging.DEBUG)
+    compat.FRAMEWORK_LOGGER.setLevel(level)
+    if not compat.FRAMEWORK_LOGGER.hasHandlers():
+        compat.FRAMEWORK_LOGGER.addHandler(logging.StreamHandler(sys.stdout))
+
+
+def run_job(job: Job) -> Outcome:
+    """Run one task as Django's request cycle would: fresh connections before and after."""
+    close_old_connections()
+    try:
+        return _run(job)
+    finally:
+        close_old_connections()
+
+
+def _run(job: Job) -> Outcome:
+    try:
+        task = load_task(job.record)
+    except ImportError as error:
+        return _failed(error)
+    result = build_task_result(job.record, job.state, task)
+    sender = type(task.get_backend())
+    try:
+        compat.task_started.send(sender=sender, task_result=result)
+        if task.takes_context:
+            value = task.call(compat.TaskContext(task_result=result), *result.args, **result.kwargs)
+        else:
+            value = task.call(*result.args, **result.kwargs)
+        return_value = journal.to_json_value(value, "the return value")
+    except BaseException as error:  # noqa: BLE001 (a task's failure is data, not a crash)
+        outcome = _failed(error)
+        compat.set_result_field(result, "status", compat.TaskResultStatus.FAILED)
+        compat.set_result_field(result, "finished_at", outcome.finished_at)
+        result.errors.append(
+            compat.TaskError(
+                exception_class_path=outcome.error.exception_class_path,  # type: ignore[union-attr]
+                traceback=outcome.error.traceback,  # type: ignore[union-attr]
+            )
+        )
+        # Sent inside the handler, so the framework's receiver logs the traceback.
+        _send_finished(sender, result)
+        return outcome
+    outcome = Outcome(
+        status=journal.SUCCESSFUL,
+        finished_at=timezone.now(),
+        return_value=return_value,
+        pid=os.getpid(),
+    )
+    compat.set_result_field(result, "status", compat.TaskResultStatus.SUCCESSFUL)
+    compat.set_result_field(result, "finished_at", outcome.finished_at)
+    compat.set_result_field(result, "_return_value", return_value)
+    _send_finished(sender, result)
+    return outcome
+
+
+def _send_finished(sender: Any, result: Any) -> None:
+    try:
+        compat.task_finished.send(sender=sender, task_result=result)
+    except Exception:
+        # The task's outcome is already decided; a failing receiver must not change it.
+        logging.getLogger(__name__).exception(
+            "A task_finished receiver failed for task id=%s", result.id
+        )
+
+
+def _failed(error: BaseException) -> Outcome:
+    error_type = type(error)
+    return Outcome(
+        status=journal.FAILED,
+        finished_at=timezone.now(),
+        error=journal.TaskError(
+            exception_class_path=f"{error_type.__module__}.{error_type.__qualname__}",
+            traceback="".join(format_exception(error)),
+        ),
+        pid=os.getpid(),
+    )

@@ -1,0 +1,802 @@
+"""The journal: procpool_tasks' on-disk format, and the only module that touches it.
+
+Layout of a journal directory (0700; every file 0600)::
+
+    segments/<segment>.log           append-only task records; one writer process each,
+                                     which holds an flock on the file while it appends
+    segments/<segment>.done          marker: sealed, and every task in it has finished
+    results/<segment>/<offset>.json  a task's latest state, replaced whole on each change
+    wal/<instance>.log               a supervisor's log of finished states (group commit)
+    workers/<instance>.lock          held by a live supervisor; free once it has died
+    claim.lock                       taken briefly for every claim and recovery
+    quarantine/                      copies of unreadable records, with the reason
+
+A task id is ``<segment>-<offset in hex>``: where its record starts. So ``get_result``
+reads one result file, or the record itself while no supervisor has touched the task.
+
+Every segment line is ``<crc32 as 8 hex digits> <JSON>\\n``. JSON never contains a raw
+newline, so a torn or damaged line is detected (bad checksum, or no newline yet) and the
+next line is still found. Result files are written to a temporary name and renamed into
+place, so a reader sees the old state or the new one, never half of either.
+
+Durability: an enqueue is acknowledged after its line is ``fdatasync``-ed (with the
+``durable`` option). Finished states are appended to the supervisor's WAL and synced in
+groups before their result files are renamed into place without a sync of their own; a
+supervisor that starts replays the WAL of every dead one, so no finished state is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import stat
+import threading
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+logger = logging.getLogger(__name__)
+
+#: Start a new segment once the current one holds this many bytes.
+SEGMENT_MAX_BYTES = 8 * 1024 * 1024
+#: Start a new WAL (after one global sync) once the current one holds this many bytes.
+WAL_MAX_BYTES = 32 * 1024 * 1024
+#: Task ids are at most 64 characters, as the framework asks.
+MAX_ID_LENGTH = 64
+
+READY, RUNNING, SUCCESSFUL, FAILED = "READY", "RUNNING", "SUCCESSFUL", "FAILED"
+FINISHED_STATUSES = frozenset({SUCCESSFUL, FAILED})
+
+_ID_PATTERN = re.compile(r"([0-9a-f]{16})-([0-9a-f]{1,12})")
+_SEGMENT_SUFFIX = ".log"
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+_OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+class JournalError(OSError):
+    """The journal directory cannot be used (permissions, a planted symlink, ...)."""
+
+
+class RecordNotFound(LookupError):
+    """No task of this id is in the journal; carries the id."""
+
+
+class ValueNotJSON(TypeError):
+    """A value that does not survive a JSON round trip; says where it is and what."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """A task as enqueued: what to run, with what, where and when."""
+
+    id: str
+    task_path: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    priority: int
+    queue_name: str
+    backend: str
+    enqueued_at: datetime
+    run_after: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskError:
+    """One failed attempt: the exception's class path and its traceback."""
+
+    exception_class_path: str
+    traceback: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class State:
+    """What a supervisor last wrote for a task; ``version`` grows with every write."""
+
+    id: str
+    status: str
+    version: int
+    worker_ids: tuple[str, ...] = ()
+    owner: str | None = None  # the supervisor instance running it, while RUNNING
+    started_at: datetime | None = None
+    last_attempted_at: datetime | None = None
+    finished_at: datetime | None = None
+    errors: tuple[TaskError, ...] = ()
+    return_value: Any = None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """A marker line: the task of this id is READY again (a new attempt)."""
+
+    id: str
+
+
+@dataclass(slots=True)
+class Quarantined:
+    """A line that could not be read, and why."""
+
+    segment: str
+    offset: int
+    reason: str
+    line: bytes = field(repr=False)
+
+
+# --- JSON, at the edge -------------------------------------------------------------------
+
+
+def to_json_value(value: Any, where: str) -> Any:
+    """Return ``value`` as plain JSON data, as the framework normalises it.
+
+    Raises ValueNotJSON, naming the place (``where``) of the first value that would not
+    come back the same from a JSON round trip: sets, datetimes, models, NaN, non-string
+    keys. Tuples become lists and UTF-8 bytes become text, as ``normalize_json`` does.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueNotJSON(f"{where} is {value!r}, which JSON cannot carry")
+        return float(value)
+    if isinstance(value, Mapping):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueNotJSON(
+                    f"{where} has the key {key!r} ({type(key).__name__}); JSON object "
+                    "keys must be strings"
+                )
+            result[str.__str__(key)] = to_json_value(item, f"{where}[{key!r}]")
+        return result
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise ValueNotJSON(f"{where} is bytes that are not UTF-8 text") from None
+    if isinstance(value, Sequence):
+        return [to_json_value(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    raise ValueNotJSON(f"{where} is a {type(value).__name__}, which JSON cannot carry")
+
+
+def _encode_time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _decode_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _dumps(data: Mapping[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_record(record: Record) -> bytes:
+    return _dumps(
+        {
+            "id": record.id,
+            "task": record.task_path,
+            "args": record.args,
+            "kwargs": record.kwargs,
+            "priority": record.priority,
+            "queue": record.queue_name,
+            "backend": record.backend,
+            "enqueued_at": _encode_time(record.enqueued_at),
+            "run_after": _encode_time(record.run_after),
+        }
+    )
+
+
+def decode_record(data: Mapping[str, Any]) -> Record:
+    """Build a Record from its JSON; KeyError/TypeError/ValueError on a wrong schema."""
+    record = Record(
+        id=data["id"],
+        task_path=data["task"],
+        args=data["args"],
+        kwargs=data["kwargs"],
+        priority=data["priority"],
+        queue_name=data["queue"],
+        backend=data["backend"],
+        enqueued_at=_decode_time(data["enqueued_at"]),  # type: ignore[arg-type]
+        run_after=_decode_time(data["run_after"]),
+    )
+    types_ok = (
+        isinstance(record.task_path, str)
+        and isinstance(record.args, list)
+        and isinstance(record.kwargs, dict)
+        and type(record.priority) is int
+        and isinstance(record.queue_name, str)
+        and isinstance(record.backend, str)
+        and record.enqueued_at is not None
+    )
+    if not types_ok:
+        raise TypeError("a field has the wrong type")
+    return record
+
+
+def encode_state(state: State) -> bytes:
+    return _dumps(
+        {
+            "id": state.id,
+            "status": state.status,
+            "version": state.version,
+            "worker_ids": list(state.worker_ids),
+            "owner": state.owner,
+            "started_at": _encode_time(state.started_at),
+            "last_attempted_at": _encode_time(state.last_attempted_at),
+            "finished_at": _encode_time(state.finished_at),
+            "errors": [
+                {"exception_class_path": e.exception_class_path, "traceback": e.traceback}
+                for e in state.errors
+            ],
+            "return_value": state.return_value,
+        }
+    )
+
+
+def decode_state(data: Mapping[str, Any]) -> State:
+    return State(
+        id=data["id"],
+        status=data["status"],
+        version=data["version"],
+        worker_ids=tuple(data["worker_ids"]),
+        owner=data["owner"],
+        started_at=_decode_time(data["started_at"]),
+        last_attempted_at=_decode_time(data["last_attempted_at"]),
+        finished_at=_decode_time(data["finished_at"]),
+        errors=tuple(TaskError(**error) for error in data["errors"]),
+        return_value=data["return_value"],
+    )
+
+
+def _frame(payload: bytes) -> bytes:
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def _unframe(line: bytes) -> Any:
+    """Return the JSON of one framed line (without its newline); ValueError if damaged."""
+    if len(line) < 10 or line[8:9] != b" ":
+        raise ValueError("the line has no checksum header")
+    payload = line[9:]
+    if int(line[:8], 16) != zlib.crc32(payload):
+        raise ValueError("the checksum does not match (torn or damaged line)")
+    return json.loads(payload)
+
+
+# --- Files --------------------------------------------------------------------------------
+
+
+def parse_id(record_id: object) -> tuple[str, int]:
+    """Split a task id into its segment and offset; RecordNotFound for any other form."""
+    if not isinstance(record_id, str) or len(record_id) > MAX_ID_LENGTH:
+        raise RecordNotFound(record_id)
+    match = _ID_PATTERN.fullmatch(record_id)
+    if match is None:
+        raise RecordNotFound(record_id)
+    return match[1], int(match[2], 16)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _read_file(path: Path) -> bytes:
+    """Read a whole file, refusing to follow a symlink planted in the journal."""
+    fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomically(path: Path, data: bytes, *, sync: bool) -> None:
+    """Replace ``path`` with ``data``: readers see the old file or the new, never half."""
+    tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, _FILE_MODE)
+    try:
+        _write_all(fd, data)
+        if sync:
+            os.fdatasync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_path)
+        raise
+    os.close(fd)
+    os.replace(tmp_path, path)
+    if sync:
+        # The rename survives power loss only once its directory entry is on disk.
+        _fsync_directory(path.parent)
+
+
+def _read_line_at(fd: int, offset: int) -> bytes | None:
+    """The line that starts at ``offset`` (without its newline); None if unfinished."""
+    buffer = b""
+    while True:
+        chunk = os.pread(fd, 1 << 16, offset + len(buffer))
+        if not chunk:
+            return None
+        end = chunk.find(b"\n")
+        if end >= 0:
+            return buffer + chunk[:end]
+        buffer += chunk
+
+
+def _is_flocked(path: Path) -> bool:
+    """Is a live process appending to this segment (holding its flock)?"""
+    try:
+        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class _SegmentWriter:
+    """Appends the records of one process to its own segment, one writer at a time."""
+
+    def __init__(self, directory: Path, *, durable: bool) -> None:
+        self._directory = directory
+        self._durable = durable
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._segment = ""
+        self._offset = 0
+
+    def append(self, build_line: Any) -> str:
+        """Append ``build_line(id)`` durably and return the id it was given."""
+        with self._lock:
+            if self._fd is None or self._offset >= SEGMENT_MAX_BYTES:
+                self._open_new_segment()
+            assert self._fd is not None  # noqa: S101 (narrowing for mypy)
+            record_id = f"{self._segment}-{self._offset:x}"
+            line = build_line(record_id)
+            try:
+                _write_all(self._fd, line)
+                if self._durable:
+                    os.fdatasync(self._fd)
+            except OSError:
+                self._abandon_segment()
+                raise
+            self._offset += len(line)
+            return record_id
+
+    def _open_new_segment(self) -> None:
+        self.close()
+        segment = secrets.token_hex(8)
+        tmp_path = self._directory / f".{segment}.tmp"
+        fd = os.open(
+            tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | _OPEN_FLAGS, _FILE_MODE
+        )
+        try:
+            # Readers take a free flock to mean "sealed": lock before the file is visible.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(tmp_path, self._directory / f"{segment}{_SEGMENT_SUFFIX}")
+            if self._durable:
+                _fsync_directory(self._directory)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_path)
+            raise
+        self._fd, self._segment, self._offset = fd, segment, 0
+
+    def _abandon_segment(self) -> None:
+        """After a failed write: cut off any partial line, then never write here again."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self._offset)
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # also releases the flock: the segment is sealed
+            self._fd = None
+
+
+_writers: dict[tuple[str, bool], _SegmentWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def _forget_writers_after_fork() -> None:
+    # A forked child must not append to its parent's segment (two writers, one file),
+    # and the parent's lock objects may have been held by another thread at fork time.
+    global _writers_lock
+    _writers.clear()
+    _writers_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_writers_after_fork)
+
+
+class Journal:
+    """One journal directory: enqueue, read, claim and finish tasks there."""
+
+    def __init__(self, path: Path | str, *, durable: bool = True) -> None:
+        self.path = Path(path)
+        self.durable = durable
+        self.segments_dir = self.path / "segments"
+        self.results_dir = self.path / "results"
+        self.wal_dir = self.path / "wal"
+        self.workers_dir = self.path / "workers"
+        self.quarantine_dir = self.path / "quarantine"
+        self._ready = False
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the directory tree (0700) if needed; JournalError if it is unsafe."""
+        if self._ready:
+            return
+        try:
+            self.path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        except OSError as error:
+            raise JournalError(
+                error.errno, f"cannot create the journal directory: {error.strerror}", str(self.path)
+            ) from error
+        self.check_permissions()
+        for directory in (
+            self.segments_dir,
+            self.results_dir,
+            self.wal_dir,
+            self.workers_dir,
+            self.quarantine_dir,
+        ):
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=_DIR_MODE)
+            self._check_directory(directory)
+        self._ready = True
+
+    def check_permissions(self) -> None:
+        """JournalError unless the journal is a real directory only its owner can write."""
+        self._check_directory(self.path)
+
+    def _check_directory(self, path: Path) -> None:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(info.st_mode) and path != self.path:
+            raise JournalError(errno.ELOOP, "a symlink was planted in the journal", str(path))
+        if stat.S_ISLNK(info.st_mode):
+            info = os.stat(path)
+        if not stat.S_ISDIR(info.st_mode):
+            raise JournalError(errno.ENOTDIR, "the journal path is not a directory", str(path))
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise JournalError(
+                errno.EPERM,
+                f"the journal directory is writable by other users (mode "
+                f"{stat.S_IMODE(info.st_mode):o}); run chmod 700 on it",
+                str(path),
+            )
+        if os.geteuid() != info.st_uid:
+            raise JournalError(
+                errno.EPERM, "the journal directory belongs to another user", str(path)
+            )
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def _writer(self) -> _SegmentWriter:
+        key = (str(self.segments_dir), self.durable)
+        writer = _writers.get(key)
+        if writer is None:
+            with _writers_lock:
+                writer = _writers.setdefault(
+                    key, _SegmentWriter(self.segments_dir, durable=self.durable)
+                )
+        return writer
+
+    def append(self, record: Record) -> str:
+        """Write ``record`` (its id is replaced) durably; return the id it was given.
+
+        Raises OSError (disk full, read-only, ...) with nothing acknowledged: a partial
+        line is cut off again, and the segment is never written to afterwards.
+        """
+        self.ensure()
+        fields = json.loads(encode_record(record))
+
+        def build_line(record_id: str) -> bytes:
+            fields["id"] = record_id
+            return _frame(_dumps(fields))
+
+        return self._writer().append(build_line)
+
+    def append_requeue(self, record_id: str) -> None:
+        """Tell every supervisor that task ``record_id`` is READY again."""
+        self.ensure()
+        self._writer().append(lambda _own_id: _frame(_dumps({"requeue": record_id})))
+
+    # -- read ------------------------------------------------------------------------------
+
+    def segment_path(self, segment: str) -> Path:
+        return self.segments_dir / f"{segment}{_SEGMENT_SUFFIX}"
+
+    def result_path(self, record_id: str) -> Path:
+        segment, offset = parse_id(record_id)
+        return self.results_dir / segment / f"{offset:x}.json"
+
+    def read_record(self, record_id: str) -> Record:
+        """Read the record a task id points at; RecordNotFound if there is none."""
+        segment, offset = parse_id(record_id)
+        try:
+            fd = os.open(self.segment_path(segment), os.O_RDONLY | _OPEN_FLAGS)
+        except (FileNotFoundError, NotADirectoryError, OSError) as error:
+            raise RecordNotFound(record_id) from error
+        try:
+            line = _read_line_at(fd, offset)
+        finally:
+            os.close(fd)
+        if line is None:
+            raise RecordNotFound(record_id)
+        try:
+            record = decode_record(_unframe(line))
+        except (ValueError, KeyError, TypeError) as error:
+            raise RecordNotFound(record_id) from error
+        if record.id != record_id:
+            raise RecordNotFound(record_id)
+        return record
+
+    def read_state(self, record_id: str) -> State | None:
+        """The task's latest state, or None while no supervisor has touched it."""
+        try:
+            data = _read_file(self.result_path(record_id))
+        except FileNotFoundError:
+            return None
+        try:
+            return decode_state(json.loads(data))
+        except (ValueError, KeyError, TypeError):
+            # A result file torn by power loss before a supervisor repaired it.
+            return None
+
+    # -- write states ----------------------------------------------------------------------
+
+    def write_state(self, state: State) -> None:
+        """Replace the task's result file; not synced (see the WAL for finished states)."""
+        path = self.result_path(state.id)
+        try:
+            write_file_atomically(path, encode_state(state), sync=False)
+        except FileNotFoundError:
+            path.parent.mkdir(mode=_DIR_MODE, exist_ok=True)
+            write_file_atomically(path, encode_state(state), sync=False)
+
+    def claim_lock(self) -> filelock.BaseFileLock:
+        """The journal-wide lock under which a READY task becomes RUNNING (one claim)."""
+        return filelock.FileLock(self.path / "claim.lock", mode=_FILE_MODE, thread_local=False)
+
+    # -- supervisors -----------------------------------------------------------------------
+
+    def worker_lock(self, instance: str) -> filelock.BaseFileLock:
+        return filelock.FileLock(
+            self.workers_dir / f"{instance}.lock", mode=_FILE_MODE, thread_local=False
+        )
+
+    def dead_instances(self, *, except_instance: str) -> Iterator[tuple[str, filelock.BaseFileLock]]:
+        """Yield the supervisors that have died, each with its lock now held by us."""
+        for path in sorted(self.workers_dir.glob("*.lock")):
+            instance = path.name.removesuffix(".lock")
+            if instance == except_instance:
+                continue
+            lock = self.worker_lock(instance)
+            try:
+                lock.acquire(blocking=False)
+            except filelock.Timeout:
+                continue
+            yield instance, lock
+
+    def is_instance_alive(self, instance: str) -> bool:
+        path = self.workers_dir / f"{instance}.lock"
+        if not path.exists():
+            return False
+        lock = self.worker_lock(instance)
+        try:
+            lock.acquire(blocking=False)
+        except filelock.Timeout:
+            return True
+        lock.release()
+        return False
+
+    # -- segments, for supervisors ---------------------------------------------------------
+
+    def segment_names(self) -> list[str]:
+        """Segments that may still hold unfinished tasks (not marked done)."""
+        names = []
+        done = set()
+        for entry in os.scandir(self.segments_dir):
+            if entry.name.endswith(_SEGMENT_SUFFIX):
+                names.append(entry.name.removesuffix(_SEGMENT_SUFFIX))
+            elif entry.name.endswith(".done"):
+                done.add(entry.name.removesuffix(".done"))
+        return sorted(set(names) - done)
+
+    def is_sealed(self, segment: str) -> bool:
+        return not _is_flocked(self.segment_path(segment))
+
+    def mark_done(self, segment: str) -> None:
+        (self.segments_dir / f"{segment}.done").touch(mode=_FILE_MODE)
+
+    def quarantine(self, bad: Quarantined) -> bool:
+        """Keep a copy of an unreadable line with its reason; False if kept before."""
+        path = self.quarantine_dir / f"{bad.segment}-{bad.offset:x}.json"
+        body = json.dumps(
+            {
+                "segment": bad.segment,
+                "offset": bad.offset,
+                "reason": bad.reason,
+                "line": bad.line.decode("utf-8", "backslashreplace"),
+            }
+        ).encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, _FILE_MODE)
+        except FileExistsError:
+            return False
+        try:
+            _write_all(fd, body)
+        finally:
+            os.close(fd)
+        return True
+
+
+class SegmentTail:
+    """Reads the lines appended to the journal's segments since the last call."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._offsets: dict[str, int] = {}
+
+    def read_new(self) -> Iterator[Record | Requeue | Quarantined]:
+        for segment in self._journal.segment_names():
+            yield from self._read_segment(segment)
+
+    def offsets(self) -> dict[str, int]:
+        return dict(self._offsets)
+
+    def _read_segment(self, segment: str) -> Iterator[Record | Requeue | Quarantined]:
+        start = self._offsets.get(segment, 0)
+        try:
+            fd = os.open(self._journal.segment_path(segment), os.O_RDONLY | _OPEN_FLAGS)
+        except FileNotFoundError:
+            return
+        try:
+            size = os.fstat(fd).st_size
+            if size <= start:
+                return
+            data = os.pread(fd, size - start, start)
+        finally:
+            os.close(fd)
+        offset = start
+        lines = data.split(b"\n")
+        tail = lines.pop()  # after the last newline: empty, or a line still being written
+        for line in lines:
+            yield self._parse(segment, offset, line)
+            offset += len(line) + 1
+        if tail and self._journal.is_sealed(segment):
+            # The writer died mid-line: that enqueue never returned, so nothing is lost.
+            yield Quarantined(segment, offset, "torn line left by a writer that died", tail)
+            offset += len(tail)
+        self._offsets[segment] = offset
+
+    def _parse(self, segment: str, offset: int, line: bytes) -> Record | Requeue | Quarantined:
+        try:
+            data = _unframe(line)
+        except ValueError as error:
+            return Quarantined(segment, offset, str(error), line)
+        try:
+            if "requeue" in data:
+                return Requeue(parse_id_checked(data["requeue"]))
+            record = decode_record(data)
+        except (KeyError, TypeError, ValueError, RecordNotFound) as error:
+            return Quarantined(segment, offset, f"wrong schema: {error!r}", line)
+        if record.id != f"{segment}-{offset:x}":
+            return Quarantined(segment, offset, f"the id {record.id!r} is not its place", line)
+        return record
+
+
+def parse_id_checked(record_id: Any) -> str:
+    parse_id(record_id)
+    return str(record_id)
+
+
+class ResultLog:
+    """A supervisor's WAL of finished states, synced once for a group of them."""
+
+    def __init__(self, journal: Journal, instance: str) -> None:
+        self._journal = journal
+        self._path = journal.wal_dir / f"{instance}.log"
+        self._fd = os.open(
+            self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN_FLAGS, _FILE_MODE
+        )
+        self._size = os.fstat(self._fd).st_size
+
+    def commit(self, states: Sequence[State]) -> None:
+        """Make ``states`` durable with one sync, then publish their result files."""
+        if not states:
+            return
+        data = b"".join(_frame(encode_state(state)) for state in states)
+        _write_all(self._fd, data)
+        if self._journal.durable:
+            os.fdatasync(self._fd)
+        self._size += len(data)
+        for state in states:
+            self._journal.write_state(state)
+        if self._size > WAL_MAX_BYTES:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        # Every result file this log covers must be on disk before the log goes.
+        os.sync()
+        os.ftruncate(self._fd, 0)
+        self._size = 0
+
+    def close(self, *, remove: bool) -> None:
+        """Close the log; with ``remove``, delete it once what it covers is on disk."""
+        os.close(self._fd)
+        if remove:
+            if self._size:
+                os.sync()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+
+
+def replay_result_log(journal: Journal, instance: str) -> int:
+    """Re-publish the finished states a dead supervisor logged; return how many."""
+    path = journal.wal_dir / f"{instance}.log"
+    try:
+        data = _read_file(path)
+    except FileNotFoundError:
+        return 0
+    replayed = 0
+    for line in data.split(b"\n"):
+        try:
+            state = decode_state(_unframe(line))
+        except (ValueError, KeyError, TypeError):
+            continue  # the torn tail of the last group: never acknowledged
+        current = journal.read_state(state.id)
+        if current is None or current.version < state.version:
+            journal.write_state(state)
+            replayed += 1
+    if replayed:
+        os.sync()  # the re-published files must be on disk before the log goes
+    return replayed
+
+
+def remove_result_log(journal: Journal, instance: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(journal.wal_dir / f"{instance}.log")

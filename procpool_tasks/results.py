@@ -1,0 +1,68 @@
+"""Turn the journal's records and states into the framework's ``Task`` and ``TaskResult``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from . import compat, journal
+
+
+class TaskNotLoadable(ImportError):
+    """A record names something that is not an importable, registered ``Task``."""
+
+
+def load_task(record: journal.Record) -> Any:
+    """Import the ``Task`` a record names, with the priority, queue and time it was given.
+
+    Raises TaskNotLoadable for anything that is not a framework ``Task``: the worker
+    never calls a plain function, class or module attribute named by a record.
+    """
+    try:
+        task = import_string(record.task_path)
+    except ImportError as error:
+        raise TaskNotLoadable(f"{record.task_path!r} cannot be imported: {error}") from error
+    if not isinstance(task, compat.Task):
+        raise TaskNotLoadable(
+            f"{record.task_path!r} is a {type(task).__name__}, not a Task; only functions "
+            "decorated with @task can be enqueued and run"
+        )
+    try:
+        return task.using(
+            priority=record.priority,
+            queue_name=record.queue_name,
+            run_after=record.run_after,
+            backend=record.backend,
+        )
+    except compat.InvalidTask:
+        # The settings changed since enqueue (a queue was removed, ...): the record
+        # still says what was enqueued, so report the task as it is registered now.
+        return task
+
+
+def build_task_result(record: journal.Record, state: journal.State | None, task: Any) -> Any:
+    """The framework's ``TaskResult`` for a record and its latest state (None: READY)."""
+    state = state or journal.State(id=record.id, status=journal.READY, version=0)
+    result = compat.TaskResult(
+        task=task,
+        id=record.id,
+        status=compat.TaskResultStatus(state.status),
+        enqueued_at=record.enqueued_at,
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+        last_attempted_at=state.last_attempted_at,
+        args=record.args,
+        kwargs=record.kwargs,
+        backend=record.backend,
+        errors=[
+            compat.TaskError(
+                exception_class_path=error.exception_class_path, traceback=error.traceback
+            )
+            for error in state.errors
+        ],
+        worker_ids=list(state.worker_ids),
+    )
+    if state.status == journal.SUCCESSFUL:
+        compat.set_result_field(result, "_return_value", state.return_value)
+    return result

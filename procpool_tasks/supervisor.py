@@ -1,0 +1,599 @@
+"""The worker's supervisor: claims ready tasks from the journal and runs them in a pool.
+
+Flow::
+
+    start  lock our instance; replay the result logs of dead supervisors; read every
+           segment into the ready heap, recovering tasks a dead supervisor left RUNNING
+    loop   wait for one event (journal changed, task finished, signal) or the next due
+           run_after; read new segment lines; group-commit the finished tasks' states
+           (one WAL sync); claim the best ready tasks, one per free process, and submit
+    stop   first SIGTERM/SIGINT: claim nothing more, let running tasks finish, exit 0;
+           second: terminate the children; their tasks stay RUNNING and the next
+           supervisor to start recovers them
+
+Signals, journal changes and finished futures all arrive on one ``queue.SimpleQueue``,
+whose ``put`` is safe from a signal handler and from the pool's management thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import multiprocessing
+import os
+import queue
+import secrets
+import signal
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from types import FrameType
+from typing import Any
+
+import filelock
+import watchfiles
+from django.db import connections
+from django.utils import timezone
+
+from . import execution, journal
+from .backend import ProcPoolBackend
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EXIT_FORCED_STOP",
+    "EXIT_JOURNAL_UNUSABLE",
+    "EXIT_OK",
+    "SupervisorConfig",
+    "TaskInterrupted",
+    "WorkerProcessDied",
+    "run_supervisor",
+]
+
+EXIT_OK = 0
+EXIT_FORCED_STOP = 1
+EXIT_JOURNAL_UNUSABLE = 3
+
+#: How often an idle supervisor reads the journal even without a notification.
+POLL_INTERVAL_S = 2.0
+#: How long a retry of a failed result write waits.
+WRITE_RETRY_S = 0.5
+#: On a forced stop, how long children get between SIGTERM and SIGKILL.
+KILL_GRACE_S = 5.0
+
+
+class TaskInterrupted(RuntimeError):
+    """The supervisor running a task stopped before the task finished."""
+
+
+class WorkerProcessDied(RuntimeError):
+    """The worker process running a task died (killed, crashed, out of memory)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SupervisorConfig:
+    """What ``procpool_worker`` was asked to do."""
+
+    backend: ProcPoolBackend
+    processes: int
+    queue_names: frozenset[str] | None  # None: every queue
+    worker_id: str
+    batch: bool = False
+    max_tasks: int | None = None
+    verbosity: int = 1
+
+    def serves(self, queue_name: str) -> bool:
+        return self.queue_names is None or queue_name in self.queue_names
+
+
+@dataclass(slots=True)
+class _InFlight:
+    record: journal.Record
+    state: journal.State
+    started: float = field(default_factory=time.monotonic)
+
+
+def run_supervisor(config: SupervisorConfig) -> int:
+    """Run until stopped (or, with --batch, until nothing is ready); return the exit code."""
+    try:
+        config.backend.journal.ensure()
+    except journal.JournalError as error:
+        logger.error("Cannot use the journal %s: %s", error.filename, error.strerror)
+        return EXIT_JOURNAL_UNUSABLE
+    return Supervisor(config).run()
+
+
+class Supervisor:
+    def __init__(self, config: SupervisorConfig) -> None:
+        self.config = config
+        self.journal = config.backend.journal
+        self.max_attempts = config.backend.backend_options.max_attempts
+        self.instance = secrets.token_hex(8)
+        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._tail = journal.SegmentTail(self.journal)
+        self._order = itertools.count()
+        self._ready: list[tuple[int, float, int, journal.Record]] = []
+        self._waiting: list[tuple[float, int, journal.Record]] = []
+        self._queued: set[str] = set()
+        self._in_flight: dict[Future[execution.Outcome], _InFlight] = {}
+        self._unwritten: list[journal.State] = []
+        self._dead_instances: dict[str, filelock.BaseFileLock] = {}
+        self._alive_instances: set[str] = set()
+        self._claimed = 0
+        self._stopping = False
+        self._signals = 0
+        self._quarantined = 0
+        self._watch_stop = threading.Event()
+        self._pool: ProcessPoolExecutor | None = None
+        self._result_log: journal.ResultLog | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        instance_lock = self.journal.worker_lock(self.instance)
+        instance_lock.acquire()
+        self._result_log = journal.ResultLog(self.journal, self.instance)
+        try:
+            logger.info(
+                "Starting worker worker_id=%s queues=%s processes=%d journal=%s",
+                self.config.worker_id,
+                "*" if self.config.queue_names is None else ",".join(sorted(self.config.queue_names)),
+                self.config.processes,
+                self.journal.path,
+            )
+            self._install_signal_handlers()
+            self._start_watcher()
+            self._read_journal(initial=True)
+            self._release_dead_instances()
+            self._pool = self._new_pool()
+            exit_code = self._loop()
+        finally:
+            self._watch_stop.set()
+            self._restore_signal_handlers()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            # With nothing of ours left RUNNING, every state in our log is published.
+            clean = not self._in_flight and not self._unwritten
+            self._result_log.close(remove=clean)
+            instance_lock.release()
+            if clean:
+                # Otherwise the next supervisor finds the lock free and recovers our tasks.
+                (self.journal.workers_dir / f"{self.instance}.lock").unlink(missing_ok=True)
+        return exit_code
+
+    def _loop(self) -> int:
+        while self._in_flight or self._unwritten or not self._stopping:
+            if self._signals >= 2:
+                self._terminate_children()
+                logger.warning(
+                    "Stopped worker_id=%s at once; %d running task(s) will be recovered "
+                    "on the next start",
+                    self.config.worker_id,
+                    len(self._in_flight),
+                )
+                return EXIT_FORCED_STOP
+            self._submit_ready()
+            if self._is_batch_done():
+                logger.info(
+                    "No more tasks to run for worker_id=%s - exiting gracefully.",
+                    self.config.worker_id,
+                )
+                break
+            self._handle_events(timeout=self._seconds_to_wait())
+        logger.info("Worker worker_id=%s stopped", self.config.worker_id)
+        return EXIT_OK
+
+    def _is_batch_done(self) -> bool:
+        if self._in_flight or self._unwritten:
+            return False
+        if self._max_tasks_reached():
+            return True
+        if not self.config.batch or self._has_due_task():
+            return False
+        # One last look, for tasks enqueued while the batch ran.
+        self._read_journal()
+        return not self._has_due_task()
+
+    def _max_tasks_reached(self) -> bool:
+        return self.config.max_tasks is not None and self._claimed >= self.config.max_tasks
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _seconds_to_wait(self) -> float:
+        timeout = POLL_INTERVAL_S
+        if self._unwritten:
+            timeout = WRITE_RETRY_S
+        if self._waiting and not self._stopping:
+            timeout = min(timeout, max(0.0, self._waiting[0][0] - time.time()))
+        return timeout
+
+    def _handle_events(self, timeout: float) -> None:
+        try:
+            events = [self._events.get(timeout=timeout)]
+        except queue.Empty:
+            events = [("poll", None)]
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        finished: list[Future[execution.Outcome]] = []
+        journal_changed = False
+        for kind, value in events:
+            if kind == "done":
+                finished.append(value)
+            elif kind == "signal":
+                self._on_stop_signal(value)
+            else:
+                journal_changed = True
+        if finished:
+            self._collect_finished(finished)
+        if self._unwritten:
+            self._write_finished_states()
+        if journal_changed and not self._stopping:
+            self._read_journal()
+
+    def _on_stop_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self._stopping = True
+            logger.warning(
+                "Received %s - shutting down gracefully, waiting for %d running task(s)... "
+                "(send it again to stop them now)",
+                signal.Signals(signum).name,
+                len(self._in_flight),
+            )
+
+    def _install_signal_handlers(self) -> None:
+        self._previous_handlers = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in getattr(self, "_previous_handlers", {}).items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._events.put_nowait(("signal", signum))
+
+    def _start_watcher(self) -> None:
+        thread = threading.Thread(target=self._watch, name="procpool-watch", daemon=True)
+        thread.start()
+
+    def _watch(self) -> None:
+        """Turn filesystem notifications on the segments into wake-ups (ms, not a poll)."""
+        try:
+            for _changes in watchfiles.watch(
+                self.journal.segments_dir,
+                watch_filter=None,
+                debounce=1,
+                step=1,
+                stop_event=self._watch_stop,
+                raise_interrupt=False,
+            ):
+                self._events.put(("journal", None))
+        except Exception:
+            logger.exception("Journal notifications failed; polling every %ss", POLL_INTERVAL_S)
+
+    # -- reading the journal -----------------------------------------------------------------
+
+    def _read_journal(self, *, initial: bool = False) -> None:
+        for item in self._tail.read_new():
+            if isinstance(item, journal.Quarantined):
+                self._quarantine(item)
+            elif isinstance(item, journal.Requeue):
+                self._on_requeue(item.id)
+            elif self.config.serves(item.queue_name):
+                # A new line has no state yet; at start every state must be looked at.
+                state = self.journal.read_state(item.id) if initial else None
+                self._consider(item, state)
+
+    def _quarantine(self, bad: journal.Quarantined) -> None:
+        if self.journal.quarantine(bad):
+            self._quarantined += 1
+            logger.warning(
+                "Quarantined an unreadable record segment=%s offset=%d reason=%s",
+                bad.segment,
+                bad.offset,
+                bad.reason,
+            )
+
+    def _on_requeue(self, record_id: str) -> None:
+        try:
+            record = self.journal.read_record(record_id)
+        except journal.RecordNotFound:
+            return
+        if self.config.serves(record.queue_name):
+            self._consider(record, self.journal.read_state(record_id))
+
+    def _consider(self, record: journal.Record, state: journal.State | None) -> None:
+        if state is None or state.status == journal.READY:
+            self._push(record)
+        elif state.status == journal.RUNNING and not self._is_alive(state.owner):
+            self._recover(record)
+
+    def _push(self, record: journal.Record) -> None:
+        if record.id in self._queued:
+            return
+        self._queued.add(record.id)
+        if record.run_after is not None and record.run_after.timestamp() > time.time():
+            heapq.heappush(self._waiting, (record.run_after.timestamp(), next(self._order), record))
+        else:
+            self._push_ready(record)
+
+    def _push_ready(self, record: journal.Record) -> None:
+        order_at = record.run_after or record.enqueued_at
+        heapq.heappush(
+            self._ready, (-record.priority, order_at.timestamp(), next(self._order), record)
+        )
+
+    def _has_due_task(self) -> bool:
+        return bool(self._ready) or bool(
+            self._waiting and self._waiting[0][0] <= time.time()
+        )
+
+    # -- dead supervisors --------------------------------------------------------------------
+
+    def _is_alive(self, instance: str | None) -> bool:
+        if instance is None or instance in self._dead_instances:
+            return False
+        if instance == self.instance or instance in self._alive_instances:
+            return True
+        if not (self.journal.workers_dir / f"{instance}.lock").exists():
+            return False
+        lock = self.journal.worker_lock(instance)
+        try:
+            lock.acquire(blocking=False)
+        except filelock.Timeout:
+            self._alive_instances.add(instance)
+            return True
+        # It died, and we hold its lock now: no other supervisor recovers its tasks.
+        self._dead_instances[instance] = lock
+        replayed = journal.replay_result_log(self.journal, instance)
+        logger.warning(
+            "Supervisor instance=%s died; recovering its tasks (%d finished states replayed)",
+            instance,
+            replayed,
+        )
+        return False
+
+    def _release_dead_instances(self) -> None:
+        for instance, lock in self._dead_instances.items():
+            journal.remove_result_log(self.journal, instance)
+            lock.release()
+            (self.journal.workers_dir / f"{instance}.lock").unlink(missing_ok=True)
+        self._dead_instances.clear()
+
+    def _recover(self, record: journal.Record) -> None:
+        """Re-queue (or fail, after max_attempts) a task whose supervisor died."""
+        with self.journal.claim_lock():
+            state = self.journal.read_state(record.id)
+            if state is None or state.status != journal.RUNNING or self._is_alive(state.owner):
+                return
+            error = _error(
+                TaskInterrupted,
+                f"The worker {state.worker_ids[-1] if state.worker_ids else '?'} stopped "
+                "before the task finished (supervisor killed, or stopped at once)",
+            )
+            self._retry_or_fail(record, state, error)
+
+    def _retry_or_fail(
+        self, record: journal.Record, state: journal.State, error: journal.TaskError
+    ) -> None:
+        """A new attempt while attempts remain, else FAILED with ``error``."""
+        if len(state.worker_ids) >= self.max_attempts:
+            failed = replace(
+                state,
+                status=journal.FAILED,
+                version=state.version + 1,
+                owner=None,
+                finished_at=timezone.now(),
+                errors=(*state.errors, error),
+            )
+            self._unwritten.append(failed)
+            self._write_finished_states()
+            logger.error(
+                "Task id=%s path=%s queue=%s state=FAILED after %d attempt(s): %s",
+                record.id,
+                record.task_path,
+                record.queue_name,
+                len(state.worker_ids),
+                error.traceback.strip(),
+            )
+            return
+        self.journal.write_state(
+            replace(
+                state,
+                status=journal.READY,
+                version=state.version + 1,
+                owner=None,
+                errors=(*state.errors, error),
+            )
+        )
+        self.journal.append_requeue(record.id)
+        logger.warning(
+            "Task id=%s path=%s queue=%s re-queued as attempt %d: %s",
+            record.id,
+            record.task_path,
+            record.queue_name,
+            len(state.worker_ids) + 1,
+            error.traceback.strip(),
+        )
+        self._queued.discard(record.id)
+        self._push(record)
+
+    # -- running tasks -----------------------------------------------------------------------
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["procpool_tasks._preload"])
+        # No database socket may be shared with a child.
+        connections.close_all()
+        return ProcessPoolExecutor(
+            max_workers=self.config.processes,
+            mp_context=context,
+            initializer=execution.init_child,
+            initargs=(self.config.verbosity,),
+        )
+
+    def _free_processes(self) -> int:
+        free = self.config.processes - len(self._in_flight)
+        if self.config.max_tasks is not None:
+            free = min(free, self.config.max_tasks - self._claimed)
+        return free
+
+    def _submit_ready(self) -> None:
+        if self._stopping:
+            return
+        self._release_due()
+        while self._ready and (free := self._free_processes()) > 0:
+            picked = [heapq.heappop(self._ready)[-1] for _ in range(min(free, len(self._ready)))]
+            for record in picked:
+                self._queued.discard(record.id)
+            for record, state in self._claim(picked):
+                self._submit(record, state)
+
+    def _release_due(self) -> None:
+        now = time.time()
+        while self._waiting and self._waiting[0][0] <= now:
+            self._push_ready(heapq.heappop(self._waiting)[-1])
+
+    def _claim(self, records: list[journal.Record]) -> list[tuple[journal.Record, journal.State]]:
+        """Mark READY tasks RUNNING under the claim lock: each is claimed exactly once."""
+        claimed = []
+        with self.journal.claim_lock():
+            for record in records:
+                state = self.journal.read_state(record.id)
+                if state is not None and state.status != journal.READY:
+                    continue  # another supervisor claimed it, or it finished
+                now = timezone.now()
+                running = journal.State(
+                    id=record.id,
+                    status=journal.RUNNING,
+                    version=(state.version if state else 0) + 1,
+                    worker_ids=(*(state.worker_ids if state else ()), self.config.worker_id),
+                    owner=self.instance,
+                    started_at=(state.started_at if state else None) or now,
+                    last_attempted_at=now,
+                    errors=state.errors if state else (),
+                )
+                self.journal.write_state(running)
+                claimed.append((record, running))
+        self._claimed += len(claimed)
+        return claimed
+
+    def _submit(self, record: journal.Record, state: journal.State) -> None:
+        assert self._pool is not None  # noqa: S101 (narrowing for mypy)
+        logger.info(
+            "Task id=%s path=%s queue=%s state=RUNNING attempt=%d",
+            record.id,
+            record.task_path,
+            record.queue_name,
+            len(state.worker_ids),
+        )
+        future = self._pool.submit(execution.run_job, execution.Job(record, state))
+        self._in_flight[future] = _InFlight(record, state)
+        future.add_done_callback(self._on_done)
+
+    def _on_done(self, future: Future[execution.Outcome]) -> None:
+        self._events.put(("done", future))
+
+    def _collect_finished(self, futures: list[Future[execution.Outcome]]) -> None:
+        broken = False
+        for future in futures:
+            flight = self._in_flight.pop(future)
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                broken = True
+                self._on_worker_died(flight)
+                continue
+            except Exception as error:  # the job could not be sent or received at all
+                outcome = execution.Outcome(
+                    status=journal.FAILED,
+                    finished_at=timezone.now(),
+                    error=_error(type(error), f"The task could not be run: {error}"),
+                )
+            self._unwritten.append(_finished_state(flight.state, outcome))
+            self._log_finished(flight, outcome.status)
+        if broken:
+            self._replace_broken_pool()
+
+    def _log_finished(self, flight: _InFlight, status: str) -> None:
+        logger.log(
+            logging.INFO if status == journal.SUCCESSFUL else logging.WARNING,
+            "Task id=%s path=%s queue=%s state=%s duration=%.3fs",
+            flight.record.id,
+            flight.record.task_path,
+            flight.record.queue_name,
+            status,
+            time.monotonic() - flight.started,
+        )
+
+    def _on_worker_died(self, flight: _InFlight) -> None:
+        error = _error(
+            WorkerProcessDied,
+            "The worker process running the task died (killed, crashed or out of memory)",
+        )
+        with self.journal.claim_lock():
+            self._retry_or_fail(flight.record, flight.state, error)
+
+    def _replace_broken_pool(self) -> None:
+        logger.error("A worker process died; replacing the process pool")
+        assert self._pool is not None  # noqa: S101 (narrowing for mypy)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._new_pool()
+
+    def _write_finished_states(self) -> None:
+        """Group-commit the finished states; on failure keep them and retry, never drop."""
+        assert self._result_log is not None  # noqa: S101 (narrowing for mypy)
+        try:
+            self._result_log.commit(self._unwritten)
+        except OSError as error:
+            logger.error(
+                "Cannot write %d result(s) to the journal (%s); retrying in %ss",
+                len(self._unwritten),
+                error,
+                WRITE_RETRY_S,
+            )
+            return
+        self._unwritten.clear()
+
+    def _terminate_children(self) -> None:
+        """Second signal: stop the children now; their tasks stay RUNNING, recoverable."""
+        if self._pool is None:
+            return
+        # The executor keeps no public list of its processes.
+        processes = list(getattr(self._pool, "_processes", {}).values())
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + KILL_GRACE_S
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+
+
+def _finished_state(running: journal.State, outcome: execution.Outcome) -> journal.State:
+    return replace(
+        running,
+        status=outcome.status,
+        version=running.version + 1,
+        owner=None,
+        finished_at=outcome.finished_at,
+        errors=running.errors if outcome.error is None else (*running.errors, outcome.error),
+        return_value=outcome.return_value,
+    )
+
+
+def _error(exception_class: type[BaseException], message: str) -> journal.TaskError:
+    path = f"{exception_class.__module__}.{exception_class.__qualname__}"
+    return journal.TaskError(exception_class_path=path, traceback=f"{path}: {message}\n")
+

@@ -1,0 +1,59 @@
+"""Settings for the test suite; the journal directory comes from PROCPOOL_TASKS_PATH.
+
+Each test points PROCPOOL_TASKS_PATH at its own directory, in the test process and in
+the worker subprocesses it starts, so tests never share a journal.
+"""
+
+import os
+from pathlib import Path
+
+import django
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "procpool-tasks-tests"  # noqa: S105 (a test-only key)
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "procpool_tasks",
+    "tests",
+]
+if django.VERSION < (6,):
+    INSTALLED_APPS.insert(0, "django_tasks")
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("PROCPOOL_TEST_DB", str(BASE_DIR / "test.sqlite3")),
+        # Several worker processes write to one SQLite file in the tests.
+        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+_JOURNAL = os.environ.get("PROCPOOL_TASKS_PATH", str(BASE_DIR / ".journal"))
+
+TASKS = {
+    "default": {
+        "BACKEND": "procpool_tasks.backend.ProcPoolBackend",
+        "QUEUES": ["default", "high", "low"],
+        "OPTIONS": {"path": _JOURNAL, "durable": True},
+    },
+    "second": {
+        "BACKEND": "procpool_tasks.backend.ProcPoolBackend",
+        "QUEUES": [],
+        "OPTIONS": {"path": _JOURNAL + "-second", "durable": False},
+    },
+    "immediate": {
+        "BACKEND": (
+            "django.tasks.backends.immediate.ImmediateBackend"
+            if django.VERSION >= (6,)
+            else "django_tasks.backends.immediate.ImmediateBackend"
+        ),
+    },
+}
+
+LOGGING_CONFIG = None

@@ -1,0 +1,88 @@
+"""Tasks for the tests; each name says what it does."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from procpool_tasks.compat import TaskContext
+
+try:
+    from django.tasks import task
+except ImportError:  # Django < 6
+    from django_tasks import task  # type: ignore[no-redef]
+
+
+@task()
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task()
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@task()
+def append_line(path: str, line: str) -> str:
+    """Append ``line`` to a file: the order of lines is the order tasks ran in."""
+    with open(path, "a") as file:
+        file.write(line + "\n")
+    return line
+
+
+@task(queue_name="high")
+def on_high_queue(path: str, line: str) -> str:
+    return append_line.call(path, line)
+
+
+@task()
+def sleep_for(seconds: float, marker: str | None = None) -> float:
+    """Sleep; touch ``marker`` first so a test knows the task has started."""
+    if marker:
+        Path(marker).touch()
+    time.sleep(seconds)
+    return seconds
+
+
+@task()
+def fail_with(message: str) -> None:
+    raise ValueError(message)
+
+
+@task()
+def return_unserialisable() -> object:
+    return {1, 2, 3}
+
+
+@task(takes_context=True)
+def report_context(context: TaskContext) -> dict[str, Any]:
+    return {
+        "id": context.task_result.id,
+        "attempt": context.attempt,
+        "worker_ids": list(context.task_result.worker_ids),
+        "status": str(context.task_result.status),
+    }
+
+
+@task()
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+@task()
+def process_id() -> int:
+    return os.getpid()
+
+
+@task()
+def exit_hard(code: int = 3) -> None:
+    os._exit(code)
+
+
+def not_a_task() -> str:
+    return "plain function"
