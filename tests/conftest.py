@@ -1,0 +1,163 @@
+"""Fixtures: a private journal per test, and real ``procpool_worker`` subprocesses."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The longest any test waits for a condition; the tests' own work takes far less.
+WAIT_S = 30.0
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = WAIT_S, what: str) -> Any:
+    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+    return value
+
+
+@dataclass
+class Worker:
+    """A running ``manage.py procpool_worker`` subprocess and its output file."""
+
+    process: subprocess.Popen[bytes]
+    output_path: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def send(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = WAIT_S) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker did not exit within {timeout}s; output:\n{self.output}")
+
+    def stop(self) -> int:
+        """Graceful stop (SIGTERM), as a process manager would do it."""
+        self.send(signal.SIGTERM)
+        return self.wait()
+
+    def reap(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@dataclass
+class Env:
+    """One test's journal and the environment its subprocesses share with it."""
+
+    journal: Path
+    tmp_path: Path
+    variables: dict[str, str]
+    workers: list[Worker] = field(default_factory=list)
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "django", "procpool_worker", "--no-reload", *args]
+
+    def start_worker(self, *args: str) -> Worker:
+        output_path = self.tmp_path / f"worker-{len(self.workers)}.log"
+        with output_path.open("wb") as output:
+            process = subprocess.Popen(
+                self.command(*args),
+                env=self.variables,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+        worker = Worker(process, output_path, list(args))
+        self.workers.append(worker)
+        return worker
+
+    def run_batch(self, *args: str, expect_code: int = 0) -> str:
+        """Run ``procpool_worker --batch`` to completion; return its output."""
+        worker = self.start_worker("--batch", *args)
+        code = worker.wait(timeout=120)
+        assert code == expect_code, f"exit code {code}; output:\n{worker.output}"
+        return worker.output
+
+    def run_python(self, code: str, *args: str, timeout: float = 60) -> str:
+        """Run Python code in a fresh process with Django set up on this journal."""
+        prelude = "import django; django.setup()\n"
+        done = subprocess.run(
+            [sys.executable, "-c", prelude + code, *args],
+            env=self.variables,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def migrate(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "--run-syncdb", "-v", "0"],
+            env=self.variables,
+            cwd=REPO_ROOT,
+            check=True,
+            timeout=120,
+        )
+
+
+def _tasks_setting(journal: Path) -> dict[str, Any]:
+    tasks = copy.deepcopy(settings.TASKS)
+    tasks["default"]["OPTIONS"]["path"] = str(journal)
+    tasks["second"]["OPTIONS"]["path"] = f"{journal}-second"
+    return tasks
+
+
+@pytest.fixture
+def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
+    """A private journal, used by this test process and every worker it starts."""
+    journal = tmp_path / "journal"
+    variables = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PROCPOOL_TASKS_PATH": str(journal),
+        "PROCPOOL_TEST_DB": str(tmp_path / "db.sqlite3"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+    }
+    test_env = Env(journal=journal, tmp_path=tmp_path, variables=variables)
+    with override_settings(TASKS=_tasks_setting(journal)):
+        try:
+            yield test_env
+        finally:
+            for worker in test_env.workers:
+                worker.reap()
+                # pytest shows this only when the test failed.
+                print(f"--- worker {worker.args} output ---\n{worker.output}")
