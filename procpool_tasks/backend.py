@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ __all__ = ["BackendOptions", "InvalidTaskArguments", "JournalUnavailable", "Proc
 DEFAULT_JOURNAL_DIRNAME = ".procpool_tasks"
 
 
-class InvalidTaskArguments(compat.InvalidTask, journal.ValueNotJSON):  # type: ignore[misc,valid-type]
+class InvalidTaskArguments(compat.InvalidTask, journal.ValueNotJSON):
     """Arguments that JSON cannot carry; raised by ``enqueue`` before anything is written."""
 
 
@@ -39,17 +38,16 @@ class BackendOptions:
     path: Path
     durable: bool = True
     max_attempts: int = 3
-    task_timeout: float | None = None
 
     @classmethod
     def from_options(cls, alias: str, options: Mapping[str, Any]) -> BackendOptions:
         """Raise ImproperlyConfigured, saying what to set, for anything wrong."""
         where = f"TASKS[{alias!r}]['OPTIONS']"
-        unknown = set(options) - {"path", "durable", "max_attempts", "task_timeout"}
+        unknown = set(options) - {"path", "durable", "max_attempts"}
         if unknown:
             raise ImproperlyConfigured(
                 f"{where} has unknown keys {sorted(unknown)}; the keys are 'path', "
-                "'durable', 'max_attempts' and 'task_timeout'"
+                "'durable' and 'max_attempts'"
             )
         durable = options.get("durable", True)
         if not isinstance(durable, bool):
@@ -59,21 +57,10 @@ class BackendOptions:
             raise ImproperlyConfigured(
                 f"{where}['max_attempts'] must be a whole number >= 1, not {max_attempts!r}"
             )
-        task_timeout = options.get("task_timeout")
-        if task_timeout is not None and not (
-            isinstance(task_timeout, int | float)
-            and not isinstance(task_timeout, bool)
-            and math.isfinite(task_timeout)
-            and task_timeout > 0
-        ):
-            raise ImproperlyConfigured(
-                f"{where}['task_timeout'] must be a number of seconds > 0, or None"
-            )
         return cls(
             path=_journal_path(where, options.get("path")),
             durable=durable,
             max_attempts=max_attempts,
-            task_timeout=None if task_timeout is None else float(task_timeout),
         )
 
 
@@ -91,7 +78,7 @@ def _journal_path(where: str, path: Any) -> Path:
     return Path(path)
 
 
-class ProcPoolBackend(compat.BaseTaskBackend):  # type: ignore[misc,valid-type]
+class ProcPoolBackend(compat.BaseTaskBackend):
     """Tasks go to a journal directory; ``manage.py procpool_worker`` runs them."""
 
     supports_defer = True
@@ -182,8 +169,10 @@ class ProcPoolBackend(compat.BaseTaskBackend):  # type: ignore[misc,valid-type]
 
     # -- checks ----------------------------------------------------------------------------
 
-    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
-        yield from super().check(**kwargs)
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        return [*super().check(**kwargs), *self._check_journal(), *_check_sqlite(self)]
+
+    def _check_journal(self) -> Iterable[checks.CheckMessage]:
         if self._options_error is not None:
             yield checks.Error(
                 str(self._options_error),
@@ -201,10 +190,9 @@ class ProcPoolBackend(compat.BaseTaskBackend):  # type: ignore[misc,valid-type]
                 obj=self,
                 id="procpool_tasks.E002",
             )
-        yield from _check_sqlite_concurrency(self)
 
 
-def _check_sqlite_concurrency(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
+def _check_sqlite(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
     """Warn when tasks in several processes would share SQLite with its default settings."""
     for alias in connections:
         db = connections.settings[alias]

@@ -81,7 +81,7 @@ def _run(job: Job) -> Outcome:
         else:
             value = task.call(*result.args, **result.kwargs)
         return_value = journal.to_json_value(value, "the return value")
-    except BaseException as error:  # noqa: BLE001 (a task's failure is data, not a crash)
+    except BaseException as error:
         outcome = _failed(error)
         compat.set_result_field(result, "status", compat.TaskResultStatus.FAILED)
         compat.set_result_field(result, "finished_at", outcome.finished_at)

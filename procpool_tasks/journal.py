@@ -470,7 +470,9 @@ class Journal:
             self.path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         except OSError as error:
             raise JournalError(
-                error.errno, f"cannot create the journal directory: {error.strerror}", str(self.path)
+                error.errno,
+                f"cannot create the journal directory: {error.strerror}",
+                str(self.path),
             ) from error
         self.check_permissions()
         for directory in (
@@ -607,31 +609,6 @@ class Journal:
         return filelock.FileLock(
             self.workers_dir / f"{instance}.lock", mode=_FILE_MODE, thread_local=False
         )
-
-    def dead_instances(self, *, except_instance: str) -> Iterator[tuple[str, filelock.BaseFileLock]]:
-        """Yield the supervisors that have died, each with its lock now held by us."""
-        for path in sorted(self.workers_dir.glob("*.lock")):
-            instance = path.name.removesuffix(".lock")
-            if instance == except_instance:
-                continue
-            lock = self.worker_lock(instance)
-            try:
-                lock.acquire(blocking=False)
-            except filelock.Timeout:
-                continue
-            yield instance, lock
-
-    def is_instance_alive(self, instance: str) -> bool:
-        path = self.workers_dir / f"{instance}.lock"
-        if not path.exists():
-            return False
-        lock = self.worker_lock(instance)
-        try:
-            lock.acquire(blocking=False)
-        except filelock.Timeout:
-            return True
-        lock.release()
-        return False
 
     # -- segments, for supervisors ---------------------------------------------------------
 

@@ -44,7 +44,7 @@ def load_task(record: journal.Record) -> Any:
 def build_task_result(record: journal.Record, state: journal.State | None, task: Any) -> Any:
     """The framework's ``TaskResult`` for a record and its latest state (None: READY)."""
     state = state or journal.State(id=record.id, status=journal.READY, version=0)
-    result = compat.TaskResult(
+    result: Any = compat.TaskResult(
         task=task,
         id=record.id,
         status=compat.TaskResultStatus(state.status),

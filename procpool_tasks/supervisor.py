@@ -21,7 +21,6 @@ import heapq
 import itertools
 import logging
 import multiprocessing
-import os
 import queue
 import secrets
 import signal
@@ -140,7 +139,9 @@ class Supervisor:
             logger.info(
                 "Starting worker worker_id=%s queues=%s processes=%d journal=%s",
                 self.config.worker_id,
-                "*" if self.config.queue_names is None else ",".join(sorted(self.config.queue_names)),
+                "*"
+                if self.config.queue_names is None
+                else ",".join(sorted(self.config.queue_names)),
                 self.config.processes,
                 self.journal.path,
             )
@@ -332,9 +333,7 @@ class Supervisor:
         )
 
     def _has_due_task(self) -> bool:
-        return bool(self._ready) or bool(
-            self._waiting and self._waiting[0][0] <= time.time()
-        )
+        return bool(self._ready) or bool(self._waiting and self._waiting[0][0] <= time.time())
 
     # -- dead supervisors --------------------------------------------------------------------
 
@@ -596,4 +595,3 @@ def _finished_state(running: journal.State, outcome: execution.Outcome) -> journ
 def _error(exception_class: type[BaseException], message: str) -> journal.TaskError:
     path = f"{exception_class.__module__}.{exception_class.__qualname__}"
     return journal.TaskError(exception_class_path=path, traceback=f"{path}: {message}\n")
-

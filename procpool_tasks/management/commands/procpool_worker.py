@@ -99,8 +99,7 @@ class Command(BaseCommand):
             "--worker-id",
             type=valid_worker_id,
             default=get_random_string(32),
-            help="The id recorded in each task's worker_ids; unique per worker "
-            "(default: random)",
+            help="The id recorded in each task's worker_ids; unique per worker (default: random)",
         )
         parser.add_argument(
             "--reload",
@@ -113,6 +112,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(options["verbosity"], self.stdout)
         backend = compat.task_backends[options["backend_alias"]]
+        assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
         queue_names = _parse_queue_names(options["queue_name"], backend)
         if options["reload"] and options["batch"]:
             raise CommandError("--reload cannot be used with --batch; pass --no-reload")
