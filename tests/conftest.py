@@ -17,7 +17,7 @@ import pytest
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -134,7 +134,7 @@ class Env:
 
 
 def _tasks_setting(journal: Path) -> dict[str, Any]:
-    tasks = copy.deepcopy(settings.TASKS)
+    tasks: dict[str, Any] = copy.deepcopy(settings.TASKS)
     tasks["default"]["OPTIONS"]["path"] = str(journal)
     tasks["second"]["OPTIONS"]["path"] = f"{journal}-second"
     return tasks
@@ -160,4 +160,4 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
             for worker in test_env.workers:
                 worker.reap()
                 # pytest shows this only when the test failed.
-                print(f"--- worker {worker.args} output ---\n{worker.output}")
+                print(f"--- worker {worker.args} output ---\n{worker.output}")  # noqa: T201

@@ -1,6 +1,5 @@
-from tests.conftest import Env
-
 from tests import tasks
+from tests.conftest import Env
 
 
 def test_enqueued_task_runs_in_a_batch_worker(env: Env) -> None:
