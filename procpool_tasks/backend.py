@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,16 +39,17 @@ class BackendOptions:
     path: Path
     durable: bool = True
     max_attempts: int = 3
+    task_timeout: float | None = None
 
     @classmethod
     def from_options(cls, alias: str, options: Mapping[str, Any]) -> BackendOptions:
         """Raise ImproperlyConfigured, saying what to set, for anything wrong."""
         where = f"TASKS[{alias!r}]['OPTIONS']"
-        unknown = set(options) - {"path", "durable", "max_attempts"}
+        unknown = set(options) - {"path", "durable", "max_attempts", "task_timeout"}
         if unknown:
             raise ImproperlyConfigured(
                 f"{where} has unknown keys {sorted(unknown)}; the keys are 'path', "
-                "'durable' and 'max_attempts'"
+                "'durable', 'max_attempts' and 'task_timeout'"
             )
         durable = options.get("durable", True)
         if not isinstance(durable, bool):
@@ -57,11 +59,28 @@ class BackendOptions:
             raise ImproperlyConfigured(
                 f"{where}['max_attempts'] must be a whole number >= 1, not {max_attempts!r}"
             )
+        task_timeout = options.get("task_timeout")
+        if task_timeout is not None and not is_positive_seconds(task_timeout):
+            raise ImproperlyConfigured(
+                f"{where}['task_timeout'] must be a number of seconds > 0, or None; "
+                f"not {task_timeout!r}"
+            )
         return cls(
             path=_journal_path(where, options.get("path")),
             durable=durable,
             max_attempts=max_attempts,
+            task_timeout=None if task_timeout is None else float(task_timeout),
         )
+
+
+def is_positive_seconds(value: object) -> bool:
+    """A finite number of seconds > 0 (not a bool)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def _journal_path(where: str, path: Any) -> Path:
@@ -206,7 +225,7 @@ def _check_sqlite(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
             "transactions; tasks writing from several worker processes will fail with "
             "'database is locked'.",
             hint=f'Set DATABASES[{alias!r}]["OPTIONS"] = {{"timeout": 20, '
-            '"transaction_mode": "IMMEDIATE"}} (Django 5.1+).',
+            '"transaction_mode": "IMMEDIATE"} (Django 5.1+).',
             obj=backend,
             id="procpool_tasks.W001",
         )

@@ -6,13 +6,17 @@ The supervisor sends a ``Job`` (the record and its RUNNING state) and gets back 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from traceback import format_exception
+from types import FrameType
 from typing import Any
 
 import django
@@ -23,7 +27,7 @@ from django.utils import timezone
 from . import compat, journal
 from .results import build_task_result, load_task
 
-__all__ = ["Job", "Outcome", "init_child", "run_job"]
+__all__ = ["ChildSettings", "Job", "Outcome", "TaskTimedOut", "init_child", "run_job"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,16 +42,56 @@ class Outcome:
     finished_at: datetime
     return_value: Any = None
     error: journal.TaskError | None = None
-    pid: int = 0
+    unloadable: bool = False  # the record names no importable Task: quarantine it
 
 
-def init_child(verbosity: int) -> None:
+class TaskTimedOut(BaseException):
+    """The task ran past its time limit.
+
+    A BaseException, so that a task's own ``except Exception`` cannot swallow it.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSettings:
+    """What every worker process is told when it starts."""
+
+    verbosity: int
+    task_timeout: float | None
+    started: Any  # a multiprocessing SimpleQueue: (task id, pid) as each task starts
+
+
+_settings: ChildSettings | None = None
+
+
+def init_child(settings: ChildSettings) -> None:
     """Prepare a fresh worker process: Django, logging, and signals left to the supervisor."""
+    global _settings
+    _settings = settings
     # Ctrl+C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     if not apps.ready:
         django.setup()
-    configure_child_logging(verbosity)
+    configure_child_logging(settings.verbosity)
+
+
+def _die_with_parent() -> None:
+    """If the supervisor is killed, its forkserver exits: take this task down with it.
+
+    Otherwise an orphaned child would go on running a task that the next supervisor
+    re-runs. Linux only (prctl); elsewhere orphans finish their task and then exit.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def configure_child_logging(verbosity: int) -> None:
@@ -60,18 +104,41 @@ def configure_child_logging(verbosity: int) -> None:
 
 def run_job(job: Job) -> Outcome:
     """Run one task as Django's request cycle would: fresh connections before and after."""
+    timeout = _settings.task_timeout if _settings else None
+    if _settings is not None:
+        _settings.started.put((job.record.id, os.getpid()))
     close_old_connections()
     try:
-        return _run(job)
+        with _time_limit(timeout):
+            return _run(job)
     finally:
         close_old_connections()
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise TaskTimedOut in the task after ``seconds``; the supervisor kills it later."""
+    if not seconds:
+        yield
+        return
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise TaskTimedOut(f"The task ran longer than its time limit of {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _run(job: Job) -> Outcome:
     try:
         task = load_task(job.record)
     except ImportError as error:
-        return _failed(error)
+        return replace(_failed(error), unloadable=True)
     result = build_task_result(job.record, job.state, task)
     sender = type(task.get_backend())
     try:
@@ -98,7 +165,6 @@ def _run(job: Job) -> Outcome:
         status=journal.SUCCESSFUL,
         finished_at=timezone.now(),
         return_value=return_value,
-        pid=os.getpid(),
     )
     compat.set_result_field(result, "status", compat.TaskResultStatus.SUCCESSFUL)
     compat.set_result_field(result, "finished_at", outcome.finished_at)
@@ -126,5 +192,4 @@ def _failed(error: BaseException) -> Outcome:
             exception_class_path=f"{error_type.__module__}.{error_type.__qualname__}",
             traceback="".join(format_exception(error)),
         ),
-        pid=os.getpid(),
     )

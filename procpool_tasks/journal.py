@@ -309,9 +309,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _read_file(path: Path) -> bytes:
+def _read_file(path: Path | str, *, dir_fd: int | None = None) -> bytes:
     """Read a whole file, refusing to follow a symlink planted in the journal."""
-    fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+    fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS, dir_fd=dir_fd)
     try:
         chunks = []
         while chunk := os.read(fd, 1 << 16):
@@ -321,24 +321,47 @@ def _read_file(path: Path) -> bytes:
         os.close(fd)
 
 
-def write_file_atomically(path: Path, data: bytes, *, sync: bool) -> None:
-    """Replace ``path`` with ``data``: readers see the old file or the new, never half."""
-    tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, _FILE_MODE)
+def _write_file_atomically(dir_fd: int, name: str, data: bytes) -> None:
+    """Replace ``name`` in a directory: readers see the old file or the new, never half.
+
+    Not synced: states that must survive power loss are in a supervisor's WAL first.
+    """
+    tmp_name = f".{name}.{secrets.token_hex(4)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
+    fd = os.open(tmp_name, flags, _FILE_MODE, dir_fd=dir_fd)
     try:
         _write_all(fd, data)
-        if sync:
-            os.fdatasync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
-            os.unlink(tmp_path)
+            os.unlink(tmp_name, dir_fd=dir_fd)
         raise
     os.close(fd)
-    os.replace(tmp_path, path)
-    if sync:
-        # The rename survives power loss only once its directory entry is on disk.
-        _fsync_directory(path.parent)
+    os.replace(tmp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+@contextlib.contextmanager
+def _directory(parent: Path, name: str, *, create: bool) -> Iterator[int]:
+    """Open ``parent/name`` as a directory fd; JournalError if a symlink was planted there."""
+    path = parent / name
+    flags = os.O_RDONLY | os.O_DIRECTORY | _OPEN_FLAGS
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if not create:
+            raise
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, _DIR_MODE)
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            message = "a symlink was planted in the journal"
+            raise JournalError(error.errno, message, str(path)) from error
+        raise
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _read_line_at(fd: int, offset: int) -> bytes | None:
@@ -467,7 +490,12 @@ class Journal:
         if self._ready:
             return
         try:
-            self.path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            if not self.path.exists():
+                self.path.mkdir(mode=_DIR_MODE, parents=True)
+                # mkdir's mode passes through the umask; 0700 is what we promise.
+                os.chmod(self.path, _DIR_MODE)
+        except FileExistsError:
+            pass
         except OSError as error:
             raise JournalError(
                 error.errno,
@@ -484,6 +512,7 @@ class Journal:
         ):
             with contextlib.suppress(FileExistsError):
                 directory.mkdir(mode=_DIR_MODE)
+                os.chmod(directory, _DIR_MODE)
             self._check_directory(directory)
         self._ready = True
 
@@ -551,10 +580,6 @@ class Journal:
     def segment_path(self, segment: str) -> Path:
         return self.segments_dir / f"{segment}{_SEGMENT_SUFFIX}"
 
-    def result_path(self, record_id: str) -> Path:
-        segment, offset = parse_id(record_id)
-        return self.results_dir / segment / f"{offset:x}.json"
-
     def read_record(self, record_id: str) -> Record:
         """Read the record a task id points at; RecordNotFound if there is none."""
         segment, offset = parse_id(record_id)
@@ -577,27 +602,31 @@ class Journal:
         return record
 
     def read_state(self, record_id: str) -> State | None:
-        """The task's latest state, or None while no supervisor has touched it."""
+        """The task's latest state, or None while no supervisor has touched it.
+
+        Raises JournalError if a symlink was planted where its result file belongs.
+        """
+        segment, offset = parse_id(record_id)
         try:
-            data = _read_file(self.result_path(record_id))
+            with _directory(self.results_dir, segment, create=False) as dir_fd:
+                data = _read_file(f"{offset:x}.json", dir_fd=dir_fd)
         except FileNotFoundError:
             return None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise JournalError(error.errno, "a symlink was planted in the journal") from error
+            raise
         try:
             return decode_state(json.loads(data))
         except (ValueError, KeyError, TypeError):
             # A result file torn by power loss before a supervisor repaired it.
             return None
 
-    # -- write states ----------------------------------------------------------------------
-
     def write_state(self, state: State) -> None:
         """Replace the task's result file; not synced (see the WAL for finished states)."""
-        path = self.result_path(state.id)
-        try:
-            write_file_atomically(path, encode_state(state), sync=False)
-        except FileNotFoundError:
-            path.parent.mkdir(mode=_DIR_MODE, exist_ok=True)
-            write_file_atomically(path, encode_state(state), sync=False)
+        segment, offset = parse_id(state.id)
+        with _directory(self.results_dir, segment, create=True) as dir_fd:
+            _write_file_atomically(dir_fd, f"{offset:x}.json", encode_state(state))
 
     def claim_lock(self) -> filelock.BaseFileLock:
         """The journal-wide lock under which a READY task becomes RUNNING (one claim)."""
@@ -667,9 +696,15 @@ class SegmentTail:
 
     def _read_segment(self, segment: str) -> Iterator[Record | Requeue | Quarantined]:
         start = self._offsets.get(segment, 0)
+        if start < 0:
+            return  # unreadable, and reported once already
         try:
             fd = os.open(self._journal.segment_path(segment), os.O_RDONLY | _OPEN_FLAGS)
         except FileNotFoundError:
+            return
+        except OSError as error:
+            self._offsets[segment] = -1
+            yield Quarantined(segment, 0, f"the segment cannot be opened: {error}", b"")
             return
         try:
             size = os.fstat(fd).st_size

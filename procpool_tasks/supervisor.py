@@ -17,10 +17,13 @@ whose ``put`` is safe from a signal handler and from the pool's management threa
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import heapq
 import itertools
 import logging
 import multiprocessing
+import os
 import queue
 import secrets
 import signal
@@ -62,6 +65,8 @@ POLL_INTERVAL_S = 2.0
 WRITE_RETRY_S = 0.5
 #: On a forced stop, how long children get between SIGTERM and SIGKILL.
 KILL_GRACE_S = 5.0
+#: How long past its time limit a task that ignores the limit is killed.
+TIMEOUT_KILL_GRACE_S = 2.0
 
 
 class TaskInterrupted(RuntimeError):
@@ -82,6 +87,8 @@ class SupervisorConfig:
     worker_id: str
     batch: bool = False
     max_tasks: int | None = None
+    max_tasks_per_child: int | None = None
+    task_timeout: float | None = None
     verbosity: int = 1
 
     def serves(self, queue_name: str) -> bool:
@@ -119,6 +126,13 @@ class Supervisor:
         self._queued: set[str] = set()
         self._in_flight: dict[Future[execution.Outcome], _InFlight] = {}
         self._unwritten: list[journal.State] = []
+        self._requeued: dict[str, journal.Record] = {}
+        self._claim_paused_until = 0.0
+        self._pids: dict[str, int] = {}
+        self._deadlines: dict[str, float] = {}
+        self._exit_codes: dict[int, int] = {}
+        self._timed_out_pids: set[int] = set()
+        self._started: Any = None
         self._dead_instances: dict[str, filelock.BaseFileLock] = {}
         self._alive_instances: set[str] = set()
         self._claimed = 0
@@ -205,10 +219,12 @@ class Supervisor:
 
     def _seconds_to_wait(self) -> float:
         timeout = POLL_INTERVAL_S
-        if self._unwritten:
+        if self._unwritten or self._claim_paused_until:
             timeout = WRITE_RETRY_S
         if self._waiting and not self._stopping:
             timeout = min(timeout, max(0.0, self._waiting[0][0] - time.time()))
+        if self._deadlines:
+            timeout = min(timeout, max(0.0, min(self._deadlines.values()) - time.monotonic()))
         return timeout
 
     def _handle_events(self, timeout: float) -> None:
@@ -221,11 +237,14 @@ class Supervisor:
                 events.append(self._events.get_nowait())
             except queue.Empty:
                 break
+        self._note_started_tasks()
         finished: list[Future[execution.Outcome]] = []
         journal_changed = False
         for kind, value in events:
             if kind == "done":
                 finished.append(value)
+            elif kind == "broken":
+                self._exit_codes.update(value)
             elif kind == "signal":
                 self._on_stop_signal(value)
             else:
@@ -233,7 +252,8 @@ class Supervisor:
         if finished:
             self._collect_finished(finished)
         if self._unwritten:
-            self._write_finished_states()
+            self._write_states()
+        self._kill_overdue_tasks()
         if journal_changed and not self._stopping:
             self._read_journal()
 
@@ -290,17 +310,33 @@ class Supervisor:
                 self._on_requeue(item.id)
             elif self.config.serves(item.queue_name):
                 # A new line has no state yet; at start every state must be looked at.
-                state = self.journal.read_state(item.id) if initial else None
+                state = self._read_state(item.id) if initial else None
                 self._consider(item, state)
 
+    def _read_state(self, record_id: str) -> journal.State | None:
+        try:
+            return self.journal.read_state(record_id)
+        except journal.JournalError as error:
+            logger.error("Task id=%s skipped: %s (%s)", record_id, error.strerror, error.filename)
+            return _UNUSABLE
+
     def _quarantine(self, bad: journal.Quarantined) -> None:
-        if self.journal.quarantine(bad):
+        try:
+            is_new = self.journal.quarantine(bad)
+        except OSError as error:
+            logger.error(
+                "Cannot quarantine segment=%s offset=%d: %s", bad.segment, bad.offset, error
+            )
+            is_new = True
+        if is_new:
             self._quarantined += 1
             logger.warning(
-                "Quarantined an unreadable record segment=%s offset=%d reason=%s",
+                "Quarantined an unreadable record segment=%s offset=%d reason=%s "
+                "(%d quarantined since start)",
                 bad.segment,
                 bad.offset,
                 bad.reason,
+                self._quarantined,
             )
 
     def _on_requeue(self, record_id: str) -> None:
@@ -309,7 +345,7 @@ class Supervisor:
         except journal.RecordNotFound:
             return
         if self.config.serves(record.queue_name):
-            self._consider(record, self.journal.read_state(record_id))
+            self._consider(record, self._read_state(record_id))
 
     def _consider(self, record: journal.Record, state: journal.State | None) -> None:
         if state is None or state.status == journal.READY:
@@ -370,7 +406,7 @@ class Supervisor:
     def _recover(self, record: journal.Record) -> None:
         """Re-queue (or fail, after max_attempts) a task whose supervisor died."""
         with self.journal.claim_lock():
-            state = self.journal.read_state(record.id)
+            state = self._read_state(record.id)
             if state is None or state.status != journal.RUNNING or self._is_alive(state.owner):
                 return
             error = _error(
@@ -379,22 +415,14 @@ class Supervisor:
                 "before the task finished (supervisor killed, or stopped at once)",
             )
             self._retry_or_fail(record, state, error)
+            self._write_states()
 
     def _retry_or_fail(
-        self, record: journal.Record, state: journal.State, error: journal.TaskError
+        self, record: journal.Record, state: journal.State, error: journal.TaskError | None
     ) -> None:
-        """A new attempt while attempts remain, else FAILED with ``error``."""
-        if len(state.worker_ids) >= self.max_attempts:
-            failed = replace(
-                state,
-                status=journal.FAILED,
-                version=state.version + 1,
-                owner=None,
-                finished_at=timezone.now(),
-                errors=(*state.errors, error),
-            )
-            self._unwritten.append(failed)
-            self._write_finished_states()
+        """Queue a new attempt; with an ``error`` only while attempts remain, else FAILED."""
+        if error is not None and len(state.worker_ids) >= self.max_attempts:
+            self._finish(record, _failed_state(state, error))
             logger.error(
                 "Task id=%s path=%s queue=%s state=FAILED after %d attempt(s): %s",
                 record.id,
@@ -404,26 +432,19 @@ class Supervisor:
                 error.traceback.strip(),
             )
             return
-        self.journal.write_state(
-            replace(
-                state,
-                status=journal.READY,
-                version=state.version + 1,
-                owner=None,
-                errors=(*state.errors, error),
-            )
+        errors = state.errors if error is None else (*state.errors, error)
+        ready = replace(
+            state, status=journal.READY, version=state.version + 1, owner=None, errors=errors
         )
-        self.journal.append_requeue(record.id)
+        self._finish(record, ready)
         logger.warning(
-            "Task id=%s path=%s queue=%s re-queued as attempt %d: %s",
+            "Task id=%s path=%s queue=%s re-queued as attempt %d%s",
             record.id,
             record.task_path,
             record.queue_name,
             len(state.worker_ids) + 1,
-            error.traceback.strip(),
+            "" if error is None else f": {error.traceback.strip()}",
         )
-        self._queued.discard(record.id)
-        self._push(record)
 
     # -- running tasks -----------------------------------------------------------------------
 
@@ -432,11 +453,18 @@ class Supervisor:
         context.set_forkserver_preload(["procpool_tasks._preload"])
         # No database socket may be shared with a child.
         connections.close_all()
+        self._started = context.SimpleQueue()
+        child_settings = execution.ChildSettings(
+            verbosity=self.config.verbosity,
+            task_timeout=self.config.task_timeout,
+            started=self._started,
+        )
         return ProcessPoolExecutor(
             max_workers=self.config.processes,
             mp_context=context,
             initializer=execution.init_child,
-            initargs=(self.config.verbosity,),
+            initargs=(child_settings,),
+            max_tasks_per_child=self.config.max_tasks_per_child,
         )
 
     def _free_processes(self) -> int:
@@ -446,8 +474,11 @@ class Supervisor:
         return free
 
     def _submit_ready(self) -> None:
-        if self._stopping:
+        if self._stopping or self._pool is None:
             return
+        if self._claim_paused_until and time.monotonic() < self._claim_paused_until:
+            return
+        self._claim_paused_until = 0.0
         self._release_due()
         while self._ready and (free := self._free_processes()) > 0:
             picked = [heapq.heappop(self._ready)[-1] for _ in range(min(free, len(self._ready)))]
@@ -455,6 +486,8 @@ class Supervisor:
                 self._queued.discard(record.id)
             for record, state in self._claim(picked):
                 self._submit(record, state)
+            if self._claim_paused_until:
+                return
 
     def _release_due(self) -> None:
         now = time.time()
@@ -465,22 +498,21 @@ class Supervisor:
         """Mark READY tasks RUNNING under the claim lock: each is claimed exactly once."""
         claimed = []
         with self.journal.claim_lock():
-            for record in records:
-                state = self.journal.read_state(record.id)
+            for index, record in enumerate(records):
+                state = self._read_state(record.id)
                 if state is not None and state.status != journal.READY:
                     continue  # another supervisor claimed it, or it finished
-                now = timezone.now()
-                running = journal.State(
-                    id=record.id,
-                    status=journal.RUNNING,
-                    version=(state.version if state else 0) + 1,
-                    worker_ids=(*(state.worker_ids if state else ()), self.config.worker_id),
-                    owner=self.instance,
-                    started_at=(state.started_at if state else None) or now,
-                    last_attempted_at=now,
-                    errors=state.errors if state else (),
-                )
-                self.journal.write_state(running)
+                running = _running_state(record, state, self.config.worker_id, self.instance)
+                try:
+                    self.journal.write_state(running)
+                except OSError as error:
+                    logger.error(
+                        "Cannot claim tasks (%s); trying again in %ss", error, WRITE_RETRY_S
+                    )
+                    for unclaimed in records[index:]:
+                        self._push(unclaimed)
+                    self._claim_paused_until = time.monotonic() + WRITE_RETRY_S
+                    break
                 claimed.append((record, running))
         self._claimed += len(claimed)
         return claimed
@@ -494,30 +526,71 @@ class Supervisor:
             record.queue_name,
             len(state.worker_ids),
         )
-        future = self._pool.submit(execution.run_job, execution.Job(record, state))
+        pool = self._pool
+        try:
+            future = pool.submit(execution.run_job, execution.Job(record, state))
+        except BrokenProcessPool:
+            future = Future()
+            future.set_exception(BrokenProcessPool("the pool broke before the task started"))
         self._in_flight[future] = _InFlight(record, state)
-        future.add_done_callback(self._on_done)
+        future.add_done_callback(functools.partial(self._on_done, pool))
 
-    def _on_done(self, future: Future[execution.Outcome]) -> None:
+    def _on_done(self, pool: ProcessPoolExecutor, future: Future[execution.Outcome]) -> None:
+        """Runs in the pool's thread: forward the future, and who died if the pool broke.
+
+        The pool fails its futures before it terminates the surviving children, so only
+        the processes that died on their own have an exit code at this moment.
+        """
+        if isinstance(future.exception(), BrokenProcessPool):
+            # The executor keeps no public list of its processes.
+            processes = dict(getattr(pool, "_processes", None) or {})
+            exit_codes = {pid: p.exitcode for pid, p in processes.items()}
+            self._events.put(("broken", {p: c for p, c in exit_codes.items() if c is not None}))
         self._events.put(("done", future))
 
+    def _note_started_tasks(self) -> None:
+        """Learn which process runs which task, for time limits and for deaths."""
+        while not self._started.empty():
+            record_id, pid = self._started.get()
+            self._pids[record_id] = pid
+            if self.config.task_timeout:
+                # The child raises at the limit; a task that ignores it is killed later.
+                deadline = time.monotonic() + self.config.task_timeout + TIMEOUT_KILL_GRACE_S
+                self._deadlines[record_id] = deadline
+
+    def _kill_overdue_tasks(self) -> None:
+        now = time.monotonic()
+        for record_id, deadline in list(self._deadlines.items()):
+            pid = self._pids.get(record_id)
+            if deadline <= now and pid is not None:
+                del self._deadlines[record_id]
+                logger.warning("Task id=%s ignored its time limit; killing pid=%s", record_id, pid)
+                self._timed_out_pids.add(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
     def _collect_finished(self, futures: list[Future[execution.Outcome]]) -> None:
+        self._note_started_tasks()
         broken = False
         for future in futures:
             flight = self._in_flight.pop(future)
+            self._deadlines.pop(flight.record.id, None)
+            pid = self._pids.pop(flight.record.id, None)
             try:
                 outcome = future.result()
             except BrokenProcessPool:
                 broken = True
-                self._on_worker_died(flight)
+                self._on_pool_broken(flight, pid)
                 continue
-            except Exception as error:  # the job could not be sent or received at all
+            except BaseException as error:  # the job could not be run at all
                 outcome = execution.Outcome(
                     status=journal.FAILED,
                     finished_at=timezone.now(),
                     error=_error(type(error), f"The task could not be run: {error}"),
                 )
-            self._unwritten.append(_finished_state(flight.state, outcome))
+            if outcome.unloadable:
+                self._quarantine_record(flight.record, outcome)
+            self._finish(flight.record, _finished_state(flight.state, outcome))
             self._log_finished(flight, outcome.status)
         if broken:
             self._replace_broken_pool()
@@ -533,22 +606,47 @@ class Supervisor:
             time.monotonic() - flight.started,
         )
 
-    def _on_worker_died(self, flight: _InFlight) -> None:
-        error = _error(
-            WorkerProcessDied,
-            "The worker process running the task died (killed, crashed or out of memory)",
+    def _quarantine_record(self, record: journal.Record, outcome: execution.Outcome) -> None:
+        segment, offset = journal.parse_id(record.id)
+        reason = outcome.error.traceback.strip().splitlines()[-1] if outcome.error else "?"
+        self._quarantine(
+            journal.Quarantined(segment, offset, reason, journal.encode_record(record))
         )
-        with self.journal.claim_lock():
-            self._retry_or_fail(flight.record, flight.state, error)
+
+    def _on_pool_broken(self, flight: _InFlight, pid: int | None) -> None:
+        """The process running this task died (FAILED), or another one did (re-run)."""
+        exit_code = self._exit_codes.get(pid) if pid is not None else None
+        if pid is None or exit_code is None:
+            self._retry_or_fail(flight.record, flight.state, None)
+            return
+        error = _death_error(pid, exit_code, pid in self._timed_out_pids, self.config.task_timeout)
+        self._finish(flight.record, _failed_state(flight.state, error))
+        logger.error(
+            "Task id=%s path=%s queue=%s state=FAILED: %s",
+            flight.record.id,
+            flight.record.task_path,
+            flight.record.queue_name,
+            error.traceback.strip(),
+        )
 
     def _replace_broken_pool(self) -> None:
         logger.error("A worker process died; replacing the process pool")
-        assert self._pool is not None  # noqa: S101 (narrowing for mypy)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._exit_codes.clear()
+        self._timed_out_pids.clear()
         self._pool = self._new_pool()
 
-    def _write_finished_states(self) -> None:
-        """Group-commit the finished states; on failure keep them and retry, never drop."""
+    # -- writing states ----------------------------------------------------------------------
+
+    def _finish(self, record: journal.Record, state: journal.State) -> None:
+        """Queue a state for the next group commit; a READY one is run again after it."""
+        self._unwritten.append(state)
+        if state.status == journal.READY:
+            self._requeued[state.id] = record
+
+    def _write_states(self) -> None:
+        """Group-commit the queued states (one sync); on failure keep them and retry."""
         assert self._result_log is not None  # noqa: S101 (narrowing for mypy)
         try:
             self._result_log.commit(self._unwritten)
@@ -561,6 +659,13 @@ class Supervisor:
             )
             return
         self._unwritten.clear()
+        requeued, self._requeued = self._requeued, {}
+        for record in requeued.values():
+            self._push(record)
+            try:
+                self.journal.append_requeue(record.id)  # wakes the other supervisors
+            except OSError as error:
+                logger.warning("Cannot announce re-queued task id=%s: %s", record.id, error)
 
     def _terminate_children(self) -> None:
         """Second signal: stop the children now; their tasks stay RUNNING, recoverable."""
@@ -580,6 +685,26 @@ class Supervisor:
         self._pool = None
 
 
+#: Stands for a state that cannot be read safely: neither READY nor recoverable.
+_UNUSABLE = journal.State(id="", status="UNUSABLE", version=0)
+
+
+def _running_state(
+    record: journal.Record, state: journal.State | None, worker_id: str, instance: str
+) -> journal.State:
+    now = timezone.now()
+    return journal.State(
+        id=record.id,
+        status=journal.RUNNING,
+        version=(state.version if state else 0) + 1,
+        worker_ids=(*(state.worker_ids if state else ()), worker_id),
+        owner=instance,
+        started_at=(state.started_at if state else None) or now,
+        last_attempted_at=now,
+        errors=state.errors if state else (),
+    )
+
+
 def _finished_state(running: journal.State, outcome: execution.Outcome) -> journal.State:
     return replace(
         running,
@@ -590,6 +715,35 @@ def _finished_state(running: journal.State, outcome: execution.Outcome) -> journ
         errors=running.errors if outcome.error is None else (*running.errors, outcome.error),
         return_value=outcome.return_value,
     )
+
+
+def _failed_state(state: journal.State, error: journal.TaskError) -> journal.State:
+    return replace(
+        state,
+        status=journal.FAILED,
+        version=state.version + 1,
+        owner=None,
+        finished_at=timezone.now(),
+        errors=(*state.errors, error),
+    )
+
+
+def _death_error(
+    pid: int, exit_code: int, timed_out: bool, task_timeout: float | None
+) -> journal.TaskError:
+    if timed_out:
+        return _error(
+            execution.TaskTimedOut,
+            f"The task ran longer than its time limit of {task_timeout:g}s and did not stop; "
+            f"its worker process (pid {pid}) was killed",
+        )
+    if exit_code < 0:
+        name = signal.Signals(-exit_code).name
+        hint = " (perhaps out of memory?)" if -exit_code == signal.SIGKILL else ""
+        how = f"was killed by {name}{hint}"
+    else:
+        how = f"exited with code {exit_code}"
+    return _error(WorkerProcessDied, f"The worker process (pid {pid}) running the task {how}")
 
 
 def _error(exception_class: type[BaseException], message: str) -> journal.TaskError:

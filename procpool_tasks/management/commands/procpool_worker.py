@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.crypto import get_random_string
 
 from procpool_tasks import compat
-from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks.backend import ProcPoolBackend, is_positive_seconds
 from procpool_tasks.supervisor import SupervisorConfig, run_supervisor
 
 MAX_WORKER_ID_LENGTH = 64
@@ -36,6 +36,16 @@ def positive_int(value: str) -> int:
     if number <= 0:
         raise ArgumentTypeError(f"must be greater than zero, not {number}")
     return number
+
+
+def positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not is_positive_seconds(seconds):
+        raise ArgumentTypeError(f"must be a number of seconds > 0, not {value}")
+    return seconds
 
 
 def valid_worker_id(value: str) -> str:
@@ -96,6 +106,20 @@ class Command(BaseCommand):
             help="Exit after running this many tasks",
         )
         parser.add_argument(
+            "--max-tasks-per-child",
+            type=positive_int,
+            default=None,
+            help="Replace a worker process after it ran this many tasks, to bound "
+            "memory leaks (default: never)",
+        )
+        parser.add_argument(
+            "--task-timeout",
+            type=positive_seconds,
+            default=None,
+            help="Seconds a task may run before it is stopped and marked FAILED "
+            "(default: the backend's OPTIONS['task_timeout'], else no limit)",
+        )
+        parser.add_argument(
             "--worker-id",
             type=valid_worker_id,
             default=get_random_string(32),
@@ -127,6 +151,8 @@ class Command(BaseCommand):
             worker_id=options["worker_id"],
             batch=options["batch"],
             max_tasks=options["max_tasks"],
+            max_tasks_per_child=options["max_tasks_per_child"],
+            task_timeout=options["task_timeout"] or backend.backend_options.task_timeout,
             verbosity=options["verbosity"],
         )
         raise SystemExit(run_supervisor(config))
