@@ -59,7 +59,7 @@ def return_unserialisable() -> object:
 
 
 @task(takes_context=True)
-def report_context(context: TaskContext) -> dict[str, Any]:
+def report_context(context: TaskContext[Any, Any]) -> dict[str, Any]:
     return {
         "id": context.task_result.id,
         "attempt": context.attempt,
@@ -86,3 +86,26 @@ def exit_hard(code: int = 3) -> None:
 
 def not_a_task() -> str:
     return "plain function"
+
+
+@task()
+def block_until(release: str, marker: str, timeout: float = 60.0) -> str:
+    """Touch ``marker``, then run until the file ``release`` exists (or fail at ``timeout``).
+
+    A test holds the task RUNNING for exactly as long as it needs, with no guessed sleep.
+    """
+    Path(marker).touch()
+    deadline = time.monotonic() + timeout
+    while not Path(release).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} did not appear within {timeout}s")
+        time.sleep(0.01)
+    return "released"
+
+
+@task()
+def create_note(text: str) -> int:
+    """Write a ``Note`` row to the database and return its pk."""
+    from tests.models import Note
+
+    return Note.objects.create(text=text).pk

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class TestsConfig(AppConfig):
+    """The test suite's app: its models, and signal receivers that log to a file."""
+
+    name = "tests"
+    label = "tests"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import signal_log  # noqa: F401 (connects the receivers)

@@ -1,0 +1,39 @@
+"""Receivers of the framework's task signals that log each one to a file.
+
+They write only where ``PROCPOOL_SIGNAL_LOG`` names a file, read when the signal
+arrives, so a test sets it for the worker processes it starts and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.dispatch import receiver
+
+from procpool_tasks.compat import task_finished, task_started
+
+#: The environment variable that names the log file.
+SIGNAL_LOG_VARIABLE = "PROCPOOL_SIGNAL_LOG"
+
+
+def _log(line: str) -> None:
+    path = os.environ.get(SIGNAL_LOG_VARIABLE)
+    if not path:
+        return
+    # One write to an O_APPEND file: lines from several worker processes never interleave.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+@receiver(task_started)
+def log_task_started(sender: Any, task_result: Any, **kwargs: Any) -> None:
+    _log(f"started {task_result.id}")
+
+
+@receiver(task_finished)
+def log_task_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
+    _log(f"finished {task_result.id} {task_result.status}")
