@@ -11,7 +11,7 @@ import django
 
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "procpool-tasks-tests"  # noqa: S105 (a test-only key)
-DEBUG = False
+DEBUG = os.environ.get("PROCPOOL_TEST_DEBUG") == "1"
 USE_TZ = True
 TIME_ZONE = "UTC"
 
@@ -23,6 +23,8 @@ INSTALLED_APPS = [
 ]
 if django.VERSION < (6,):
     INSTALLED_APPS.insert(0, "django_tasks")
+# The reload tests install an app of their own, written into a temporary directory.
+INSTALLED_APPS += filter(None, os.environ.get("PROCPOOL_TEST_EXTRA_APPS", "").split(","))
 
 DATABASES = {
     "default": {

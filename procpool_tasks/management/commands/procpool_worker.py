@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from argparse import ArgumentParser, ArgumentTypeError, BooleanOptionalAction
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.crypto import get_random_string
 
-from procpool_tasks import compat
+from procpool_tasks import compat, reload
 from procpool_tasks.backend import ProcPoolBackend, is_positive_seconds
 from procpool_tasks.supervisor import SupervisorConfig, run_supervisor
 
@@ -128,9 +132,37 @@ class Command(BaseCommand):
         parser.add_argument(
             "--reload",
             action=BooleanOptionalAction,
-            default=settings.DEBUG,
-            help="Restart the worker when the project's code changes; for development "
-            "(default: DEBUG). Not available yet: the worker runs without reloading.",
+            default=None,
+            help="Restart the worker when a Python file of the project changes; for "
+            f"development only (default: DEBUG, now {settings.DEBUG}, but never with --batch)",
+        )
+        parser.add_argument(
+            "--reload-dir",
+            action="append",
+            type=Path,
+            default=None,
+            dest="reload_dirs",
+            metavar="DIRECTORY",
+            help="With --reload: a directory to watch, repeatable (default: BASE_DIR, else "
+            "the current directory, and the settings module's directory)",
+        )
+        parser.add_argument(
+            "--reload-ignore",
+            action="append",
+            default=[],
+            dest="reload_ignore",
+            metavar="PATTERN",
+            help="With --reload: a glob of files not to watch, repeatable; matched against "
+            "the file name, or the whole path if it has a '/'. Virtualenvs, journals, "
+            "__pycache__, VCS directories and editor scratch files are always ignored",
+        )
+        parser.add_argument(
+            "--reload-grace-period",
+            type=positive_seconds,
+            default=reload.DEFAULT_GRACE_PERIOD_S,
+            metavar="SECONDS",
+            help="With --reload: how long running tasks may take to finish before a reload "
+            "stops them; stopped tasks run again under the new code (default: %(default)g)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -138,12 +170,15 @@ class Command(BaseCommand):
         backend = compat.task_backends[options["backend_alias"]]
         assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
         queue_names = _parse_queue_names(options["queue_name"], backend)
-        if options["reload"] and options["batch"]:
+        reloading = options["reload"]
+        if reloading is None:
+            reloading = settings.DEBUG and not options["batch"]
+        elif reloading and options["batch"]:
             raise CommandError("--reload cannot be used with --batch; pass --no-reload")
-        if options["reload"]:
-            logging.getLogger("procpool_tasks").warning(
-                "--reload is not available yet; running without reloading"
-            )
+        if reloading:
+            raise SystemExit(reload.run_with_reload(_reload_config(options)))
+        if not reload.prepare_reloaded_supervisor():
+            raise SystemExit(reload.EXIT_BROKEN_CODE)
         config = SupervisorConfig(
             backend=backend,
             processes=options["processes"],
@@ -171,3 +206,38 @@ def _parse_queue_names(value: str, backend: ProcPoolBackend) -> frozenset[str] |
             f"{backend.alias!r} ({', '.join(sorted(backend.queues))})"
         )
     return names
+
+
+def _reload_config(options: dict[str, Any]) -> reload.ReloadConfig:
+    directories = options["reload_dirs"] or _project_directories()
+    for directory in directories:
+        if not directory.is_dir():
+            raise CommandError(f"--reload-dir: {directory} is not a directory")
+    return reload.ReloadConfig(
+        directories=tuple(directory.resolve() for directory in directories),
+        ignore_paths=tuple(_never_watched()),
+        ignore_patterns=tuple(options["reload_ignore"]),
+        grace_period_s=options["reload_grace_period"],
+        supervisor_command=reload.supervisor_command(options["worker_id"]),
+    )
+
+
+def _project_directories() -> list[Path]:
+    """BASE_DIR (else the current directory) and the settings module's directory."""
+    base_dir = Path(getattr(settings, "BASE_DIR", None) or Path.cwd()).resolve()
+    settings_file = getattr(sys.modules.get(settings.SETTINGS_MODULE), "__file__", None)
+    settings_dir = Path(settings_file).resolve().parent if settings_file else base_dir
+    if settings_dir.is_relative_to(base_dir):
+        return [base_dir]
+    return [base_dir, settings_dir]
+
+
+def _never_watched() -> list[Path]:
+    """The journals of every ProcPoolBackend, and the running virtualenv."""
+    paths = [Path(sys.prefix)] if sys.prefix != sys.base_prefix else []
+    for alias in settings.TASKS:
+        backend = compat.task_backends[alias]
+        if isinstance(backend, ProcPoolBackend):
+            with contextlib.suppress(ImproperlyConfigured):
+                paths.append(backend.backend_options.path.resolve())
+    return paths
