@@ -220,8 +220,10 @@ class _Reloader:
     def _start(self) -> None:
         env = {**os.environ, RELOADER_PID_ENV: str(os.getpid())}
         command = self.config.supervisor_command
-        self.supervisor = subprocess.Popen(command, env=env, process_group=0)  # noqa: S603
         self.stops_sent = 0
+        self.supervisor = subprocess.Popen(command, env=env, process_group=0)  # noqa: S603
+        # A signal that came while Popen ran found no supervisor to forward it to.
+        self._stop_supervisor(level=min(self.signals, 2))
 
     def _wait_for_supervisor(self, timeout: float | None = None, *, kill: bool = False) -> int:
         """Wait for the supervisor to exit; its exit code (0 if none runs)."""
