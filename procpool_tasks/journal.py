@@ -59,6 +59,8 @@ READY, RUNNING, SUCCESSFUL, FAILED = "READY", "RUNNING", "SUCCESSFUL", "FAILED"
 FINISHED_STATUSES = frozenset({SUCCESSFUL, FAILED})
 
 _ID_PATTERN = re.compile(r"([0-9a-f]{16})-([0-9a-f]{1,12})")
+#: Segment names and supervisor instance names are both 16 hex digits.
+_NAME_PATTERN = re.compile(r"[0-9a-f]{16}")
 _SEGMENT_SUFFIX = ".log"
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -67,6 +69,13 @@ _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 
 class JournalError(OSError):
     """The journal directory cannot be used (permissions, a planted symlink, ...)."""
+
+    @classmethod
+    def from_os_error(cls, error: OSError) -> JournalError:
+        """The same failure, saying so when it is a symlink planted in the journal."""
+        if error.errno == errno.ELOOP:
+            return cls(error.errno, "a symlink was planted in the journal", error.filename)
+        return cls(error.errno, error.strerror or str(error), error.filename)
 
 
 class RecordNotFound(LookupError):
@@ -229,6 +238,14 @@ def decode_record(data: Mapping[str, Any]) -> Record:
     )
     if not types_ok:
         raise TypeError("a field has the wrong type")
+    try:
+        # The supervisor orders tasks by these; a time it cannot convert (year 1, naive)
+        # must make the record unreadable here, not stop every supervisor that reads it.
+        for moment in (record.enqueued_at, record.run_after):
+            if moment is not None:
+                moment.timestamp()
+    except (OverflowError, ValueError) as error:
+        raise ValueError(f"a time is out of range: {error}") from None
     return record
 
 
@@ -278,10 +295,18 @@ def _unframe(line: bytes) -> Any:
     payload = line[9:]
     if int(line[:8], 16) != zlib.crc32(payload):
         raise ValueError("the checksum does not match (torn or damaged line)")
-    return json.loads(payload)
+    try:
+        return json.loads(payload)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
 
 
 # --- Files --------------------------------------------------------------------------------
+
+
+def is_instance_name(name: str) -> bool:
+    """Is this a supervisor instance name as ``Supervisor`` gives them (never a path)?"""
+    return _NAME_PATTERN.fullmatch(name) is not None
 
 
 def parse_id(record_id: object) -> tuple[str, int]:
@@ -341,27 +366,42 @@ def _write_file_atomically(dir_fd: int, name: str, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def _directory(parent: Path, name: str, *, create: bool) -> Iterator[int]:
-    """Open ``parent/name`` as a directory fd; JournalError if a symlink was planted there."""
-    path = parent / name
+def _directory(root: Path, *names: str, create: bool) -> Iterator[int]:
+    """Open ``root/names...`` as a directory fd, following no symlink below ``root``.
+
+    Each step is opened relative to the last with O_NOFOLLOW: a symlink planted for
+    ``results`` itself, not only for its last component, is refused (JournalError).
+    FileNotFoundError if a directory is missing and ``create`` is false.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    path = root
+    try:
+        for name in names:
+            path = path / name
+            child = _open_directory_at(fd, name, path, create=create)
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_directory_at(dir_fd: int, name: str, path: Path, *, create: bool) -> int:
     flags = os.O_RDONLY | os.O_DIRECTORY | _OPEN_FLAGS
     try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        if not create:
-            raise
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, _DIR_MODE)
-        fd = os.open(path, flags)
+        try:
+            return os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, _DIR_MODE, dir_fd=dir_fd)
+            return os.open(name, flags, dir_fd=dir_fd)
     except OSError as error:
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
             message = "a symlink was planted in the journal"
             raise JournalError(error.errno, message, str(path)) from error
         raise
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 def _read_line_at(fd: int, offset: int) -> bytes | None:
@@ -442,11 +482,18 @@ class _SegmentWriter:
         self._fd, self._segment, self._offset = fd, segment, 0
 
     def _abandon_segment(self) -> None:
-        """After a failed write: cut off any partial line, then never write here again."""
+        """After a failed write: cut off any partial line, then never write here again.
+
+        A segment that holds no record is removed: an app retrying enqueue on a full disk
+        must not leave a new empty file behind for every try.
+        """
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self._offset)
+        if self._offset == 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self._directory / f"{self._segment}{_SEGMENT_SUFFIX}")
         self.close()
 
     def close(self) -> None:
@@ -584,8 +631,11 @@ class Journal:
         """Read the record a task id points at; RecordNotFound if there is none."""
         segment, offset = parse_id(record_id)
         try:
-            fd = os.open(self.segment_path(segment), os.O_RDONLY | _OPEN_FLAGS)
-        except (FileNotFoundError, NotADirectoryError, OSError) as error:
+            with _directory(self.path, "segments", create=False) as dir_fd:
+                fd = os.open(
+                    f"{segment}{_SEGMENT_SUFFIX}", os.O_RDONLY | _OPEN_FLAGS, dir_fd=dir_fd
+                )
+        except OSError as error:  # missing, or a planted symlink: never read through it
             raise RecordNotFound(record_id) from error
         try:
             line = _read_line_at(fd, offset)
@@ -608,13 +658,13 @@ class Journal:
         """
         segment, offset = parse_id(record_id)
         try:
-            with _directory(self.results_dir, segment, create=False) as dir_fd:
+            with _directory(self.path, "results", segment, create=False) as dir_fd:
                 data = _read_file(f"{offset:x}.json", dir_fd=dir_fd)
         except FileNotFoundError:
             return None
         except OSError as error:
             if error.errno == errno.ELOOP:
-                raise JournalError(error.errno, "a symlink was planted in the journal") from error
+                raise JournalError.from_os_error(error) from error
             raise
         try:
             return decode_state(json.loads(data))
@@ -625,7 +675,7 @@ class Journal:
     def write_state(self, state: State) -> None:
         """Replace the task's result file; not synced (see the WAL for finished states)."""
         segment, offset = parse_id(state.id)
-        with _directory(self.results_dir, segment, create=True) as dir_fd:
+        with _directory(self.path, "results", segment, create=True) as dir_fd:
             _write_file_atomically(dir_fd, f"{offset:x}.json", encode_state(state))
 
     def claim_lock(self) -> filelock.BaseFileLock:
@@ -689,7 +739,12 @@ class SegmentTail:
 
     def read_new(self) -> Iterator[Record | Requeue | Quarantined]:
         for segment in self._journal.segment_names():
-            yield from self._read_segment(segment)
+            if _NAME_PATTERN.fullmatch(segment):
+                yield from self._read_segment(segment)
+            elif segment not in self._offsets:
+                # A copy or hand edit: its ids could not be ours, so none of it can run.
+                self._offsets[segment] = -1
+                yield Quarantined(segment, 0, "not a segment: its name is not one we give", b"")
 
     def offsets(self) -> dict[str, int]:
         return dict(self._offsets)
@@ -762,9 +817,16 @@ class ResultLog:
         if not states:
             return
         data = b"".join(_frame(encode_state(state)) for state in states)
-        _write_all(self._fd, data)
-        if self._journal.durable:
-            os.fdatasync(self._fd)
+        try:
+            _write_all(self._fd, data)
+            if self._journal.durable:
+                os.fdatasync(self._fd)
+        except OSError:
+            # Half a line (a full disk) would join the first line of the retry into one
+            # unreadable line, and replay would lose that state: cut it off again.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
         self._size += len(data)
         for state in states:
             self._journal.write_state(state)
@@ -804,8 +866,10 @@ def replay_result_log(journal: Journal, instance: str) -> int:
         if current is None or current.version < state.version:
             journal.write_state(state)
             replayed += 1
-    if replayed:
-        os.sync()  # the re-published files must be on disk before the log goes
+    if data:
+        # Every result file this log covers, whether the dead supervisor published it or
+        # we just did, must be on disk before the log goes: neither was synced.
+        os.sync()
     return replayed
 
 

@@ -2,8 +2,10 @@
 
 Flow::
 
-    start  lock our instance; replay the result logs of dead supervisors; read every
-           segment into the ready heap, recovering tasks a dead supervisor left RUNNING
+    open   lock our instance, open our result log, try the claim lock: a journal we
+           cannot write (read-only, full, a planted symlink) exits 3 before any claim
+    start  replay the result logs of every dead supervisor; read every segment into the
+           ready heap, recovering tasks a dead supervisor left RUNNING
     loop   wait for one event (journal changed, task finished, signal) or the next due
            run_after; read new segment lines; group-commit the finished tasks' states
            (one WAL sync); claim the best ready tasks, one per free process, and submit
@@ -29,7 +31,7 @@ import secrets
 import signal
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from types import FrameType
@@ -99,17 +101,19 @@ class SupervisorConfig:
 class _InFlight:
     record: journal.Record
     state: journal.State
+    pool: ProcessPoolExecutor | None
     started: float = field(default_factory=time.monotonic)
 
 
 def run_supervisor(config: SupervisorConfig) -> int:
     """Run until stopped (or, with --batch, until nothing is ready); return the exit code."""
+    supervisor = Supervisor(config)
     try:
-        config.backend.journal.ensure()
+        supervisor.open()
     except journal.JournalError as error:
         logger.error("Cannot use the journal %s: %s", error.filename, error.strerror)
         return EXIT_JOURNAL_UNUSABLE
-    return Supervisor(config).run()
+    return supervisor.run()
 
 
 class Supervisor:
@@ -142,13 +146,44 @@ class Supervisor:
         self._watch_stop = threading.Event()
         self._pool: ProcessPoolExecutor | None = None
         self._result_log: journal.ResultLog | None = None
+        self._instance_lock = self.journal.worker_lock(self.instance)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def open(self) -> None:
+        """Take everything the supervisor writes to before it claims anything.
+
+        Raises JournalError (a read-only or full disk, a symlink planted for a lock) so
+        that the command exits with a clear message instead of a traceback mid-run.
+        """
+        try:
+            self.journal.ensure()
+            self._instance_lock.acquire()
+            self._result_log = journal.ResultLog(self.journal, self.instance)
+            with self.journal.claim_lock():
+                pass
+        except journal.JournalError:
+            self._close_instance()
+            raise
+        except OSError as error:
+            self._close_instance()
+            raise journal.JournalError.from_os_error(error) from error
+
+    def _close_instance(self) -> None:
+        """Undo a half-done ``open``: it claimed nothing, so there is nothing to recover."""
+        if self._result_log is not None:
+            with contextlib.suppress(OSError):
+                self._result_log.close(remove=True)
+            self._result_log = None
+        if self._instance_lock.is_locked:
+            self._instance_lock.release()
+            with contextlib.suppress(OSError):
+                (self.journal.workers_dir / f"{self.instance}.lock").unlink(missing_ok=True)
+
     def run(self) -> int:
-        instance_lock = self.journal.worker_lock(self.instance)
-        instance_lock.acquire()
-        self._result_log = journal.ResultLog(self.journal, self.instance)
+        """Run the loop on an opened supervisor; return the exit code."""
+        assert self._result_log is not None  # noqa: S101 (open() comes first)
+        instance_lock = self._instance_lock
         try:
             logger.info(
                 "Starting worker worker_id=%s queues=%s processes=%d journal=%s",
@@ -161,8 +196,8 @@ class Supervisor:
             )
             self._install_signal_handlers()
             self._start_watcher()
+            self._find_dead_instances()
             self._read_journal(initial=True)
-            self._release_dead_instances()
             self._pool = self._new_pool()
             exit_code = self._loop()
         finally:
@@ -183,6 +218,9 @@ class Supervisor:
         while self._in_flight or self._unwritten or not self._stopping:
             if self._signals >= 2:
                 self._terminate_children()
+                if self._unwritten:
+                    # Tasks that did finish need not run again: one try to record them.
+                    self._write_states()
                 logger.warning(
                     "Stopped worker_id=%s at once; %d running task(s) will be recovered "
                     "on the next start",
@@ -312,6 +350,7 @@ class Supervisor:
                 # A new line has no state yet; at start every state must be looked at.
                 state = self._read_state(item.id) if initial else None
                 self._consider(item, state)
+        self._release_dead_instances()
 
     def _read_state(self, record_id: str) -> journal.State | None:
         try:
@@ -373,17 +412,35 @@ class Supervisor:
 
     # -- dead supervisors --------------------------------------------------------------------
 
+    def _find_dead_instances(self) -> None:
+        """Recover every supervisor that died, not only those with a task left RUNNING.
+
+        Otherwise the lock file and result log of one that died idle stay forever.
+        """
+        for entry in os.scandir(self.journal.workers_dir):
+            if entry.name.endswith(".lock"):
+                self._is_alive(entry.name.removesuffix(".lock"))
+
     def _is_alive(self, instance: str | None) -> bool:
         if instance is None or instance in self._dead_instances:
             return False
         if instance == self.instance or instance in self._alive_instances:
             return True
+        if not journal.is_instance_name(instance):
+            # Not a name we give (a damaged or forged state): no lock file can be its,
+            # and it must never become a path outside the journal.
+            return False
         if not (self.journal.workers_dir / f"{instance}.lock").exists():
             return False
         lock = self.journal.worker_lock(instance)
         try:
             lock.acquire(blocking=False)
         except filelock.Timeout:
+            self._alive_instances.add(instance)
+            return True
+        except OSError as error:
+            # A planted symlink, say: never recover (and so perhaps re-run) its tasks.
+            logger.error("Cannot tell whether supervisor instance=%s is alive: %s", instance, error)
             self._alive_instances.add(instance)
             return True
         # It died, and we hold its lock now: no other supervisor recovers its tasks.
@@ -532,7 +589,9 @@ class Supervisor:
         except BrokenProcessPool:
             future = Future()
             future.set_exception(BrokenProcessPool("the pool broke before the task started"))
-        self._in_flight[future] = _InFlight(record, state)
+        else:
+            _watch_new_processes(pool)
+        self._in_flight[future] = _InFlight(record, state, pool)
         future.add_done_callback(functools.partial(self._on_done, pool))
 
     def _on_done(self, pool: ProcessPoolExecutor, future: Future[execution.Outcome]) -> None:
@@ -541,7 +600,7 @@ class Supervisor:
         The pool fails its futures before it terminates the surviving children, so only
         the processes that died on their own have an exit code at this moment.
         """
-        if isinstance(future.exception(), BrokenProcessPool):
+        if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
             # The executor keeps no public list of its processes.
             processes = dict(getattr(pool, "_processes", None) or {})
             exit_codes = {pid: p.exitcode for pid, p in processes.items()}
@@ -579,8 +638,12 @@ class Supervisor:
             try:
                 outcome = future.result()
             except BrokenProcessPool:
-                broken = True
+                # Only the pool we use now needs replacing, not one replaced already.
+                broken = broken or flight.pool is self._pool
                 self._on_pool_broken(flight, pid)
+                continue
+            except CancelledError:  # never started: its pool was shut down first
+                self._retry_or_fail(flight.record, flight.state, None)
                 continue
             except BaseException as error:  # the job could not be run at all
                 outcome = execution.Outcome(
@@ -614,10 +677,19 @@ class Supervisor:
         )
 
     def _on_pool_broken(self, flight: _InFlight, pid: int | None) -> None:
-        """The process running this task died (FAILED), or another one did (re-run)."""
-        exit_code = self._exit_codes.get(pid) if pid is not None else None
-        if pid is None or exit_code is None:
+        """The process running this task died (FAILED), or another one did (re-run).
+
+        A task that had not started is simply queued again. One that was running in
+        another process was stopped half-way, like a task of a killed supervisor: that
+        is an attempt, so ``max_attempts`` (1: fail instead of re-run) applies.
+        """
+        if pid is None:
             self._retry_or_fail(flight.record, flight.state, None)
+            return
+        exit_code = self._exit_codes.get(pid)
+        if exit_code is None:
+            error = _interruption_error(self._exit_codes, self._timed_out_pids)
+            self._retry_or_fail(flight.record, flight.state, error)
             return
         error = _death_error(pid, exit_code, pid in self._timed_out_pids, self.config.task_timeout)
         self._finish(flight.record, _failed_state(flight.state, error))
@@ -685,6 +757,20 @@ class Supervisor:
         self._pool = None
 
 
+def _watch_new_processes(pool: ProcessPoolExecutor) -> None:
+    """Make the pool watch a process that ``submit`` may just have started.
+
+    ``submit`` wakes the pool's manager thread *before* it starts a new process (seen in
+    CPython 3.11 and 3.12), so the manager may wait on without that process and notice its
+    death only when some other task finishes, or never: its task would stay RUNNING and
+    its slot busy. A second wake-up, now that the process is in the pool, closes that window.
+    """
+    wakeup = getattr(pool, "_executor_manager_thread_wakeup", None)  # no public hook
+    if wakeup is not None:
+        with contextlib.suppress(OSError, ValueError):  # the pool broke meanwhile
+            wakeup.wakeup()
+
+
 #: Stands for a state that cannot be read safely: neither READY nor recoverable.
 _UNUSABLE = journal.State(id="", status="UNUSABLE", version=0)
 
@@ -737,13 +823,31 @@ def _death_error(
             f"The task ran longer than its time limit of {task_timeout:g}s and did not stop; "
             f"its worker process (pid {pid}) was killed",
         )
+    how = _how_it_died(exit_code, timed_out=False)
+    return _error(WorkerProcessDied, f"The worker process (pid {pid}) running the task {how}")
+
+
+def _interruption_error(exit_codes: dict[int, int], timed_out: set[int]) -> journal.TaskError:
+    """For a task stopped only because another process of its pool died."""
+    deaths = " and ".join(
+        f"(pid {pid}) {_how_it_died(code, timed_out=pid in timed_out)}"
+        for pid, code in sorted(exit_codes.items())
+    )
+    return _error(
+        TaskInterrupted,
+        f"Another worker process {deaths or 'died'}; the process pool was replaced and this "
+        "task was stopped before it finished",
+    )
+
+
+def _how_it_died(exit_code: int, *, timed_out: bool) -> str:
+    if timed_out:
+        return "was killed for running past its time limit"
     if exit_code < 0:
         name = signal.Signals(-exit_code).name
         hint = " (perhaps out of memory?)" if -exit_code == signal.SIGKILL else ""
-        how = f"was killed by {name}{hint}"
-    else:
-        how = f"exited with code {exit_code}"
-    return _error(WorkerProcessDied, f"The worker process (pid {pid}) running the task {how}")
+        return f"was killed by {name}{hint}"
+    return f"exited with code {exit_code}"
 
 
 def _error(exception_class: type[BaseException], message: str) -> journal.TaskError:
