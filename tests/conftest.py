@@ -83,15 +83,17 @@ class Env:
     tmp_path: Path
     variables: dict[str, str]
     workers: list[Worker] = field(default_factory=list)
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
 
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "django", "procpool_worker", "--no-reload", *args]
+    def command(self, *args: str, module: str = "django") -> list[str]:
+        return [sys.executable, "-m", module, "procpool_worker", "--no-reload", *args]
 
-    def start_worker(self, *args: str) -> Worker:
+    def start_worker(self, *args: str, module: str = "django") -> Worker:
+        """Start ``procpool_worker``; ``module`` runs it (``tests.disk_full`` injects faults)."""
         output_path = self.tmp_path / f"worker-{len(self.workers)}.log"
         with output_path.open("wb") as output:
             process = subprocess.Popen(
-                self.command(*args),
+                self.command(*args, module=module),
                 env=self.variables,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -122,6 +124,19 @@ class Env:
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
+
+    def start_python(self, code: str, *args: str) -> subprocess.Popen[str]:
+        """Start Python code like ``run_python``, without waiting; it is killed at the end."""
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import django; django.setup()\n" + code, *args],
+            env=self.variables,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.processes.append(process)
+        return process
 
     def migrate(self) -> None:
         subprocess.run(
@@ -157,6 +172,10 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
         try:
             yield test_env
         finally:
+            for process in test_env.processes:
+                if process.poll() is None:
+                    process.kill()
+                process.communicate()
             for worker in test_env.workers:
                 worker.reap()
                 # pytest shows this only when the test failed.

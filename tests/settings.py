@@ -1,9 +1,11 @@
 """Settings for the test suite; the journal directory comes from PROCPOOL_TASKS_PATH.
 
 Each test points PROCPOOL_TASKS_PATH at its own directory, in the test process and in
-the worker subprocesses it starts, so tests never share a journal.
+the worker subprocesses it starts, so tests never share a journal. PROCPOOL_TEST_OPTIONS
+(JSON) adds OPTIONS to the default backend, e.g. ``{"max_attempts": 1}`` for one worker.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -42,7 +44,11 @@ TASKS = {
     "default": {
         "BACKEND": "procpool_tasks.backend.ProcPoolBackend",
         "QUEUES": ["default", "high", "low"],
-        "OPTIONS": {"path": _JOURNAL, "durable": True},
+        "OPTIONS": {
+            "path": _JOURNAL,
+            "durable": True,
+            **json.loads(os.environ.get("PROCPOOL_TEST_OPTIONS", "{}")),
+        },
     },
     "second": {
         "BACKEND": "procpool_tasks.backend.ProcPoolBackend",
