@@ -158,6 +158,7 @@ class Supervisor:
         """
         try:
             self.journal.ensure()
+            self.journal.keep_directories_open()
             self._instance_lock.acquire()
             self._result_log = journal.ResultLog(self.journal, self.instance)
             with self.journal.claim_lock():
@@ -171,6 +172,7 @@ class Supervisor:
 
     def _close_instance(self) -> None:
         """Undo a half-done ``open``: it claimed nothing, so there is nothing to recover."""
+        self.journal.close()
         if self._result_log is not None:
             with contextlib.suppress(OSError):
                 self._result_log.close(remove=True)
@@ -208,6 +210,7 @@ class Supervisor:
             # With nothing of ours left RUNNING, every state in our log is published.
             clean = not self._in_flight and not self._unwritten
             self._result_log.close(remove=clean)
+            self.journal.close()
             instance_lock.release()
             if clean:
                 # Otherwise the next supervisor finds the lock free and recovers our tasks.
@@ -289,6 +292,10 @@ class Supervisor:
                 journal_changed = True
         if finished:
             self._collect_finished(finished)
+            # Free processes get their next task before the group commit's sync, so that
+            # they run while it waits for the disk; tasks finishing meanwhile join the next
+            # group. Until the sync, a crash re-runs those finished tasks (at least once).
+            self._submit_ready()
         if self._unwritten:
             self._write_states()
         self._kill_overdue_tasks()
@@ -341,6 +348,7 @@ class Supervisor:
     # -- reading the journal -----------------------------------------------------------------
 
     def _read_journal(self, *, initial: bool = False) -> None:
+        with_state: dict[str, frozenset[str] | None] = {}  # per segment, for the start only
         for item in self._tail.read_new():
             if isinstance(item, journal.Quarantined):
                 self._quarantine(item)
@@ -348,9 +356,23 @@ class Supervisor:
                 self._on_requeue(item.id)
             elif self.config.serves(item.queue_name):
                 # A new line has no state yet; at start every state must be looked at.
-                state = self._read_state(item.id) if initial else None
+                state = self._state_at_start(item.id, with_state) if initial else None
                 self._consider(item, state)
         self._release_dead_instances()
+
+    def _state_at_start(
+        self, record_id: str, with_state: dict[str, frozenset[str] | None]
+    ) -> journal.State | None:
+        segment = record_id.partition("-")[0]
+        if segment not in with_state:
+            try:
+                with_state[segment] = self.journal.ids_with_state(segment)
+            except journal.JournalError:
+                with_state[segment] = None  # _read_state says why, task by task
+        ids = with_state[segment]
+        if ids is not None and record_id not in ids:
+            return None  # never claimed; a claim re-reads the state under the lock anyway
+        return self._read_state(record_id)
 
     def _read_state(self, record_id: str) -> journal.State | None:
         try:
