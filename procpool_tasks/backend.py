@@ -40,16 +40,17 @@ class BackendOptions:
     durable: bool = True
     max_attempts: int = 3
     task_timeout: float | None = None
+    retention: float | None = None
 
     @classmethod
     def from_options(cls, alias: str, options: Mapping[str, Any]) -> BackendOptions:
         """Raise ImproperlyConfigured, saying what to set, for anything wrong."""
         where = f"TASKS[{alias!r}]['OPTIONS']"
-        unknown = set(options) - {"path", "durable", "max_attempts", "task_timeout"}
+        unknown = set(options) - {"path", "durable", "max_attempts", "task_timeout", "retention"}
         if unknown:
             raise ImproperlyConfigured(
                 f"{where} has unknown keys {sorted(unknown)}; the keys are 'path', "
-                "'durable', 'max_attempts' and 'task_timeout'"
+                "'durable', 'max_attempts', 'task_timeout' and 'retention'"
             )
         durable = options.get("durable", True)
         if not isinstance(durable, bool):
@@ -65,11 +66,17 @@ class BackendOptions:
                 f"{where}['task_timeout'] must be a number of seconds > 0, or None; "
                 f"not {task_timeout!r}"
             )
+        retention = options.get("retention")
+        if retention is not None and not is_positive_seconds(retention):
+            raise ImproperlyConfigured(
+                f"{where}['retention'] must be a number of seconds > 0, or None; not {retention!r}"
+            )
         return cls(
             path=_journal_path(where, options.get("path")),
             durable=durable,
             max_attempts=max_attempts,
             task_timeout=None if task_timeout is None else float(task_timeout),
+            retention=None if retention is None else float(retention),
         )
 
 

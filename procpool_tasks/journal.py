@@ -39,6 +39,7 @@ import re
 import secrets
 import stat
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ logger = logging.getLogger(__name__)
 
 #: Start a new segment once the current one holds this many bytes.
 SEGMENT_MAX_BYTES = 8 * 1024 * 1024
+#: ... or once it is this old, so that a quiet web process seals its segments too.
+SEGMENT_MAX_AGE_S = 3600.0
+#: A sealed segment untouched this long has been read to its end by every supervisor
+#: (they look at least every 2 s): only then may it be marked done or pruned.
+QUIET_S = 60.0
 #: Start a new WAL (after one global sync) once the current one holds this many bytes.
 WAL_MAX_BYTES = 32 * 1024 * 1024
 #: Result directories (one per segment) a supervisor keeps open at most.
@@ -483,11 +489,16 @@ class _SegmentWriter:
         self._fd: int | None = None
         self._segment = ""
         self._offset = 0
+        self._opened_at = 0.0
 
     def append(self, build_line: Any) -> str:
         """Append ``build_line(id)`` durably and return the id it was given."""
         with self._lock:
-            if self._fd is None or self._offset >= SEGMENT_MAX_BYTES:
+            if (
+                self._fd is None
+                or self._offset >= SEGMENT_MAX_BYTES
+                or time.monotonic() - self._opened_at > SEGMENT_MAX_AGE_S
+            ):
                 self._open_new_segment()
             assert self._fd is not None  # noqa: S101 (narrowing for mypy)
             record_id = f"{self._segment}-{self._offset:x}"
@@ -521,6 +532,7 @@ class _SegmentWriter:
                 os.unlink(tmp_path)
             raise
         self._fd, self._segment, self._offset = fd, segment, 0
+        self._opened_at = time.monotonic()
 
     def _abandon_segment(self) -> None:
         """After a failed write: cut off any partial line, then never write here again.
@@ -836,8 +848,50 @@ class Journal:
     def is_sealed(self, segment: str) -> bool:
         return not _is_flocked(self.segment_path(segment))
 
+    def all_segment_names(self) -> list[str]:
+        """Every segment whose name is one we give, done or not."""
+        return sorted(
+            name.removesuffix(_SEGMENT_SUFFIX)
+            for name in os.listdir(self.segments_dir)
+            if name.endswith(_SEGMENT_SUFFIX) and is_instance_name(name[: -len(_SEGMENT_SUFFIX)])
+        )
+
+    def done_segment_names(self) -> list[str]:
+        return [name[:-5] for name in os.listdir(self.segments_dir) if name.endswith(".done")]
+
     def mark_done(self, segment: str) -> None:
-        (self.segments_dir / f"{segment}.done").touch(mode=_FILE_MODE)
+        path = self.segments_dir / f"{segment}.done"
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, _FILE_MODE))
+
+    def remove_segment(self, segment: str) -> None:
+        """Delete a segment and its results: its ids no longer exist afterwards.
+
+        The record goes first: without it an id cannot be mistaken for a READY task whose
+        result file is missing. Result files left by a crash half-way are orphans that
+        ``prune`` removes next time.
+        """
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.segment_path(segment))
+        self._remove_results(segment)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.segments_dir / f"{segment}.done")
+
+    def remove_orphan_results(self) -> None:
+        """Remove result directories whose segment is gone (a prune that crashed)."""
+        segments = set(self.all_segment_names())
+        for name in os.listdir(self.results_dir):
+            if is_instance_name(name) and name not in segments:
+                self._remove_results(name)
+
+    def _remove_results(self, segment: str) -> None:
+        try:
+            with _directory(self.path, "results", create=False) as results_fd:
+                with _directory(self.path, "results", segment, create=False) as dir_fd:
+                    for name in os.listdir(dir_fd):
+                        os.unlink(name, dir_fd=dir_fd)
+                os.rmdir(segment, dir_fd=results_fd)
+        except FileNotFoundError:
+            pass
 
     def quarantine(self, bad: Quarantined) -> bool:
         """Keep a copy of an unreadable line with its reason; False if kept before."""
@@ -861,6 +915,60 @@ class Journal:
         return True
 
 
+@dataclass
+class PruneReport:
+    """What ``prune`` did: segments marked done or removed, and the tasks in them."""
+
+    done_segments: int = 0
+    pruned_segments: int = 0
+    pruned_tasks: int = 0
+
+
+def prune(journal: Journal, finished_before: datetime | None) -> PruneReport:
+    """Mark finished segments done; remove those whose tasks all finished before a time.
+
+    Works segment by segment: a segment goes once it is sealed (its writer moved on),
+    quiet for ``QUIET_S``, and every task in it finished (``finished_before``: before
+    that time; None: mark done only). Done segments are skipped by supervisors at start,
+    which keeps start-up, claims and ``get_result`` independent of the history.
+    """
+    report = PruneReport()
+    quiet_since = time.time() - QUIET_S
+    done = set(journal.done_segment_names())
+    for segment in journal.all_segment_names():
+        path = journal.segment_path(segment)
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime > quiet_since or not journal.is_sealed(segment):
+                continue
+            finished = _finished_times(journal, segment)
+            if finished is None:
+                continue
+            if segment not in done:
+                journal.mark_done(segment)
+                report.done_segments += 1
+            if finished_before is not None and all(t < finished_before for t in finished):
+                journal.remove_segment(segment)
+                report.pruned_segments += 1
+                report.pruned_tasks += len(finished)
+    return report
+
+
+def _finished_times(journal: Journal, segment: str) -> list[datetime] | None:
+    """When each task of a segment finished; None if one has not (or cannot be read)."""
+    finished = []
+    for item in SegmentTail(journal).read_segment(segment):
+        if not isinstance(item, Record):
+            continue  # re-queue notices and quarantined lines hold no task of their own
+        try:
+            state = journal.read_state(item.id)
+        except JournalError:
+            return None
+        if state is None or state.status not in FINISHED_STATUSES or not state.finished_at:
+            return None
+        finished.append(state.finished_at)
+    return finished
+
+
 class SegmentTail:
     """Reads the lines appended to the journal's segments since the last call."""
 
@@ -871,7 +979,7 @@ class SegmentTail:
     def read_new(self) -> Iterator[Record | Requeue | Quarantined]:
         for segment in self._journal.segment_names():
             if _NAME_PATTERN.fullmatch(segment):
-                yield from self._read_segment(segment)
+                yield from self.read_segment(segment)
             elif segment not in self._offsets:
                 # A copy or hand edit: its ids could not be ours, so none of it can run.
                 self._offsets[segment] = -1
@@ -880,7 +988,7 @@ class SegmentTail:
     def offsets(self) -> dict[str, int]:
         return dict(self._offsets)
 
-    def _read_segment(self, segment: str) -> Iterator[Record | Requeue | Quarantined]:
+    def read_segment(self, segment: str) -> Iterator[Record | Requeue | Quarantined]:
         start = self._offsets.get(segment, 0)
         if start < 0:
             return  # unreadable, and reported once already
@@ -993,6 +1101,8 @@ def replay_result_log(journal: Journal, instance: str) -> int:
             state = decode_state(_unframe(line))
         except (ValueError, KeyError, TypeError):
             continue  # the torn tail of the last group: never acknowledged
+        if not journal.segment_path(parse_id(state.id)[0]).exists():
+            continue  # pruned since it finished
         current = journal.read_state(state.id)
         if current is None or current.version < state.version:
             journal.write_state(state)

@@ -34,6 +34,7 @@ import time
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
@@ -67,6 +68,8 @@ POLL_INTERVAL_S = 2.0
 WRITE_RETRY_S = 0.5
 #: On a forced stop, how long children get between SIGTERM and SIGKILL.
 KILL_GRACE_S = 5.0
+#: How often a supervisor marks finished segments done and prunes expired ones.
+PRUNE_INTERVAL_S = 3600.0
 #: How long past its time limit a task that ignores the limit is killed.
 TIMEOUT_KILL_GRACE_S = 2.0
 
@@ -200,6 +203,7 @@ class Supervisor:
             self._start_watcher()
             self._find_dead_instances()
             self._read_journal(initial=True)
+            self._start_pruner()
             self._pool = self._new_pool()
             exit_code = self._loop()
         finally:
@@ -325,6 +329,30 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._events.put_nowait(("signal", signum))
+
+    def _start_pruner(self) -> None:
+        thread = threading.Thread(target=self._prune, name="procpool-prune", daemon=True)
+        thread.start()
+
+    def _prune(self) -> None:
+        """Now and every PRUNE_INTERVAL_S: mark finished segments done, drop expired ones.
+
+        A thread of its own with its own Journal (no shared open directories), so that a
+        long history never holds up claims. A prune cut short by exit is finished later.
+        """
+        own_journal = journal.Journal(self.journal.path, durable=self.journal.durable)
+        retention = self.config.backend.backend_options.retention
+        while not self._watch_stop.is_set():
+            cutoff = None if retention is None else timezone.now() - timedelta(seconds=retention)
+            try:
+                report = journal.prune(own_journal, finished_before=cutoff)
+                own_journal.remove_orphan_results()
+            except OSError as error:
+                logger.warning("Cannot prune the journal: %s", error)
+            else:
+                if report.pruned_segments:
+                    logger.info("Pruned %d task(s) finished before %s", report.pruned_tasks, cutoff)
+            self._watch_stop.wait(PRUNE_INTERVAL_S)
 
     def _start_watcher(self) -> None:
         thread = threading.Thread(target=self._watch, name="procpool-watch", daemon=True)

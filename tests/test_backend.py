@@ -471,7 +471,7 @@ def test_without_path_or_base_dir_check_says_what_to_set_and_enqueue_fails(env: 
         pytest.param(
             {"colour": "blue"},
             "TASKS['x']['OPTIONS'] has unknown keys ['colour']; the keys are 'path', "
-            "'durable', 'max_attempts' and 'task_timeout'",
+            "'durable', 'max_attempts', 'task_timeout' and 'retention'",
             id="unknown-key",
         ),
         pytest.param(

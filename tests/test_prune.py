@@ -1,0 +1,169 @@
+"""Bounded growth: finished segments are marked done and pruned, by command or retention.
+
+Segments are written by real enqueuing subprocesses (which seal them by exiting) and
+run by real workers. A segment may only be pruned once it has been quiet for
+``journal.QUIET_S``; the tests set its modification time back rather than wait a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from procpool_tasks import compat, journal
+from tests import tasks
+from tests.conftest import REPO_ROOT, Env, wait_for
+
+ENQUEUE = """
+import sys
+from tests import tasks
+for n in range(int(sys.argv[1])):
+    print(tasks.add.enqueue(n, 1).id)
+"""
+
+
+def enqueue_in_a_process(env: Env, count: int) -> list[str]:
+    """Enqueue from a process that then exits, sealing its segment."""
+    return env.run_python(ENQUEUE, str(count)).split()
+
+
+def segment_of(result_id: str) -> str:
+    return result_id.split("-")[0]
+
+
+def age(env: Env, *result_ids: str) -> None:
+    """Make the segments of these tasks look untouched for longer than QUIET_S."""
+    past = time.time() - journal.QUIET_S - 60
+    for segment in {segment_of(result_id) for result_id in result_ids}:
+        os.utime(env.journal / "segments" / f"{segment}.log", (past, past))
+
+
+def prune(env: Env, *args: str, expect_code: int = 0) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "procpool_prune", *args],
+        env=env.variables,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == expect_code, done.stdout + done.stderr
+    return done
+
+
+def exists(result_id: str) -> bool:
+    try:
+        tasks.add.get_result(result_id)
+    except compat.TaskResultDoesNotExist:
+        return False
+    return True
+
+
+def test_prune_deletes_segments_whose_tasks_all_finished_and_keeps_the_rest(env: Env) -> None:
+    finished = enqueue_in_a_process(env, 3)
+    env.run_batch("--processes", "1")
+    waiting = enqueue_in_a_process(env, 2)  # READY: never pruned, however old
+    age(env, *finished, *waiting)
+
+    done = prune(env, "--older-than", "0.01s")
+
+    assert "Deleted 3 task(s)" in done.stdout
+    assert [exists(result_id) for result_id in finished] == [False] * 3
+    assert not (env.journal / "segments" / f"{segment_of(finished[0])}.log").exists()
+    assert not (env.journal / "results" / segment_of(finished[0])).exists()
+    assert [str(tasks.add.get_result(result_id).status) for result_id in waiting] == [
+        "READY",
+        "READY",
+    ]
+    env.run_batch("--processes", "1")  # what was kept still runs
+    assert [tasks.add.get_result(result_id).return_value for result_id in waiting] == [1, 2]
+
+
+def test_prune_keeps_recent_tasks_marks_their_segment_done_and_supervisors_skip_it(
+    env: Env,
+) -> None:
+    finished = enqueue_in_a_process(env, 2)
+    env.run_batch("--processes", "1", "--worker-id", "first")
+    age(env, *finished)
+
+    done = prune(env, "--older-than", "1d")
+
+    assert "Deleted 0 task(s)" in done.stdout
+    segment = env.journal / "segments" / f"{segment_of(finished[0])}.log"
+    assert segment.with_suffix(".done").exists()
+    with segment.open("ab") as damaged:  # a supervisor that read it would quarantine this
+        damaged.write(b"garbage\n")
+    output = env.run_batch("--processes", "1", "--worker-id", "second")
+    assert "Quarantined" not in output
+    assert list((env.journal / "quarantine").iterdir()) == []
+    results = [tasks.add.get_result(result_id) for result_id in finished]
+    assert [(r.return_value, r.worker_ids) for r in results] == [(1, ["first"]), (2, ["first"])]
+
+
+def test_prune_leaves_segments_that_are_not_quiet_or_not_sealed(env: Env) -> None:
+    recent = enqueue_in_a_process(env, 1)  # sealed, but written a moment ago
+    open_segment = tasks.add.enqueue(5, 5)  # this process still holds its segment
+    env.run_batch("--processes", "1")
+    age(env, open_segment.id)
+
+    done = prune(env, "--older-than", "0.01s")
+
+    assert "Deleted 0 task(s)" in done.stdout
+    assert exists(recent[0])
+    assert exists(open_segment.id)
+
+
+def test_worker_prunes_by_the_retention_option(env: Env) -> None:
+    finished = enqueue_in_a_process(env, 2)
+    env.run_batch("--processes", "1")
+    age(env, *finished)
+    env.variables["PROCPOOL_TEST_OPTIONS"] = json.dumps({"retention": 0.01})
+
+    worker = env.start_worker("--processes", "1")
+    wait_for(lambda: not exists(finished[0]), what="the retention to prune the finished tasks")
+    assert worker.stop() == 0
+
+    assert not exists(finished[1])
+    assert "Pruned 2 task(s)" in worker.output
+
+
+def test_prune_cleans_up_after_a_prune_that_crashed_half_way(env: Env) -> None:
+    finished = enqueue_in_a_process(env, 1)
+    env.run_batch("--processes", "1")
+    segment = segment_of(finished[0])
+    # A prune killed between deleting the segment and its results leaves this behind.
+    (env.journal / "segments" / f"{segment}.log").unlink()
+
+    prune(env, "--older-than", "1d")
+
+    assert not (env.journal / "results" / segment).exists()
+    assert not exists(finished[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "Give --older-than (e.g. 7d), or set OPTIONS['retention'] in seconds"),
+        (("--older-than", "soon"), "'soon' is not a duration > 0"),
+        (("--older-than", "0"), "'0' is not a duration > 0"),
+    ],
+)
+def test_prune_without_a_valid_age_is_refused_clearly(
+    env: Env, args: tuple[str, ...], message: str
+) -> None:
+    done = prune(env, *args, expect_code=1 if not args else 2)
+    assert message in done.stderr
+
+
+def test_retention_option_must_be_seconds(env: Env) -> None:
+    env.variables["PROCPOOL_TEST_OPTIONS"] = json.dumps({"retention": "7 days"})
+    done = prune(env, "--older-than", "1d", expect_code=1)
+    assert "['retention'] must be a number of seconds > 0, or None; not '7 days'" in (
+        done.stdout + done.stderr
+    )
