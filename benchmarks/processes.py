@@ -1,0 +1,161 @@
+"""Start, measure and stop the processes of a run; never leave one behind.
+
+Every process the harness starts gets a session of its own, so that it and whatever it
+forks (a pool's children, a forkserver, an RQ work horse) can be found by walking
+``/proc`` and stopped together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: How long a process gets between SIGTERM and SIGKILL when a run stops it.
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class Started:
+    """A process the harness started, and the file its output goes to."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    command: list[str]
+    #: Killed on purpose by the harness: its exit is no failure.
+    killed: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def spawn(command: Sequence[str], *, env: dict[str, str], cwd: Path, log_path: Path) -> Started:
+    """Start ``command`` in a session of its own, its output going to ``log_path``."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            list(command),
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Started(process, log_path, list(command))
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """Every process: pid -> (parent pid, session id)."""
+    table: dict[int, tuple[int, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name (field 2) may hold spaces and parentheses: split after it.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), int(fields[3]))
+    return table
+
+
+def tree(pids: Iterable[int]) -> list[int]:
+    """The given processes, their descendants and the rest of their sessions, if alive.
+
+    The session catches what left the tree: an orphan re-parented to init.
+    """
+    roots = set(pids)
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _session) in table.items():
+        children.setdefault(parent, []).append(pid)
+    pending = [pid for pid, (_parent, session) in table.items() if session in roots]
+    pending += [pid for pid in roots if pid in table]
+    found: set[int] = set()
+    while pending:
+        pid = pending.pop()
+        if pid not in found:
+            found.add(pid)
+            pending.extend(children.get(pid, ()))
+    return sorted(found)
+
+
+def _status_kib(pid: int, field: str, file: str = "status") -> int:
+    try:
+        text = Path(f"/proc/{pid}/{file}").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass(frozen=True)
+class TreeMemory:
+    """Memory of a process tree in MiB: RSS counts shared pages once per process, PSS
+    splits them between the processes that share them."""
+
+    processes: int
+    rss_mib: float
+    pss_mib: float
+
+
+def tree_memory(pids: Iterable[int]) -> TreeMemory:
+    members = tree(pids)
+    rss = sum(_status_kib(pid, "VmRSS") for pid in members)
+    pss = sum(_status_kib(pid, "Pss", "smaps_rollup") for pid in members)
+    return TreeMemory(len(members), rss / 1024, pss / 1024)
+
+
+def kill_tree(pids: Iterable[int], signum: int = signal.SIGKILL) -> None:
+    for pid in tree(pids):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
+def stop(started: Iterable[Started], *, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM each process, SIGKILL it after ``grace_s``; then kill what it left behind."""
+    started = list(started)
+    members = tree(s.pid for s in started)
+    for s in started:
+        if s.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                s.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for s in started:
+        try:
+            s.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            s.process.kill()
+            s.process.wait()
+    # What outlived its parent (a forkserver and its pool, a work horse): whatever is
+    # left in the sessions, and the members seen before that are still alive.
+    sessions = {s.pid for s in started}
+    table = _process_table()
+    leftovers = {pid for pid, (_parent, session) in table.items() if session in sessions}
+    leftovers |= {pid for pid in members if pid in table and pid not in sessions}
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

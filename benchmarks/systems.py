@@ -1,0 +1,349 @@
+"""One adapter per system: its settings, its worker processes, its service, its history.
+
+Every system is driven through the Tasks API with the same ``bench_tasks`` functions;
+only what a user would configure differs. A system whose package (or server) is missing
+says so, with the command that installs it, instead of being dropped from the report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import processes
+
+BENCH_EXTRA = "pip install -e '.[bench]'"
+
+
+def _django_major() -> int:
+    import django  # only its version: the harness never sets Django up
+
+    return int(django.VERSION[0])
+
+
+def _is_installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@dataclass
+class System:
+    """A task queue as a user would set it up; subclasses fill in the specifics."""
+
+    key: str
+    label: str
+    #: What an acknowledged enqueue survives, in a few words.
+    durability: str
+    #: The name the client knows it by (``BENCH_SYSTEM_KIND``): how to synthesize history.
+    kind: str
+    has_worker: bool = True
+    #: None if a history of finished tasks can be synthesized; else why not.
+    history_unsupported: str | None = "n/a"
+    #: Built on the django-tasks backport even on Django 6.
+    uses_backport: bool = False
+    #: What it does with a task whose worker was killed, from its code; "" if it
+    #: recovers (the recovery workload shows how soon).
+    on_interrupt: str = ""
+
+    def missing(self) -> str | None:
+        """Why this system cannot run here ("not installed: ..."), or None."""
+        return None
+
+    # -- the throwaway project ---------------------------------------------------------------
+
+    def settings(self, directory: Path) -> dict[str, Any]:
+        backport = _django_major() < 6 or self.uses_backport
+        return {
+            "SECRET_KEY": "benchmarks-only",
+            "DEBUG": False,
+            "USE_TZ": True,
+            "TIME_ZONE": "UTC",
+            "INSTALLED_APPS": [
+                *(["django_tasks"] if backport else []),
+                *self.apps(),
+            ],
+            "DATABASES": {
+                "default": {
+                    "ENGINE": "django.db.backends.sqlite3",
+                    "NAME": str(directory / "db.sqlite3"),
+                    # As this project's README asks of every SQLite user with workers.
+                    "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+                }
+            },
+            "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+            "TASKS": {"default": self.backend_settings(directory)},
+            "BENCH_SYSTEM_KIND": self.kind,
+            "BENCH_USE_BACKPORT": self.uses_backport,
+            **self.extra_settings(directory),
+        }
+
+    def apps(self) -> list[str]:
+        return []
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def extra_settings(self, directory: Path) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, project: Any) -> None:
+        """Make a fresh project ready to enqueue (migrations, an empty store)."""
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def worker_commands(self, processes: int) -> list[list[str]]:
+        """``django-admin`` arguments of each process to start for ``processes`` workers."""
+        raise NotImplementedError
+
+    # -- a service of its own (Redis) --------------------------------------------------------
+
+    def start_service(self, directory: Path) -> None:
+        """Start what the system needs besides the project (once per run)."""
+
+    def stop_service(self) -> None:
+        pass
+
+
+class ProcPool(System):
+    def __init__(self, *, durable: bool) -> None:
+        super().__init__(
+            key="procpool" if durable else "procpool-nondurable",
+            label="procpool_tasks" + (" (durable)" if durable else ' ("durable": False)'),
+            durability=(
+                "power loss: fdatasync per enqueue; results group-committed (one WAL sync)"
+                if durable
+                else "process crashes, not power loss: no fsync"
+            ),
+            kind="procpool",
+            history_unsupported=None if durable else "n/a: measured for the durable default",
+        )
+        self.durable = durable
+
+    def apps(self) -> list[str]:
+        return ["procpool_tasks"]
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        return {
+            "BACKEND": "procpool_tasks.backend.ProcPoolBackend",
+            "OPTIONS": {"path": str(directory / "journal"), "durable": self.durable},
+        }
+
+    def worker_commands(self, processes: int) -> list[list[str]]:
+        return [["procpool_worker", "--processes", str(processes)]]
+
+
+class DjangoTasksDB(System):
+    def __init__(self) -> None:
+        super().__init__(
+            key="db",
+            label="django-tasks-db (SQLite)",
+            durability="power loss: a SQLite commit (fsync) per enqueue and state change",
+            kind="db",
+            history_unsupported=None,
+            on_interrupt="it has no lease: an interrupted task stays RUNNING for good",
+        )
+        self._template: Path | None = None
+
+    def missing(self) -> str | None:
+        if not _is_installed("django_tasks_db"):
+            return f"not installed: pip install django-tasks-db (or {BENCH_EXTRA})"
+        return None
+
+    def apps(self) -> list[str]:
+        return ["django_tasks_db"]
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        return {"BACKEND": "django_tasks_db.DatabaseBackend"}
+
+    def prepare(self, project: Any) -> None:
+        # Migrate once per run; every later project starts from a copy of that database.
+        database = project.path("db.sqlite3")
+        if self._template is None or not self._template.exists():
+            project.manage("migrate", "-v", "0")
+            self._template = database.with_name("migrated.sqlite3")
+            shutil.copyfile(database, self._template)
+        else:
+            shutil.copyfile(self._template, database)
+
+    def worker_commands(self, processes: int) -> list[list[str]]:
+        # One db_worker per process, as its README scales it; the default 1 s poll.
+        return [["db_worker", "--no-startup-delay"] for _ in range(processes)]
+
+
+class Huey(System):
+    def __init__(self, *, storage: str) -> None:
+        super().__init__(
+            key=f"huey-{storage}",
+            label="huey (SqliteHuey)" if storage == "sqlite" else "huey (FileHuey)",
+            durability=(
+                "power loss: SQLite WAL, synchronous=FULL (the default)"
+                if storage == "sqlite"
+                else "process crashes, not power loss: files written without fsync"
+            ),
+            kind="huey",
+            history_unsupported=(
+                "n/a: results are a key-value store read by key; no public way to add "
+                "100,000 finished tasks short of running them"
+            ),
+            on_interrupt="a task taken by a killed consumer is gone from the queue and "
+            "stays RUNNING",
+        )
+        self.storage = storage
+
+    def missing(self) -> str | None:
+        spec = importlib.util.find_spec("huey")
+        backend = (
+            Path(spec.origin).parent / "contrib" / "djhuey" / "tasks_backend.py"
+            if spec and spec.origin
+            else None
+        )
+        if backend is None or not backend.exists():
+            return f"not installed: pip install 'huey>=3.5' (or {BENCH_EXTRA})"
+        return None
+
+    def apps(self) -> list[str]:
+        return ["huey.contrib.djhuey"]
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        return {"BACKEND": "huey.contrib.djhuey.tasks_backend.HueyBackend"}
+
+    def extra_settings(self, directory: Path) -> dict[str, Any]:
+        store: dict[str, Any] = (
+            {"huey_class": "huey.SqliteHuey", "filename": str(directory / "huey.sqlite3")}
+            if self.storage == "sqlite"
+            else {"huey_class": "huey.FileHuey", "path": str(directory / "huey-files")}
+        )
+        return {"HUEY": {"name": "bench", "immediate": False, **store}}
+
+    def prepare(self, project: Any) -> None:
+        # FileHuey creates its directory if it does not exist (a check, then makedirs):
+        # a consumer and a client starting together race, and one fails to start.
+        project.path("huey-files").mkdir(exist_ok=True)
+
+    def worker_commands(self, processes: int) -> list[list[str]]:
+        # The process consumer, its default polling (0.1 s, backing off to 10 s).
+        return [["run_huey", "-w", str(processes), "-k", "process"]]
+
+
+class RQ(System):
+    def __init__(self) -> None:
+        super().__init__(
+            key="rq",
+            label="RQ (django-tasks-rq, Redis)",
+            durability="neither: Redis in memory with its default RDB snapshots",
+            kind="rq",
+            history_unsupported=(
+                "n/a: finished jobs are Redis hashes read by key and expire after "
+                "result_ttl (500 s by default)"
+            ),
+            uses_backport=True,
+            on_interrupt="the killed worker's work horse runs on as an orphan; RQ fails "
+            "abandoned jobs in a maintenance pass (every 10 min) once their timeout expired",
+        )
+        self.port: int | None = None
+        self._server: processes.Started | None = None
+
+    def missing(self) -> str | None:
+        if not _is_installed("django_tasks_rq"):
+            return f"not installed: pip install django-tasks-rq redis (or {BENCH_EXTRA})"
+        if shutil.which("redis-server") is None:
+            return (
+                "redis-server not found: apt-get install redis-server (the harness starts "
+                "its own on a free loopback port)"
+            )
+        return None
+
+    def apps(self) -> list[str]:
+        return ["django_rq", "django_tasks_rq"]
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        return {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}
+
+    def extra_settings(self, directory: Path) -> dict[str, Any]:
+        return {"RQ_QUEUES": {"default": {"HOST": "127.0.0.1", "PORT": self.port, "DB": 0}}}
+
+    def start_service(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = processes.free_loopback_port()
+        self._server = processes.spawn(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", "."],
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+            cwd=directory,
+            log_path=directory / "redis-server.log",
+        )
+        deadline = time.monotonic() + 10
+        while self._redis("PING") != "+PONG":
+            if time.monotonic() > deadline or self._server.process.poll() is not None:
+                raise RuntimeError(f"redis-server did not start:\n{self._server.output_tail()}")
+            time.sleep(0.05)
+
+    def prepare(self, project: Any) -> None:
+        if self._redis("FLUSHALL") != "+OK":
+            raise RuntimeError("redis-server did not flush")
+
+    def stop_service(self) -> None:
+        if self._server is not None:
+            processes.stop([self._server])
+            self._server = None
+
+    def _redis(self, command: str) -> str:
+        """One inline command to the harness's redis-server; its reply, or "" if none."""
+        assert self.port is not None  # noqa: S101 (started)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
+                connection.sendall(command.encode() + b"\r\n")
+                return connection.recv(256).decode().strip()
+        except OSError:
+            return ""
+
+    def worker_commands(self, processes: int) -> list[list[str]]:
+        # One rqworker per process (each forks a work horse per job, RQ's default).
+        return [
+            ["rqworker", "default", "--job-class", "django_tasks_rq.Job"] for _ in range(processes)
+        ]
+
+
+class Immediate(System):
+    def __init__(self) -> None:
+        super().__init__(
+            key="immediate",
+            label="ImmediateBackend",
+            durability="nothing is stored: the task runs inside enqueue",
+            kind="immediate",
+            has_worker=False,
+            history_unsupported="n/a: stores nothing",
+        )
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        package = "django.tasks" if _django_major() >= 6 else "django_tasks"
+        return {"BACKEND": f"{package}.backends.immediate.ImmediateBackend"}
+
+
+def all_systems() -> list[System]:
+    """Every system of the report, procpool_tasks (durable) first: the reference."""
+    return [
+        ProcPool(durable=True),
+        ProcPool(durable=False),
+        DjangoTasksDB(),
+        Huey(storage="sqlite"),
+        Huey(storage="file"),
+        RQ(),
+        Immediate(),
+    ]
+
+
+REFERENCE = "procpool"
+
+
+def redis_version() -> str | None:
+    if shutil.which("redis-server") is None:
+        return None
+    done = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or None

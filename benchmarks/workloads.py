@@ -1,0 +1,484 @@
+"""The workloads of the report, run on one system at a time.
+
+(a) enqueue from 1 and from 4 processes; (b) drain of queued no-op tasks by 2 worker
+processes; (c) idle end-to-end latency; (d) worker RSS idle and after many tasks;
+(e) growth: enqueue, claim and ``get_result`` with a history of finished tasks, and
+start-up with many ready tasks; (f) recovery after SIGKILL of the supervisor.
+
+Each returns ``{workload key: Figure}``; a figure is the median of ``Sizes.repeats``
+repeats, each on a fresh project unless the workload says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import processes, projects
+from .stats import Figure, percentile
+from .systems import System
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is: the issue's sizes, or tiny ones for ``--quick``."""
+
+    repeats: int = 3
+    processes: int = 2
+    #: The physical limits: files created and appends, pool round trips, notifications.
+    limit_files: int = 2_000
+    limit_tasks: int = 5_000
+    limit_notifications: int = 200
+    enqueue_n: int = 2_000
+    enqueue_clients: int = 4
+    enqueue_per_client_n: int = 1_000
+    drain_n: int = 2_000
+    latency_n: int = 200
+    #: A round trip may take a poll interval (db_worker: 1 s, huey: up to 10 s); past
+    #: this many seconds per system the latency figures use the round trips made so far.
+    latency_budget_s: float = 20.0
+    rss_warmup_n: int = 20
+    rss_tasks_n: int = 10_000
+    #: How long the workers idle before their memory is read, and how many reads.
+    rss_settle_s: float = 1.0
+    rss_samples: int = 3
+    growth_levels: tuple[int, ...] = (0, 10_000, 100_000)
+    growth_probe_n: int = 500
+    startup_ready_n: int = 100_000
+    #: Recovery slower than this is reported as "not recovered within ...".
+    recovery_cap_s: float = 10.0
+    #: Drains slower than this are cut short and reported as such.
+    drain_cap_s: float = 300.0
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            repeats=1,
+            limit_files=200,
+            limit_tasks=200,
+            limit_notifications=10,
+            enqueue_n=100,
+            enqueue_per_client_n=40,
+            drain_n=50,
+            latency_n=10,
+            latency_budget_s=1.5,
+            rss_warmup_n=5,
+            rss_tasks_n=50,
+            rss_settle_s=0.1,
+            rss_samples=1,
+            growth_levels=(0, 200),
+            growth_probe_n=20,
+            startup_ready_n=500,
+            recovery_cap_s=2.5,
+            drain_cap_s=30.0,
+        )
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    group: str
+
+
+def workloads(sizes: Sizes) -> list[Workload]:
+    """Every row of the report, in order; titles carry this run's sizes."""
+    n, p = sizes.processes, f"{sizes.processes} processes"
+    rows = [
+        Workload("enqueue_1", "enqueue, 1 process", "tasks/s", True, "enqueue"),
+        Workload(
+            "enqueue_4",
+            f"enqueue, {sizes.enqueue_clients} processes at once (total)",
+            "tasks/s",
+            True,
+            "enqueue",
+        ),
+        Workload("drain", f"drain {sizes.drain_n:,} no-op tasks, {p}", "tasks/s", True, "drain"),
+        Workload("latency_p50", "idle end-to-end latency p50", "ms", False, "latency"),
+        Workload("latency_p99", "idle end-to-end latency p99", "ms", False, "latency"),
+        Workload("rss_idle", f"worker RSS, {n} processes, idle", "MiB", False, "rss"),
+        Workload(
+            "rss_after",
+            f"worker RSS, {n} processes, after {sizes.rss_tasks_n:,} tasks",
+            "MiB",
+            False,
+            "rss",
+        ),
+    ]
+    for index, level in enumerate(sizes.growth_levels):
+        history = f"with {level:,} finished"
+        rows += [
+            Workload(f"growth_enqueue_{index}", f"enqueue {history}", "µs", False, "growth"),
+            Workload(
+                f"growth_claim_{index}",
+                f"claim+run per task {history} (drain of {sizes.growth_probe_n})",
+                "ms",
+                False,
+                "growth",
+            ),
+            Workload(f"growth_get_result_{index}", f"get_result {history}", "µs", False, "growth"),
+            Workload(
+                f"growth_startup_{index}",
+                f"worker start-up {history}",
+                "s",
+                False,
+                "growth",
+            ),
+        ]
+    rows += [
+        Workload("startup_1", "worker start-up with 1 ready task", "s", False, "startup"),
+        Workload(
+            "startup_ready",
+            f"worker start-up with {sizes.startup_ready_n:,} ready tasks",
+            "s",
+            False,
+            "startup",
+        ),
+        Workload("recovery", "recovery after SIGKILL of the supervisor", "s", False, "recovery"),
+    ]
+    return rows
+
+
+GROUPS = ("enqueue", "drain", "latency", "rss", "growth", "startup", "recovery")
+
+
+@dataclass
+class Run:
+    """What every workload needs: sizes, a place for projects, and progress reporting."""
+
+    sizes: Sizes
+    directory: Path
+    say: Callable[[str], None] = print
+    _count: int = field(default=0)
+
+    @contextlib.contextmanager
+    def project(self, system: System, name: str) -> Iterator[projects.Project]:
+        """A fresh project of ``system``; its processes are stopped when the block ends."""
+        self._count += 1
+        directory = self.directory / system.key / f"{self._count:03d}-{name}"
+        project = projects.Project.create(directory, system.settings(directory))
+        try:
+            system.prepare(project)
+            yield project
+        finally:
+            project.close()
+
+    def keys(self, group: str) -> list[str]:
+        return [w.key for w in workloads(self.sizes) if w.group == group]
+
+
+def measure(group: str, system: System, run: Run) -> dict[str, Figure]:
+    """Run one group of workloads on one system; n/a figures where it does not apply."""
+    if not system.has_worker and group != "enqueue":
+        reason = "n/a: no queue and no worker; the task runs inside enqueue"
+        return {key: Figure.unavailable(reason) for key in run.keys(group)}
+    if group == "growth" and system.history_unsupported:
+        return {key: Figure.unavailable(system.history_unsupported) for key in run.keys(group)}
+    return MEASURES[group](system, run)
+
+
+def _workers(project: projects.Project, system: System, run: Run) -> list[processes.Started]:
+    return [
+        project.start_django(*command, name="worker")
+        for command in system.worker_commands(run.sizes.processes)
+    ]
+
+
+def _enqueue(project: projects.Project, n: int, ids_file: Path, **arguments: Any) -> Any:
+    """Enqueue ``n`` no-op tasks from the project's client; their ids go to ``ids_file``."""
+    return project.client().call("enqueue", n=n, ids_file=str(ids_file), **arguments)
+
+
+def _wait(
+    project: projects.Project, ids_file: Path, *, timeout: float, **arguments: Any
+) -> dict[str, Any]:
+    """Wait (in the client) for tasks; ClientError at once if a worker died meanwhile."""
+    outcome: dict[str, Any] = project.client().call(
+        "wait",
+        ids_file=str(ids_file),
+        timeout=timeout,
+        check=project.check_alive,
+        **arguments,
+    )
+    return outcome
+
+
+# -- (a) enqueue ---------------------------------------------------------------------------
+
+
+def measure_enqueue(system: System, run: Run) -> dict[str, Figure]:
+    sizes = run.sizes
+    single, parallel = [], []
+    for repeat in range(sizes.repeats):
+        with run.project(system, f"enqueue-{repeat}") as project:
+            outcome = project.client().call("enqueue", n=sizes.enqueue_n)
+        single.append(outcome["n"] / (outcome["end"] - outcome["start"]))
+        with run.project(system, f"enqueue{sizes.enqueue_clients}-{repeat}") as project:
+            clients = [project.new_client() for _ in range(sizes.enqueue_clients)]
+            for client in clients:
+                client.call("enqueue", n=0)  # set up and warmed up, idle on stdin
+            for client in clients:  # all start within microseconds
+                client.send("enqueue", n=sizes.enqueue_per_client_n, warmup=0)
+            outcomes = [client.receive() for client in clients]
+        total = sum(o["n"] for o in outcomes)
+        span = max(o["end"] for o in outcomes) - min(o["start"] for o in outcomes)
+        parallel.append(total / span)
+    return {"enqueue_1": Figure.of(single), "enqueue_4": Figure.of(parallel)}
+
+
+# -- (b) drain -----------------------------------------------------------------------------
+
+
+def _drain(
+    project: projects.Project, system: System, run: Run, ids_file: Path, *, cap_s: float
+) -> dict[str, Any]:
+    """Start the workers on queued tasks and wait for them all.
+
+    The rate counts from the first task seen finished to the last, so that no system's
+    start-up is in it, whether or not its results say when a task started.
+    """
+    launched = time.time()
+    _workers(project, system, run)
+    try:
+        outcome = _wait(project, ids_file, timeout=cap_s)
+    finally:
+        project.stop_workers()
+    outcome["rate"] = (outcome["seen"] - 1) / max(outcome["end"] - outcome["first_end"], 1e-9)
+    outcome["startup_s"] = (outcome["first_started"] or outcome["first_end"]) - launched
+    return outcome
+
+
+def measure_drain(system: System, run: Run) -> dict[str, Figure]:
+    rates, notes = [], []
+    for repeat in range(run.sizes.repeats):
+        with run.project(system, f"drain-{repeat}") as project:
+            ids_file = project.path("drain.ids")
+            _enqueue(project, run.sizes.drain_n, ids_file, warmup=0)
+            outcome = _drain(project, system, run, ids_file, cap_s=run.sizes.drain_cap_s)
+        rates.append(outcome["rate"])
+        if outcome["timed_out"]:
+            notes.append(f"cut at {run.sizes.drain_cap_s:g} s: {_describe(outcome['statuses'])}")
+            break
+    return {"drain": Figure.of(rates, note="; ".join(notes) or None)}
+
+
+# -- (c) latency ---------------------------------------------------------------------------
+
+
+def measure_latency(system: System, run: Run) -> dict[str, Figure]:
+    """Round trips one at a time on idle workers; one project, a client per repeat."""
+    p50, p99, counts = [], [], []
+    budget = run.sizes.latency_budget_s / run.sizes.repeats
+    with run.project(system, "latency") as project:
+        _workers(project, system, run)
+        for _ in range(run.sizes.repeats):
+            outcome = project.client().call(
+                "latency", n=run.sizes.latency_n, budget_s=budget, check=project.check_alive
+            )
+            latencies = [1000 * s for s in outcome["latencies_s"]]
+            p50.append(percentile(latencies, 50))
+            p99.append(percentile(latencies, 99))
+            counts.append(len(latencies))
+    note = None
+    if min(counts) < run.sizes.latency_n:
+        note = f"{min(counts)} round trips per repeat (time budget {budget:.1f} s)"
+    return {
+        "latency_p50": Figure.of(p50, note=note, round_trips=counts),
+        "latency_p99": Figure.of(p99, note=note, round_trips=counts),
+    }
+
+
+# -- (d) RSS -------------------------------------------------------------------------------
+
+
+def _sample_memory(started: list[processes.Started], sizes: Sizes) -> list[Any]:
+    time.sleep(sizes.rss_settle_s)  # let the workers settle into idle
+    found = []
+    for _ in range(sizes.rss_samples):
+        found.append(processes.tree_memory(s.pid for s in started))
+        time.sleep(sizes.rss_settle_s / 3)
+    return found
+
+
+def measure_rss(system: System, run: Run) -> dict[str, Figure]:
+    """The workers' process tree, idle after a warm-up and again after many tasks."""
+    sizes = run.sizes
+    with run.project(system, "rss") as project:
+        workers = _workers(project, system, run)
+        warmup = project.path("warmup.ids")
+        _enqueue(project, sizes.rss_warmup_n, warmup, warmup=0)
+        _wait(project, warmup, timeout=120)
+        idle = _sample_memory(workers, sizes)
+        many = project.path("many.ids")
+        _enqueue(project, sizes.rss_tasks_n, many, warmup=0)
+        outcome = _wait(project, many, timeout=max(600, sizes.rss_tasks_n / 5))
+        after = _sample_memory(workers, sizes)
+
+    def figure(memory: list[Any], note: str | None = None) -> Figure:
+        return Figure.of(
+            [m.rss_mib for m in memory],
+            note=note,
+            pss_mib=[m.pss_mib for m in memory],
+            processes=[m.processes for m in memory],
+        )
+
+    growth = 100 * (after[-1].rss_mib / idle[-1].rss_mib - 1)
+    note = f"{growth:+.0f}% vs idle; {after[-1].processes} processes"
+    if outcome["timed_out"]:
+        note += f"; not all finished: {_describe(outcome['statuses'])}"
+    return {
+        "rss_idle": figure(idle, f"{idle[-1].processes} processes"),
+        "rss_after": figure(after, note),
+    }
+
+
+# -- (e) growth and start-up ---------------------------------------------------------------
+
+
+def measure_growth(system: System, run: Run) -> dict[str, Figure]:
+    """At each level of history: enqueue, drain (claim) and read back a probe of tasks."""
+    sizes = run.sizes
+    figures: dict[str, Figure] = {}
+    with run.project(system, "growth") as project:
+        history = 0
+        for index, level in enumerate(sizes.growth_levels):
+            if level > history:
+                project.call_once("synthesize", count=level - history, finished=True)
+                history = level
+            enqueue, claim, get_result, startup = [], [], [], []
+            for repeat in range(sizes.repeats):
+                ids_file = project.path(f"probe-{index}-{repeat}.ids")
+                outcome = _enqueue(project, sizes.growth_probe_n, ids_file)
+                enqueue.append(1e6 * (outcome["end"] - outcome["start"]) / outcome["n"])
+                drained = _drain(project, system, run, ids_file, cap_s=sizes.drain_cap_s)
+                claim.append(1000 / drained["rate"])
+                startup.append(drained["startup_s"])
+                outcome = project.client().call(
+                    "get_result", ids_file=str(ids_file), n=sizes.growth_probe_n
+                )
+                get_result.append(1e6 * outcome["seconds"] / outcome["n"])
+                history += sizes.growth_probe_n + 3  # and the warm-up enqueues
+            figures[f"growth_enqueue_{index}"] = Figure.of(enqueue)
+            figures[f"growth_claim_{index}"] = Figure.of(claim)
+            figures[f"growth_get_result_{index}"] = Figure.of(get_result)
+            figures[f"growth_startup_{index}"] = Figure.of(startup)
+    return figures
+
+
+def _startup(project: projects.Project, system: System, run: Run, ids_file: Path) -> float:
+    """Seconds from launching the workers to the task of ``ids_file`` starting."""
+    launched = time.time()
+    _workers(project, system, run)
+    try:
+        outcome = _wait(project, ids_file, until="started", timeout=300, poll_s=0.002)
+    finally:
+        project.stop_workers()
+    # RQ's results carry no started_at: then when the client saw it start (2 ms polls).
+    return float(outcome["first_started"] or outcome["end"]) - launched
+
+
+def measure_startup(system: System, run: Run) -> dict[str, Figure]:
+    """Start-up with one ready task (every system), and with many (where they can be
+    made without running them); both to the first task starting."""
+    sizes = run.sizes
+    single, ready = [], []
+    for repeat in range(sizes.repeats):
+        with run.project(system, f"startup1-{repeat}") as project:
+            ids_file = project.path("one.ids")
+            _enqueue(project, 1, ids_file, warmup=0)
+            single.append(_startup(project, system, run, ids_file))
+    figures = {"startup_1": Figure.of(single)}
+    if system.history_unsupported:
+        figures["startup_ready"] = Figure.unavailable(system.history_unsupported)
+        return figures
+    # One store of ready tasks for every repeat: each start runs only a few of them. The
+    # task waited for is enqueued last with a higher priority: it runs first once the
+    # worker has taken in every ready task.
+    with run.project(system, "startup-ready") as project:
+        project.call_once("synthesize", count=sizes.startup_ready_n, finished=False)
+        for repeat in range(sizes.repeats):
+            ids_file = project.path(f"marker-{repeat}.ids")
+            _enqueue(project, 1, ids_file, warmup=0, priority=10)
+            ready.append(_startup(project, system, run, ids_file))
+    figures["startup_ready"] = Figure.of(ready)
+    return figures
+
+
+# -- (f) recovery --------------------------------------------------------------------------
+
+
+def measure_recovery(system: System, run: Run) -> dict[str, Figure]:
+    """SIGKILL the supervisor(s) while every process runs a task; restart at once.
+
+    The figure counts from the restart (the issue's target: "within 2 s of a restart");
+    the time from the kill is kept in the JSON.
+    """
+    sizes = run.sizes
+    from_restart: list[float] = []
+    from_kill: list[float] = []
+    for repeat in range(sizes.repeats):
+        with run.project(system, f"recovery-{repeat}") as project:
+            ids_file = project.path("interrupted.ids")
+            killed = _kill_while_running(project, system, run, ids_file)
+            restarted = time.time()
+            _workers(project, system, run)
+            outcome = _wait(project, ids_file, timeout=sizes.recovery_cap_s)
+            if outcome["timed_out"] or set(outcome["statuses"]) - {"SUCCESSFUL"}:
+                project.stop_workers()
+                statuses = project.client().call("statuses", ids_file=str(ids_file))
+                return {
+                    "recovery": Figure.unavailable(
+                        f"not recovered within {sizes.recovery_cap_s:g} s of the restart "
+                        f"(interrupted tasks: {_describe(statuses['statuses'])})"
+                        + (f"; {system.on_interrupt}" if system.on_interrupt else "")
+                    )
+                }
+        from_restart.append(outcome["end"] - restarted)
+        from_kill.append(outcome["end"] - killed)
+    return {"recovery": Figure.of(from_restart, from_kill_s=from_kill)}
+
+
+def _kill_while_running(
+    project: projects.Project, system: System, run: Run, ids_file: Path
+) -> float:
+    """Start the workers, give each process a long task, SIGKILL the supervisor(s) once
+    they run; return when they were killed."""
+    workers = _workers(project, system, run)
+    project.client().call("enqueue_interruptible", n=run.sizes.processes, ids_file=str(ids_file))
+    running = _wait(project, ids_file, until="running", timeout=120)
+    if running["timed_out"]:
+        raise RuntimeError(f"the interruptible tasks never ran: {running['statuses']}")
+    for worker in workers:
+        worker.killed = True
+        os.kill(worker.pid, signal.SIGKILL)
+    killed = time.time()
+    for worker in workers:
+        # Still in project.started: what it left behind (a forkserver and its pool, a
+        # consumer's children) is stopped with its session by stop_workers().
+        worker.process.wait()
+    return killed
+
+
+def _describe(statuses: dict[str, int]) -> str:
+    return ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+
+
+MEASURES: dict[str, Callable[[System, Run], dict[str, Figure]]] = {
+    "enqueue": measure_enqueue,
+    "drain": measure_drain,
+    "latency": measure_latency,
+    "rss": measure_rss,
+    "growth": measure_growth,
+    "startup": measure_startup,
+    "recovery": measure_recovery,
+}
+
+__all__ = ["GROUPS", "Run", "Sizes", "Workload", "measure", "workloads"]
