@@ -1,0 +1,139 @@
+"""The benchmark harness runs end to end (``python -m benchmarks --quick``); no timings.
+
+Peers that are not installed in this environment must still have their rows, saying
+how to install them; the harness is run as a user would, in a subprocess.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SYSTEMS = {
+    "procpool": "procpool_tasks (durable)",
+    "procpool-nondurable": 'procpool_tasks ("durable": False)',
+    "db": "django-tasks-db (SQLite)",
+    "huey-sqlite": "huey (SqliteHuey)",
+    "huey-file": "huey (FileHuey)",
+    "rq": "RQ (django-tasks-rq, Redis)",
+    "immediate": "ImmediateBackend",
+}
+WORKLOADS = [
+    "enqueue_1",
+    "enqueue_4",
+    "drain",
+    "latency_p50",
+    "latency_p99",
+    "rss_idle",
+    "rss_after",
+    *(
+        f"growth_{what}_{level}"
+        for level in (0, 1)
+        for what in ("enqueue", "claim", "get_result", "startup")
+    ),
+    "startup_1",
+    "startup_ready",
+    "recovery",
+]
+LIMITS = ["durable_create", "durable_append", "pool_round_trip", "watch_p50", "watch_p99"]
+#: The Markdown tables, each with a row per system.
+TABLES = ["### Throughput and latency", "### Memory, start-up and recovery", "### Growth"]
+SECTIONS = [*TABLES, "### Targets"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, dict[str, Any]]:
+    """Run ``python -m benchmarks --quick`` once; its stdout, stderr and JSON."""
+    tmp_path = tmp_path_factory.mktemp("bench")
+    json_path = tmp_path / "results" / "quick.json"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(json_path)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The report is also written beside the JSON, as printed.
+    assert json_path.with_suffix(".md").read_text() == done.stdout.removesuffix("\n")
+    return done.stdout, done.stderr, json.loads(json_path.read_text())
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_reports_every_system_in_every_table(
+    quick_run: tuple[str, str, dict[str, Any]],
+) -> None:
+    markdown, _, results = quick_run
+    sections = _sections(markdown)
+    for heading in TABLES:
+        rows = sections[heading]
+        for label in SYSTEMS.values():
+            assert any(row.startswith(f"| {label} |") for row in rows), (heading, label, rows)
+    # Every target of the issue is decided (or says why not) in a table of its own.
+    targets = sections["### Targets"]
+    assert len(targets) == 1 + len(results["targets"]) > 1, targets  # a head, a row each
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_writes_every_workload_and_limit_to_json(
+    quick_run: tuple[str, str, dict[str, Any]],
+) -> None:
+    markdown, _, results = quick_run
+    assert results["quick"] is True
+    assert {s["key"]: s["label"] for s in results["systems"]} == SYSTEMS
+    assert [w["key"] for w in results["workloads"]] == WORKLOADS
+    for workload in results["workloads"]:
+        assert workload["title"] in markdown, workload["title"]
+        figures = results["figures"][workload["key"]]
+        assert set(figures) == set(SYSTEMS), workload["key"]
+        for system, figure in figures.items():
+            # A figure, or the reason there is none: never a silent gap.
+            assert (figure["value"] is None) == bool(figure["missing"]), (workload, system)
+    for key in LIMITS:
+        assert results["limits"][key]["value"] > 0, key
+    # The reference itself is measured on every workload.
+    for workload in WORKLOADS:
+        assert results["figures"][workload]["procpool"]["value"] is not None, workload
+
+
+@pytest.mark.timeout(180)
+def test_missing_peers_and_chart_say_how_to_install_them(
+    quick_run: tuple[str, str, dict[str, Any]],
+) -> None:
+    markdown, stderr, results = quick_run
+    peers = {"db": "django_tasks_db", "huey-sqlite": "huey", "rq": "django_tasks_rq"}
+    for system, module in peers.items():
+        if importlib.util.find_spec(module) is None:
+            missing = results["figures"]["drain"][system]["missing"]
+            assert missing.startswith("not installed: pip install"), missing
+            assert missing in markdown
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "no chart: matplotlib is not installed" in stderr
+    else:
+        png = Path(stderr.rsplit("PNG: ", 1)[1].strip())
+        assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def _sections(markdown: str) -> dict[str, list[str]]:
+    """The table rows under each heading that starts with one of SECTIONS."""
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in markdown.splitlines():
+        if line.startswith("### "):
+            heading = next((h for h in SECTIONS if line.startswith(h)), None)
+            current = found.setdefault(heading, []) if heading else None
+        elif current is not None and line.startswith("| "):
+            current.append(line)
+    return found
