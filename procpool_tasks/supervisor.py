@@ -68,6 +68,9 @@ POLL_INTERVAL_S = 2.0
 WRITE_RETRY_S = 0.5
 #: On a forced stop, how long children get between SIGTERM and SIGKILL.
 KILL_GRACE_S = 5.0
+#: While other tasks run, a finished state waits this long at most for more to share its
+#: sync (group commit); with nothing else running it is written at once.
+GROUP_COMMIT_WINDOW_S = 0.005
 #: How often a supervisor marks finished segments done and prunes expired ones.
 PRUNE_INTERVAL_S = 3600.0
 #: How long past its time limit a task that ignores the limit is killed.
@@ -133,6 +136,8 @@ class Supervisor:
         self._queued: set[str] = set()
         self._in_flight: dict[Future[execution.Outcome], _InFlight] = {}
         self._unwritten: list[journal.State] = []
+        self._unwritten_since = 0.0
+        self._write_failed = False
         self._requeued: dict[str, journal.Record] = {}
         self._claim_paused_until = 0.0
         self._pids: dict[str, int] = {}
@@ -264,8 +269,11 @@ class Supervisor:
 
     def _seconds_to_wait(self) -> float:
         timeout = POLL_INTERVAL_S
-        if self._unwritten or self._claim_paused_until:
+        if self._write_failed or self._claim_paused_until:
             timeout = WRITE_RETRY_S
+        elif self._unwritten:
+            commit_at = self._unwritten_since + GROUP_COMMIT_WINDOW_S
+            timeout = max(0.0, commit_at - time.monotonic())
         if self._waiting and not self._stopping:
             timeout = min(timeout, max(0.0, self._waiting[0][0] - time.time()))
         if self._deadlines:
@@ -300,7 +308,7 @@ class Supervisor:
             # they run while it waits for the disk; tasks finishing meanwhile join the next
             # group. Until the sync, a crash re-runs those finished tasks (at least once).
             self._submit_ready()
-        if self._unwritten:
+        if self._unwritten and self._is_commit_due():
             self._write_states()
         self._kill_overdue_tasks()
         if journal_changed and not self._stopping:
@@ -763,9 +771,25 @@ class Supervisor:
 
     def _finish(self, record: journal.Record, state: journal.State) -> None:
         """Queue a state for the next group commit; a READY one is run again after it."""
+        if not self._unwritten:
+            self._unwritten_since = time.monotonic()
         self._unwritten.append(state)
         if state.status == journal.READY:
             self._requeued[state.id] = record
+
+    def _is_commit_due(self) -> bool:
+        """Whether to sync now, or let states that finish soon share the sync.
+
+        One sync per task cost more than the task itself under load; waiting a few ms
+        for the other processes' tasks to finish makes groups, and a crash meanwhile
+        only re-runs tasks whose results were never acknowledged.
+        """
+        return (
+            not self._in_flight
+            or self._stopping
+            or self._write_failed
+            or time.monotonic() - self._unwritten_since >= GROUP_COMMIT_WINDOW_S
+        )
 
     def _write_states(self) -> None:
         """Group-commit the queued states (one sync); on failure keep them and retry."""
@@ -773,6 +797,7 @@ class Supervisor:
         try:
             self._result_log.commit(self._unwritten)
         except OSError as error:
+            self._write_failed = True
             logger.error(
                 "Cannot write %d result(s) to the journal (%s); retrying in %ss",
                 len(self._unwritten),
@@ -780,6 +805,7 @@ class Supervisor:
                 WRITE_RETRY_S,
             )
             return
+        self._write_failed = False
         self._unwritten.clear()
         requeued, self._requeued = self._requeued, {}
         for record in requeued.values():
