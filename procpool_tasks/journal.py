@@ -4,7 +4,8 @@ Layout of a journal directory (0700; every file 0600)::
 
     segments/<segment>.log           append-only task records; one writer process each,
                                      which holds an flock on the file while it appends
-    segments/<segment>.done          marker: sealed, and every task in it has finished
+    segments/<segment>.done          marker: sealed, quiet, and every task in it finished
+                                     (supervisors skip it; ``prune`` may delete it)
     results/<segment>/<offset>.json  a task's latest state, replaced whole on each change
     wal/<instance>.log               a supervisor's log of finished states (group commit)
     workers/<instance>.lock          held by a live supervisor; free once it has died
@@ -16,8 +17,9 @@ reads one result file, or the record itself while no supervisor has touched the 
 
 Every segment line is ``<crc32 as 8 hex digits> <JSON>\\n``. JSON never contains a raw
 newline, so a torn or damaged line is detected (bad checksum, or no newline yet) and the
-next line is still found. Result files are written to a temporary name and renamed into
-place, so a reader sees the old state or the new one, never half of either.
+next line is still found. Result files are written to a temporary name and swapped into
+place (``renameat2(RENAME_EXCHANGE)`` where the system has it, else ``rename``), so a reader
+sees the old state or the new one, never half of either and never none.
 
 Durability: an enqueue is acknowledged after its line is ``fdatasync``-ed (with the
 ``durable`` option). Finished states are appended to the supervisor's WAL and synced in
