@@ -50,6 +50,8 @@ class Sizes:
     rss_samples: int = 3
     growth_levels: tuple[int, ...] = (0, 10_000, 100_000)
     growth_probe_n: int = 500
+    #: How long the workers run on a freshly added history before it is measured.
+    history_settle_s: float = 15.0
     startup_ready_n: int = 100_000
     #: Recovery slower than this is reported as "not recovered within ...".
     recovery_cap_s: float = 10.0
@@ -74,6 +76,7 @@ class Sizes:
             rss_samples=1,
             growth_levels=(0, 200),
             growth_probe_n=20,
+            history_settle_s=0.5,
             startup_ready_n=500,
             recovery_cap_s=2.5,
             drain_cap_s=30.0,
@@ -344,15 +347,25 @@ def measure_rss(system: System, run: Run) -> dict[str, Figure]:
 
 
 def measure_growth(system: System, run: Run) -> dict[str, Figure]:
-    """At each level of history: enqueue, drain (claim) and read back a probe of tasks."""
+    """At each level of history: enqueue, drain (claim) and read back a probe of tasks.
+
+    Once a level's history is added, the workers run for ``history_settle_s`` first, as
+    they would have while it accumulated (procpool_tasks marks finished segments done
+    then, and skips them at later starts); how long that first start took is a note.
+    """
     sizes = run.sizes
     figures: dict[str, Figure] = {}
     with run.project(system, "growth") as project:
         history = 0
         for index, level in enumerate(sizes.growth_levels):
+            first_start = None
             if level > history:
                 project.call_once("synthesize", count=level - history, finished=True)
                 history = level
+                settle = project.path(f"settle-{index}.ids")
+                _enqueue(project, 1, settle, warmup=0)
+                first_start = _startup(project, system, run, settle, run_s=sizes.history_settle_s)
+                history += 1
             enqueue, claim, get_result, startup = [], [], [], []
             for repeat in range(sizes.repeats):
                 ids_file = project.path(f"probe-{index}-{repeat}.ids")
@@ -369,16 +382,23 @@ def measure_growth(system: System, run: Run) -> dict[str, Figure]:
             figures[f"growth_enqueue_{index}"] = Figure.of(enqueue)
             figures[f"growth_claim_{index}"] = Figure.of(claim)
             figures[f"growth_get_result_{index}"] = Figure.of(get_result)
-            figures[f"growth_startup_{index}"] = Figure.of(startup)
+            first = f"the first start after the history was added: {first_start or 0:.2f} s"
+            figures[f"growth_startup_{index}"] = Figure.of(
+                startup, note=first if first_start else None, first_start_s=first_start
+            )
     return figures
 
 
-def _startup(project: projects.Project, system: System, run: Run, ids_file: Path) -> float:
-    """Seconds from launching the workers to the task of ``ids_file`` starting."""
+def _startup(
+    project: projects.Project, system: System, run: Run, ids_file: Path, *, run_s: float = 0
+) -> float:
+    """Seconds from launching the workers to the task of ``ids_file`` starting; they are
+    stopped ``run_s`` after that."""
     launched = time.time()
     _workers(project, system, run)
     try:
         outcome = _wait(project, ids_file, until="started", timeout=300, poll_s=0.002)
+        time.sleep(run_s)
     finally:
         project.stop_workers()
     # RQ's results carry no started_at: then when the client saw it start (2 ms polls).
