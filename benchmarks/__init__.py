@@ -15,5 +15,6 @@ Modules, one concern each::
     limits.py      the physical limits of the design on this disk and machine
     processes.py   starting, measuring (RSS of a process tree) and stopping processes
     stats.py       a figure: the median of repeats and their spread
+    machine.py     what a run ran on: CPU, memory, the disk measured, versions
     report.py      the Markdown table, the JSON results and the PNG chart
 """

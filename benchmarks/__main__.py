@@ -10,9 +10,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
-import importlib.metadata
-import os
-import platform
 import shlex
 import shutil
 import sys
@@ -22,9 +19,8 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from . import limits, report, systems, workloads
+from . import limits, machine, report, systems, workloads
 from .stats import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -106,66 +102,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def machine(workdir: Path, chosen: list[systems.System]) -> dict[str, Any]:
-    cpu = platform.processor() or "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    versions = {}
-    for system in chosen:
-        missing = system.missing()
-        versions[system.key] = missing or _version_of(system)
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(memory),
-        "disk": _disk(workdir),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "django": _dist_version("django"),
-        "versions": versions,
-    }
-
-
-def _dist_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _version_of(system: systems.System) -> str:
-    if system.kind == "procpool":
-        return f"procpool-tasks {_dist_version('procpool-tasks')}"
-    if system.kind == "db":
-        return f"django-tasks-db {_dist_version('django-tasks-db')}"
-    if system.kind == "huey":
-        return f"huey {_dist_version('huey')}"
-    if system.kind == "rq":
-        redis = (systems.redis_version() or "").split(" ")[2:3]
-        return (
-            f"django-tasks-rq {_dist_version('django-tasks-rq')}, rq {_dist_version('rq')}, "
-            f"redis-server {''.join(redis).removeprefix('v=')}"
-        )
-    return f"Django {_dist_version('django')}"
-
-
-def _disk(path: Path) -> str:
-    """The filesystem and device a path is on, from /proc/mounts."""
-    best = ("?", "?", "")
-    with contextlib.suppress(OSError):
-        resolved = str(path.resolve())
-        for line in Path("/proc/mounts").read_text().splitlines():
-            device, mount, fstype = line.split()[:3]
-            if resolved.startswith(mount.rstrip("/") + "/") or resolved == mount:
-                if len(mount) >= len(best[2]):
-                    best = (device, fstype, mount)
-    return f"{best[1]} on {best[0]}"
-
-
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     sizes = workloads.Sizes.quick() if options.quick else workloads.Sizes()
@@ -204,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         systems=chosen,
         figures=figures,
         limits=found_limits,
-        machine=machine(options.workdir or Path(tempfile.gettempdir()), chosen),
+        machine=machine.describe(workdir, chosen),
         command=" ".join(["python -m benchmarks", *map(shlex.quote, argv or sys.argv[1:])]),
         quick=options.quick,
         jobs=jobs,
