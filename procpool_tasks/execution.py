@@ -7,7 +7,6 @@ The supervisor sends a ``Job`` (the record and its RUNNING state) and gets back 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from . import compat, journal
+from .lifeline import die_with_process
 from .results import build_task_result, load_task
 
 __all__ = ["ChildSettings", "Job", "Outcome", "TaskTimedOut", "init_child", "run_job"]
@@ -58,6 +58,7 @@ class ChildSettings:
 
     verbosity: int
     task_timeout: float | None
+    supervisor_pid: int
     started: Any  # a multiprocessing SimpleQueue: (task id, pid) as each task starts
 
 
@@ -70,28 +71,12 @@ def init_child(settings: ChildSettings) -> None:
     _settings = settings
     # Ctrl+C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    # A killed supervisor must not leave this process running its task (which the next
+    # supervisor runs again) or waiting for work forever.
+    die_with_process(settings.supervisor_pid)
     if not apps.ready:
         django.setup()
     configure_child_logging(settings.verbosity)
-
-
-def _die_with_parent() -> None:
-    """If the supervisor is killed, its forkserver exits: take this task down with it.
-
-    Otherwise an orphaned child would go on running a task that the next supervisor
-    re-runs. Linux only (prctl); elsewhere orphans finish their task and then exit.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 def configure_child_logging(verbosity: int) -> None:

@@ -1,15 +1,21 @@
-"""Tie a process's life to its parent's, so that no orphan goes on working unsupervised."""
+"""Tie a process's life to another's, so that no orphan goes on working unsupervised."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import select
 import signal
 import sys
+import threading
+import time
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "die_with_process"]
 
 _PR_SET_PDEATHSIG = 1
+#: Where pidfds are missing (not Linux, or a kernel before 5.3): how often to look.
+_POLL_S = 1.0
 
 
 def die_with_parent(signum: int = signal.SIGKILL, *, parent: int | None = None) -> None:
@@ -27,3 +33,46 @@ def die_with_parent(signum: int = signal.SIGKILL, *, parent: int | None = None) 
     # The parent may have died before prctl took effect; then no signal would ever come.
     if os.getppid() != expected:
         os.kill(os.getpid(), signum)
+
+
+def die_with_process(pid: int, signum: int = signal.SIGKILL) -> None:
+    """Send ``signum`` to this process as soon as process ``pid`` (not our parent) exits.
+
+    For worker processes, whose parent is the forkserver, not the supervisor: the
+    forkserver outlives a killed supervisor for as long as any of its children runs (each
+    child holds the pipe whose closing would end it), so a parent-death signal never
+    comes and the children would wait for work forever, or finish a task that the next
+    supervisor runs again. A daemon thread waits on a pidfd (no polling); where there is
+    none, it looks every second.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is None and not _is_running(pid):
+        os.kill(os.getpid(), signum)
+        return
+    thread = threading.Thread(
+        target=_wait_then_kill, args=(pid, pidfd, signum), name="procpool-lifeline", daemon=True
+    )
+    thread.start()
+
+
+def _wait_then_kill(pid: int, pidfd: int | None, signum: int) -> None:
+    if pidfd is not None:
+        with contextlib.suppress(InterruptedError):
+            select.select([pidfd], [], [])  # readable once the process has exited
+    else:
+        while _is_running(pid):
+            time.sleep(_POLL_S)
+    os.kill(os.getpid(), signum)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

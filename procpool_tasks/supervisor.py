@@ -572,6 +572,7 @@ class Supervisor:
         child_settings = execution.ChildSettings(
             verbosity=self.config.verbosity,
             task_timeout=self.config.task_timeout,
+            supervisor_pid=os.getpid(),
             started=self._started,
         )
         return ProcessPoolExecutor(

@@ -1084,6 +1084,37 @@ def test_two_supervisors_on_one_journal_run_every_task_exactly_once(
 # -- 10. stopping -----------------------------------------------------------------------------
 
 
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_supervisor_killed_mid_task_leaves_no_process_behind_and_the_task_runs_once_more(
+    env: Env,
+) -> None:
+    starts = env.tmp_path / "starts.log"
+    gate = env.tmp_path / "gate"
+    running = [more_tasks.log_start_then_wait.enqueue(str(starts), str(gate)) for _ in "ab"]
+    worker = env.start_worker("--processes", "2", "--worker-id", "killed")
+    wait_for(lambda: len(lines_of(starts)) == 2, what="both tasks to start")
+    children = [int(pid) for pid in lines_of(starts)]
+    forkserver = parent_of(children[0])
+    assert forkserver != worker.process.pid
+
+    worker.send(signal.SIGKILL)
+    worker.wait()
+
+    # Left alone, the children would finish their tasks while the next supervisor re-runs
+    # them, or idle forever holding their forkserver (and their memory) alive.
+    for pid in [*children, forkserver]:
+        wait_for(functools.partial(is_gone, pid), timeout=5, what=f"process {pid} to exit")
+    gate.touch()
+    env.run_batch("--processes", "2", "--worker-id", "recovering")
+    for result in running:
+        assert status_of(result) == "SUCCESSFUL"
+        assert result.worker_ids == ["killed", "recovering"]
+    assert len(lines_of(starts)) == 4
+
+
 @pytest.mark.parametrize("second_signal", [signal.SIGTERM, signal.SIGINT])
 def test_second_signal_stops_running_tasks_at_once_exits_1_and_the_next_start_recovers_them(
     env: Env, second_signal: signal.Signals
