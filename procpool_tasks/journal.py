@@ -339,6 +339,16 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def _make_private(directory: Path) -> None:
+    """0700, whatever the umask or the mode an existing directory was made with.
+
+    Called once ``_check_directory`` refused symlinks below the root and directories
+    others can write to.
+    """
+    if stat.S_IMODE(os.stat(directory).st_mode) != _DIR_MODE:
+        os.chmod(directory, _DIR_MODE)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -498,6 +508,7 @@ class _SegmentWriter:
         with self._lock:
             if (
                 self._fd is None
+                or os.fstat(self._fd).st_nlink == 0  # removed, with its journal perhaps
                 or self._offset >= SEGMENT_MAX_BYTES
                 or time.monotonic() - self._opened_at > SEGMENT_MAX_AGE_S
             ):
@@ -635,9 +646,8 @@ class Journal:
             return
         try:
             if not self.path.exists():
+                # mkdir's mode passes through the umask: _make_private below fixes it.
                 self.path.mkdir(mode=_DIR_MODE, parents=True)
-                # mkdir's mode passes through the umask; 0700 is what we promise.
-                os.chmod(self.path, _DIR_MODE)
         except FileExistsError:
             pass
         except OSError as error:
@@ -647,6 +657,7 @@ class Journal:
                 str(self.path),
             ) from error
         self.check_permissions()
+        _make_private(self.path)
         for directory in (
             self.segments_dir,
             self.results_dir,
@@ -656,8 +667,8 @@ class Journal:
         ):
             with contextlib.suppress(FileExistsError):
                 directory.mkdir(mode=_DIR_MODE)
-                os.chmod(directory, _DIR_MODE)
             self._check_directory(directory)
+            _make_private(directory)
         self._ready = True
 
     def check_permissions(self) -> None:
@@ -705,19 +716,28 @@ class Journal:
         Raises OSError (disk full, read-only, ...) with nothing acknowledged: a partial
         line is cut off again, and the segment is never written to afterwards.
         """
-        self.ensure()
         fields = json.loads(encode_record(record))
 
         def build_line(record_id: str) -> bytes:
             fields["id"] = record_id
             return _frame(_dumps(fields))
 
-        return self._writer().append(build_line)
+        return self._append(build_line)
 
     def append_requeue(self, record_id: str) -> None:
         """Tell every supervisor that task ``record_id`` is READY again."""
+        self._append(lambda _own_id: _frame(_dumps({"requeue": record_id})))
+
+    def _append(self, build_line: Any) -> str:
         self.ensure()
-        self._writer().append(lambda _own_id: _frame(_dumps({"requeue": record_id})))
+        try:
+            return self._writer().append(build_line)
+        except FileNotFoundError:
+            # The journal was removed since this process last wrote to it (and perhaps
+            # made again): an append to the old, unlinked files would be lost.
+            self._ready = False
+            self.ensure()
+            return self._writer().append(build_line)
 
     # -- read ------------------------------------------------------------------------------
 
@@ -858,12 +878,23 @@ class Journal:
             if name.endswith(_SEGMENT_SUFFIX) and is_instance_name(name[: -len(_SEGMENT_SUFFIX)])
         )
 
-    def done_segment_names(self) -> list[str]:
-        return [name[:-5] for name in os.listdir(self.segments_dir) if name.endswith(".done")]
+    def done_segments(self) -> dict[str, float | None]:
+        """Segments marked done, with when their last task finished (POSIX time; None:
+        not recorded)."""
+        done: dict[str, float | None] = {}
+        with _directory(self.path, "segments", create=False) as dir_fd:
+            for name in os.listdir(dir_fd):
+                if name.endswith(".done") and is_instance_name(name[:-5]):
+                    done[name[:-5]] = _read_done_marker(dir_fd, name)
+        return done
 
-    def mark_done(self, segment: str) -> None:
-        path = self.segments_dir / f"{segment}.done"
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, _FILE_MODE))
+    def mark_done(self, segment: str, last_finished_at: float) -> None:
+        """Record that every task of ``segment`` finished, the last at ``last_finished_at``.
+
+        Pruning reads that time instead of every result file of the segment again.
+        """
+        with _directory(self.path, "segments", create=False) as dir_fd:
+            _write_file_atomically(dir_fd, f"{segment}.done", repr(last_finished_at).encode())
 
     def remove_segment(self, segment: str) -> None:
         """Delete a segment and its results: its ids no longer exist afterwards.
@@ -932,31 +963,35 @@ def prune(journal: Journal, finished_before: datetime | None) -> PruneReport:
     Works segment by segment: a segment goes once it is sealed (its writer moved on),
     quiet for ``QUIET_S``, and every task in it finished (``finished_before``: before
     that time; None: mark done only). Done segments are skipped by supervisors at start,
-    which keeps start-up, claims and ``get_result`` independent of the history.
+    and their marker says when their last task finished, so that start-up, claims,
+    ``get_result`` and pruning itself do not grow with the history.
     """
     report = PruneReport()
     quiet_since = time.time() - QUIET_S
-    done = set(journal.done_segment_names())
+    cutoff = None if finished_before is None else finished_before.timestamp()
+    done = journal.done_segments()
     for segment in journal.all_segment_names():
-        path = journal.segment_path(segment)
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_mtime > quiet_since or not journal.is_sealed(segment):
+        last_finished_at = done.get(segment)
+        if last_finished_at is None:
+            with contextlib.suppress(FileNotFoundError):
+                last_finished_at = _last_finished_at(journal, segment, quiet_since)
+            if last_finished_at is None:
                 continue
-            finished = _finished_times(journal, segment)
-            if finished is None:
-                continue
-            if segment not in done:
-                journal.mark_done(segment)
-                report.done_segments += 1
-            if finished_before is not None and all(t < finished_before for t in finished):
-                journal.remove_segment(segment)
-                report.pruned_segments += 1
-                report.pruned_tasks += len(finished)
+            journal.mark_done(segment, last_finished_at)
+            report.done_segments += 1
+        if cutoff is not None and last_finished_at < cutoff:
+            tasks = SegmentTail(journal).read_segment(segment)
+            report.pruned_tasks += sum(isinstance(item, Record) for item in tasks)
+            journal.remove_segment(segment)
+            report.pruned_segments += 1
     return report
 
 
-def _finished_times(journal: Journal, segment: str) -> list[datetime] | None:
-    """When each task of a segment finished; None if one has not (or cannot be read)."""
+def _last_finished_at(journal: Journal, segment: str, quiet_since: float) -> float | None:
+    """When the last task of a sealed, quiet segment finished; None if one has not."""
+    info = journal.segment_path(segment).stat()
+    if info.st_mtime > quiet_since or not journal.is_sealed(segment):
+        return None
     finished = []
     for item in SegmentTail(journal).read_segment(segment):
         if not isinstance(item, Record):
@@ -967,8 +1002,16 @@ def _finished_times(journal: Journal, segment: str) -> list[datetime] | None:
             return None
         if state is None or state.status not in FINISHED_STATUSES or not state.finished_at:
             return None
-        finished.append(state.finished_at)
-    return finished
+        finished.append(state.finished_at.timestamp())
+    return max(finished, default=info.st_mtime)  # a segment of no task: its last write
+
+
+def _read_done_marker(dir_fd: int, name: str) -> float | None:
+    """The time in a done marker; None for an empty or damaged one (it is recomputed)."""
+    try:
+        return float(_read_file(name, dir_fd=dir_fd))
+    except (OSError, ValueError):
+        return None
 
 
 class SegmentTail:

@@ -106,6 +106,22 @@ def test_prune_keeps_recent_tasks_marks_their_segment_done_and_supervisors_skip_
     assert [(r.return_value, r.worker_ids) for r in results] == [(1, ["first"]), (2, ["first"])]
 
 
+def test_a_done_segment_is_pruned_once_its_last_task_is_older_than_the_cutoff(
+    env: Env,
+) -> None:
+    finished = enqueue_in_a_process(env, 2)
+    env.run_batch("--processes", "1")
+    age(env, *finished)
+    assert "Deleted 0 task(s)" in prune(env, "--older-than", "1d").stdout
+    last_finished = max(tasks.add.get_result(result_id).finished_at for result_id in finished)
+    wait_for(lambda: time.time() - last_finished.timestamp() > 0.5, what="half a second")
+
+    assert "Deleted 0 task(s)" in prune(env, "--older-than", "1h").stdout
+    assert all(exists(result_id) for result_id in finished)
+    assert "Deleted 2 task(s)" in prune(env, "--older-than", "0.5s").stdout
+    assert not any(exists(result_id) for result_id in finished)
+
+
 def test_prune_leaves_segments_that_are_not_quiet_or_not_sealed(env: Env) -> None:
     recent = enqueue_in_a_process(env, 1)  # sealed, but written a moment ago
     open_segment = tasks.add.enqueue(5, 5)  # this process still holds its segment
