@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -422,6 +423,29 @@ def test_journal_and_every_file_in_it_are_private_even_with_a_permissive_umask(
     assert any(name.startswith("journal/results/") for name in modes)
     expected = {name: 0o700 if (env.tmp_path / name).is_dir() else 0o600 for name in modes}
     assert modes == expected
+
+
+def test_an_existing_journal_directory_others_can_read_is_made_private(env: Env) -> None:
+    env.journal.mkdir()
+    os.chmod(env.journal, 0o755)
+
+    result = tasks.add.enqueue(1, 2)
+    env.run_batch("--processes", "1")
+
+    assert backend().get_result(result.id).return_value == 3
+    assert stat.S_IMODE(env.journal.stat().st_mode) == 0o700
+
+
+def test_a_journal_removed_and_made_again_keeps_every_later_enqueue(env: Env) -> None:
+    first = tasks.add.enqueue(1, 1)
+    env.run_batch("--processes", "1")
+    assert backend().get_result(first.id).return_value == 2
+
+    shutil.rmtree(env.journal)  # as a test suite or an operator resetting it would
+    again = [tasks.add.enqueue(n, 2) for n in range(3)]
+    env.run_batch("--processes", "1")
+
+    assert [backend().get_result(r.id).return_value for r in again] == [2, 3, 4]
 
 
 def test_enqueue_refuses_a_journal_other_users_can_write(env: Env) -> None:

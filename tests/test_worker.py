@@ -346,6 +346,20 @@ def test_batch_worker_exits_0_when_nothing_is_ready(env: Env) -> None:
     assert "No more tasks to run" in output
 
 
+CALL_BATCH = """
+from django.core.management import call_command
+from tests import tasks
+result = tasks.add.enqueue(2, 3)
+call_command("procpool_worker", "--batch", "--no-reload", "--processes", "1", verbosity=0)
+result.refresh()
+print("returned", result.status, result.return_value)
+"""
+
+
+def test_call_command_returns_after_a_successful_batch(env: Env) -> None:
+    assert env.run_python(CALL_BATCH).split() == ["returned", "SUCCESSFUL", "5"]
+
+
 def test_idle_worker_picks_up_tasks_enqueued_after_it_started(env: Env) -> None:
     worker = env.start_worker("--processes", "1")
     wait_for(lambda: "Starting worker" in worker.output, what="the worker to start")

@@ -17,7 +17,7 @@ from django.utils.crypto import get_random_string
 
 from procpool_tasks import compat, reload
 from procpool_tasks.backend import ProcPoolBackend, is_positive_seconds
-from procpool_tasks.supervisor import SupervisorConfig, run_supervisor
+from procpool_tasks.supervisor import EXIT_OK, SupervisorConfig, run_supervisor
 
 MAX_WORKER_ID_LENGTH = 64
 
@@ -176,7 +176,8 @@ class Command(BaseCommand):
         elif reloading and options["batch"]:
             raise CommandError("--reload cannot be used with --batch; pass --no-reload")
         if reloading:
-            raise SystemExit(reload.run_with_reload(_reload_config(options)))
+            _exit(reload.run_with_reload(_reload_config(options)))
+            return
         if not reload.prepare_reloaded_supervisor():
             raise SystemExit(reload.EXIT_BROKEN_CODE)
         config = SupervisorConfig(
@@ -190,7 +191,13 @@ class Command(BaseCommand):
             task_timeout=options["task_timeout"] or backend.backend_options.task_timeout,
             verbosity=options["verbosity"],
         )
-        raise SystemExit(run_supervisor(config))
+        _exit(run_supervisor(config))
+
+
+def _exit(code: int) -> None:
+    """Exit with a failing code; return on success, so ``call_command`` returns too."""
+    if code != EXIT_OK:
+        raise SystemExit(code)
 
 
 def _parse_queue_names(value: str, backend: ProcPoolBackend) -> frozenset[str] | None:
