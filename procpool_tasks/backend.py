@@ -19,7 +19,13 @@ from django.utils import timezone
 from . import compat, journal
 from .results import TaskNotLoadable, build_task_result, load_task
 
-__all__ = ["BackendOptions", "InvalidTaskArguments", "JournalUnavailable", "ProcPoolBackend"]
+__all__ = [
+    "BackendOptions",
+    "InvalidTaskArguments",
+    "JournalUnavailable",
+    "ProcPoolBackend",
+    "UnsafeResult",
+]
 
 DEFAULT_JOURNAL_DIRNAME = ".procpool_tasks"
 
@@ -30,6 +36,14 @@ class InvalidTaskArguments(compat.InvalidTask, journal.ValueNotJSON):
 
 class JournalUnavailable(OSError):
     """The journal cannot take the task (disk full, read-only, unsafe permissions)."""
+
+
+class UnsafeResult(compat.TaskResultDoesNotExist, journal.JournalError):
+    """A task's result cannot be read safely: a symlink was planted in the journal.
+
+    The framework's does-not-exist error, for code that asks only for that, and a
+    ``JournalError`` (an ``OSError``) that says what was found and where.
+    """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,7 +200,10 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             raise compat.TaskResultDoesNotExist(result_id) from None
         if record.backend != self.alias:
             raise compat.TaskResultDoesNotExist(result_id)
-        state = self.journal.read_state(result_id)
+        try:
+            state = self.journal.read_state(result_id)
+        except journal.JournalError as error:
+            raise UnsafeResult(error.errno, error.strerror, error.filename) from error
         try:
             task = load_task(record)
         except TaskNotLoadable as error:
