@@ -533,10 +533,16 @@ class Supervisor:
             self._write_states()
 
     def _retry_or_fail(
-        self, record: journal.Record, state: journal.State, error: journal.TaskError | None
+        self,
+        record: journal.Record,
+        state: journal.State,
+        error: journal.TaskError | None,
+        *,
+        counts: bool = True,
     ) -> None:
-        """Queue a new attempt; with an ``error`` only while attempts remain, else FAILED."""
-        if error is not None and len(state.worker_ids) >= self.max_attempts:
+        """Queue a new attempt; with an ``error`` that ``counts`` only while attempts
+        remain, else FAILED."""
+        if error is not None and counts and len(state.worker_ids) >= self.max_attempts:
             self._finish(record, _failed_state(state, error))
             logger.error(
                 "Task id=%s path=%s queue=%s state=FAILED after %d attempt(s): %s",
@@ -702,7 +708,7 @@ class Supervisor:
                 self._on_pool_broken(flight, pid)
                 continue
             except CancelledError:  # never started: its pool was shut down first
-                self._retry_or_fail(flight.record, flight.state, None)
+                self._unclaim(flight.record, flight.state)
                 continue
             except BaseException as error:  # the job could not be run at all
                 outcome = execution.Outcome(
@@ -738,17 +744,18 @@ class Supervisor:
     def _on_pool_broken(self, flight: _InFlight, pid: int | None) -> None:
         """The process running this task died (FAILED), or another one did (re-run).
 
-        A task that had not started is simply queued again. One that was running in
-        another process was stopped half-way, like a task of a killed supervisor: that
-        is an attempt, so ``max_attempts`` (1: fail instead of re-run) applies.
+        A task that had not started is simply queued again, as if never claimed. One that
+        was running in another process was stopped half-way through no fault of its own:
+        it runs again as a new attempt whatever ``max_attempts`` says (each death fails
+        the task that caused it, so this ends), with the interruption in its errors.
         """
         if pid is None:
-            self._retry_or_fail(flight.record, flight.state, None)
+            self._unclaim(flight.record, flight.state)
             return
         exit_code = self._exit_codes.get(pid)
         if exit_code is None:
             error = _interruption_error(self._exit_codes, self._timed_out_pids)
-            self._retry_or_fail(flight.record, flight.state, error)
+            self._retry_or_fail(flight.record, flight.state, error, counts=False)
             return
         error = _death_error(pid, exit_code, pid in self._timed_out_pids, self.config.task_timeout)
         self._finish(flight.record, _failed_state(flight.state, error))
@@ -759,6 +766,20 @@ class Supervisor:
             flight.record.queue_name,
             error.traceback.strip(),
         )
+
+    def _unclaim(self, record: journal.Record, state: journal.State) -> None:
+        """Queue again a claimed task that never started: no attempt was made."""
+        worker_ids = state.worker_ids[:-1]
+        ready = replace(
+            state,
+            status=journal.READY,
+            version=state.version + 1,
+            owner=None,
+            worker_ids=worker_ids,
+            started_at=state.started_at if worker_ids else None,
+            last_attempted_at=state.last_attempted_at if worker_ids else None,
+        )
+        self._finish(record, ready)
 
     def _replace_broken_pool(self) -> None:
         logger.error("A worker process died; replacing the process pool")

@@ -260,7 +260,7 @@ def test_dying_child_fails_its_task_alone_reruns_the_others_and_the_worker_serve
     assert worker.process.poll() is None
 
 
-def test_with_max_attempts_1_a_task_stopped_by_another_childs_death_fails_instead_of_rerunning(
+def test_with_max_attempts_1_a_task_stopped_by_another_childs_death_still_runs_again(
     env: Env,
 ) -> None:
     set_options(env, max_attempts=1)
@@ -272,19 +272,36 @@ def test_with_max_attempts_1_a_task_stopped_by_another_childs_death_fails_instea
 
     dying = tasks.exit_hard.enqueue(7)
 
-    wait_for(lambda: status_of(bystander) == "FAILED", what="the bystander to fail")
     wait_for(lambda: status_of(dying) == "FAILED", what="the dying task to fail")
+    wait_for(lambda: len(lines_of(starts)) == 2, what="the bystander to run again")
+    gate.touch()
+    wait_for(lambda: status_of(bystander) == "SUCCESSFUL", what="the bystander to finish")
     [error] = bystander.errors
     assert re.fullmatch(
         rf"{INTERRUPTED}: Another worker process \(pid \d+\) exited with code 7; the process "
         r"pool was replaced and this task was stopped before it finished\n",
         error.traceback,
     ), error.traceback
-    gate.touch()
-    later = tasks.add.enqueue(2, 3)
-    wait_for(lambda: status_of(later) == "SUCCESSFUL", what="the worker to serve on")
-    assert len(lines_of(starts)) == 1  # never re-run
+    assert len(bystander.worker_ids) == 2
     assert worker.process.poll() is None
+
+
+def test_many_dying_children_fail_only_themselves_and_every_other_task_succeeds(
+    env: Env,
+) -> None:
+    starts = env.tmp_path / "starts.log"
+    gate = env.tmp_path / "gate"
+    gate.touch()
+    others = [more_tasks.log_start_then_wait.enqueue(str(starts), str(gate)) for _ in range(6)]
+    dying = [tasks.exit_hard.enqueue(code) for code in range(1, 6)]
+    others += [tasks.add.enqueue(n, n) for n in range(6)]
+
+    env.run_batch("--processes", "2")
+
+    assert [status_of(result) for result in dying] == ["FAILED"] * 5
+    assert [status_of(result) for result in others] == ["SUCCESSFUL"] * 12
+    for result in others:  # claimed but never started is no attempt
+        assert len(result.worker_ids) == 1 + len(result.errors), result.errors
 
 
 def test_task_over_its_address_space_limit_fails_with_memory_error_and_its_process_serves_on(
