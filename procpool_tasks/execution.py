@@ -27,7 +27,7 @@ from . import compat, journal
 from .lifeline import die_with_process
 from .results import build_task_result, load_task
 
-__all__ = ["ChildSettings", "Job", "Outcome", "TaskTimedOut", "init_child", "run_job"]
+__all__ = ["ChildSettings", "Job", "Outcome", "TaskTimeoutError", "init_child", "run_job"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +45,11 @@ class Outcome:
     unloadable: bool = False  # the record names no importable Task: quarantine it
 
 
-class TaskTimedOut(BaseException):
-    """The task ran past its time limit.
+class TaskTimeoutError(BaseException):
+    """The task ran past its timeout (``task_timeout``).
 
-    A BaseException, so that a task's own ``except Exception`` cannot swallow it.
+    A BaseException, not the builtin ``TimeoutError`` (an ``OSError``), so that a task's
+    own ``except Exception`` cannot swallow it.
     """
 
 
@@ -102,13 +103,13 @@ def run_job(job: Job) -> Outcome:
 
 @contextlib.contextmanager
 def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise TaskTimedOut in the task after ``seconds``; the supervisor kills it later."""
+    """Raise TaskTimeoutError in the task after ``seconds``; the supervisor kills it later."""
     if not seconds:
         yield
         return
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise TaskTimedOut(f"The task ran longer than its time limit of {seconds:g}s")
+        raise TaskTimeoutError(f"The task exceeded its timeout of {seconds:g}s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)

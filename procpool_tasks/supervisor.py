@@ -657,6 +657,11 @@ class Supervisor:
         else:
             _watch_new_processes(pool)
         self._in_flight[future] = _InFlight(record, state, pool)
+        if self.config.task_timeout:
+            # The child raises at the limit; a task that ignores it is killed this much
+            # later. Counted from now: a free process starts the task at once.
+            deadline = time.monotonic() + self.config.task_timeout + TIMEOUT_KILL_GRACE_S
+            self._deadlines[record.id] = deadline
         future.add_done_callback(functools.partial(self._on_done, pool))
 
     def _on_done(self, pool: ProcessPoolExecutor, future: Future[execution.Outcome]) -> None:
@@ -677,10 +682,6 @@ class Supervisor:
         while not self._started.empty():
             record_id, pid = self._started.get()
             self._pids[record_id] = pid
-            if self.config.task_timeout:
-                # The child raises at the limit; a task that ignores it is killed later.
-                deadline = time.monotonic() + self.config.task_timeout + TIMEOUT_KILL_GRACE_S
-                self._deadlines[record_id] = deadline
 
     def _kill_overdue_tasks(self) -> None:
         now = time.monotonic()
@@ -688,7 +689,7 @@ class Supervisor:
             pid = self._pids.get(record_id)
             if deadline <= now and pid is not None:
                 del self._deadlines[record_id]
-                logger.warning("Task id=%s ignored its time limit; killing pid=%s", record_id, pid)
+                logger.warning("Task id=%s ignored its timeout; killing pid=%s", record_id, pid)
                 self._timed_out_pids.add(pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -917,8 +918,8 @@ def _death_error(
 ) -> journal.TaskError:
     if timed_out:
         return _error(
-            execution.TaskTimedOut,
-            f"The task ran longer than its time limit of {task_timeout:g}s and did not stop; "
+            execution.TaskTimeoutError,
+            f"The task exceeded its timeout of {task_timeout:g}s and did not stop; "
             f"its worker process (pid {pid}) was killed",
         )
     how = _how_it_died(exit_code, timed_out=False)
@@ -940,7 +941,7 @@ def _interruption_error(exit_codes: dict[int, int], timed_out: set[int]) -> jour
 
 def _how_it_died(exit_code: int, *, timed_out: bool) -> str:
     if timed_out:
-        return "was killed for running past its time limit"
+        return "was killed for running past its timeout"
     if exit_code < 0:
         name = signal.Signals(-exit_code).name
         hint = " (perhaps out of memory?)" if -exit_code == signal.SIGKILL else ""

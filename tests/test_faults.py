@@ -36,7 +36,7 @@ from tests.disk_full import FLAG_VARIABLE
 OPTIONS_VARIABLE = "PROCPOOL_TEST_OPTIONS"
 INTERRUPTED = "procpool_tasks.supervisor.TaskInterrupted"
 DIED = "procpool_tasks.supervisor.WorkerProcessDied"
-TIMED_OUT = "procpool_tasks.execution.TaskTimedOut"
+TIMED_OUT = "procpool_tasks.execution.TaskTimeoutError"
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -356,7 +356,7 @@ def test_without_max_tasks_per_child_one_child_keeps_every_leak(env: Env) -> Non
 
 
 def _timeout_message(limit: str) -> str:
-    return f"{TIMED_OUT}: The task ran longer than its time limit of {limit}"
+    return f"{TIMED_OUT}: The task exceeded its timeout of {limit}"
 
 
 def test_task_over_the_options_time_limit_fails_and_its_process_serves_on(env: Env) -> None:
@@ -404,11 +404,11 @@ def test_task_that_ignores_its_time_limit_is_killed_and_fails_and_the_worker_ser
     [error] = ignoring.errors
     assert error.exception_class_path == TIMED_OUT
     assert re.fullmatch(
-        rf"{TIMED_OUT}: The task ran longer than its time limit of 1s and did not stop; its "
+        rf"{TIMED_OUT}: The task exceeded its timeout of 1s and did not stop; its "
         r"worker process \(pid \d+\) was killed\n",
         error.traceback,
     ), error.traceback
-    assert worker_log(worker, rf"WARNING Task id={ignoring.id} ignored its time limit; killing")
+    assert worker_log(worker, rf"WARNING Task id={ignoring.id} ignored its timeout; killing")
     later = tasks.add.enqueue(2, 3)
     wait_for(lambda: status_of(later) == "SUCCESSFUL", what="the worker to serve on")
     assert worker.stop() == 0
