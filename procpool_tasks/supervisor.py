@@ -758,6 +758,17 @@ class Supervisor:
             error = _interruption_error(self._exit_codes, self._timed_out_pids)
             self._retry_or_fail(flight.record, flight.state, error, counts=False)
             return
+        if exit_code == -signal.SIGTERM and pid not in self._timed_out_pids:
+            # Nothing of ours sends a running child SIGTERM: a process manager stopping
+            # every process of the service did (systemd's default KillMode). A stop, not
+            # a crash of the task: it runs again, as after a forced stop.
+            error = _error(
+                TaskInterrupted,
+                f"The worker process (pid {pid}) running the task was stopped by SIGTERM "
+                "from outside the worker (a process manager stopping every process?)",
+            )
+            self._retry_or_fail(flight.record, flight.state, error)
+            return
         error = _death_error(pid, exit_code, pid in self._timed_out_pids, self.config.task_timeout)
         self._finish(flight.record, _failed_state(flight.state, error))
         logger.error(
@@ -788,7 +799,8 @@ class Supervisor:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self._exit_codes.clear()
         self._timed_out_pids.clear()
-        self._pool = self._new_pool()
+        # A stopping supervisor claims nothing more, so it needs no new processes.
+        self._pool = None if self._stopping else self._new_pool()
 
     # -- writing states ----------------------------------------------------------------------
 

@@ -88,8 +88,14 @@ class Env:
     def command(self, *args: str, module: str = "django") -> list[str]:
         return [sys.executable, "-m", module, "procpool_worker", "--no-reload", *args]
 
-    def start_worker(self, *args: str, module: str = "django") -> Worker:
-        """Start ``procpool_worker``; ``module`` runs it (``tests.disk_full`` injects faults)."""
+    def start_worker(
+        self, *args: str, module: str = "django", own_process_group: bool = False
+    ) -> Worker:
+        """Start ``procpool_worker``; ``module`` runs it (``tests.disk_full`` injects faults).
+
+        ``own_process_group``: as a shell or a process manager starts it, so that a test
+        can signal its whole process group.
+        """
         output_path = self.tmp_path / f"worker-{len(self.workers)}.log"
         with output_path.open("wb") as output:
             process = subprocess.Popen(
@@ -98,6 +104,7 @@ class Env:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
+                process_group=0 if own_process_group else None,
             )
         worker = Worker(process, output_path, list(args))
         self.workers.append(worker)

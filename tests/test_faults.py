@@ -1136,6 +1136,48 @@ def test_supervisor_killed_mid_task_leaves_no_process_behind_and_the_task_runs_o
     assert len(lines_of(starts)) == 4
 
 
+def test_sigterm_to_the_workers_process_group_lets_running_tasks_finish(env: Env) -> None:
+    starts = env.tmp_path / "starts.log"
+    gate = env.tmp_path / "gate"
+    running = [more_tasks.log_start_then_wait.enqueue(str(starts), str(gate)) for _ in "ab"]
+    worker = env.start_worker("--processes", "2", own_process_group=True)
+    wait_for(lambda: len(lines_of(starts)) == 2, what="both tasks to start")
+
+    os.killpg(worker.process.pid, signal.SIGTERM)  # kill -TERM -PGID, as a shell would
+
+    wait_for(lambda: "shutting down gracefully" in worker.output, what="the graceful stop")
+    gate.touch()
+    assert worker.wait() == 0, worker.output
+    assert [status_of(result) for result in running] == ["SUCCESSFUL", "SUCCESSFUL"]
+
+
+def test_sigterm_to_the_worker_and_its_processes_at_once_interrupts_tasks_for_a_rerun(
+    env: Env,
+) -> None:
+    starts = env.tmp_path / "starts.log"
+    gate = env.tmp_path / "gate"
+    running = more_tasks.log_start_then_wait.enqueue(str(starts), str(gate))
+    worker = env.start_worker("--processes", "1", "--worker-id", "stopped")
+    wait_for(lambda: lines_of(starts), what="the task to start")
+    [child] = [int(pid) for pid in lines_of(starts)]
+
+    # As systemd's default KillMode=control-group stops a service: every process at once.
+    for pid in (worker.process.pid, child):
+        os.kill(pid, signal.SIGTERM)
+
+    assert worker.wait() == 0, worker.output
+    assert status_of(running) == "READY"
+    [error] = running.errors
+    assert error.traceback == (
+        f"{INTERRUPTED}: The worker process (pid {child}) running the task was stopped by "
+        "SIGTERM from outside the worker (a process manager stopping every process?)\n"
+    )
+    gate.touch()
+    env.run_batch("--worker-id", "next")
+    assert status_of(running) == "SUCCESSFUL"
+    assert running.worker_ids == ["stopped", "next"]
+
+
 @pytest.mark.parametrize("second_signal", [signal.SIGTERM, signal.SIGINT])
 def test_second_signal_stops_running_tasks_at_once_exits_1_and_the_next_start_recovers_them(
     env: Env, second_signal: signal.Signals
