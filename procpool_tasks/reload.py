@@ -25,7 +25,6 @@ import os
 import signal
 import subprocess
 import threading
-import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,13 +250,9 @@ def _compiles(paths: Iterable[str]) -> bool:
             continue
         try:
             compile(source, path, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as error:
-            # Only the error: a traceback through the reloader would point away from it.
-            logger.error(
-                "%s does not compile; waiting for the next change\n%s",
-                path,
-                "".join(traceback.format_exception_only(error)).rstrip(),
-            )
+        except (SyntaxError, ValueError):
+            # The traceback ends with the file, line and caret of the error.
+            logger.exception("%s does not compile; waiting for the next change", path)
             return False
     return True
 

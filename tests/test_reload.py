@@ -130,6 +130,8 @@ def test_a_syntax_error_keeps_the_worker_alive_until_the_next_good_save(
     result = finished(waiting)
     assert (result.status, result.return_value, result.attempts) == ("SUCCESSFUL", 3, 1)
     assert "does not compile; waiting for the next change" in worker.output
+    assert "Traceback (most recent call last):" in worker.output
+    assert f'File "{project.path}", line 1' in worker.output
 
 
 def test_a_tasks_module_that_fails_to_import_waits_for_a_fix_and_fails_no_task(
