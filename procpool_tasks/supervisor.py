@@ -43,8 +43,9 @@ import watchfiles
 from django.db import connections
 from django.utils import timezone
 
-from . import execution, journal
+from . import compat, execution, journal
 from .backend import ProcPoolBackend
+from .results import TaskNotLoadable, build_task_result, load_task
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class Supervisor:
         self._queued: set[str] = set()
         self._in_flight: dict[Future[execution.Outcome], _InFlight] = {}
         self._unwritten: list[journal.State] = []
+        self._unannounced: list[tuple[journal.Record, journal.State]] = []
         self._unwritten_since = 0.0
         self._write_failed = False
         self._requeued: dict[str, journal.Record] = {}
@@ -543,7 +545,7 @@ class Supervisor:
         """Queue a new attempt; with an ``error`` that ``counts`` only while attempts
         remain, else FAILED."""
         if error is not None and counts and len(state.worker_ids) >= self.max_attempts:
-            self._finish(record, _failed_state(state, error))
+            self._fail(record, state, error)
             logger.error(
                 "Task id=%s path=%s queue=%s state=FAILED after %d attempt(s): %s",
                 record.id,
@@ -770,7 +772,7 @@ class Supervisor:
             self._retry_or_fail(flight.record, flight.state, error)
             return
         error = _death_error(pid, exit_code, pid in self._timed_out_pids, self.config.task_timeout)
-        self._finish(flight.record, _failed_state(flight.state, error))
+        self._fail(flight.record, flight.state, error)
         logger.error(
             "Task id=%s path=%s queue=%s state=FAILED: %s",
             flight.record.id,
@@ -812,6 +814,25 @@ class Supervisor:
         if state.status == journal.READY:
             self._requeued[state.id] = record
 
+    def _fail(self, record: journal.Record, state: journal.State, error: journal.TaskError) -> None:
+        """Mark FAILED a task whose process could not say so itself (it died, or never
+        ran); ``task_finished`` is sent here once the state is written."""
+        failed = _failed_state(state, error)
+        self._finish(record, failed)
+        self._unannounced.append((record, failed))
+
+    def _announce_failures(self) -> None:
+        """Send ``task_finished`` for the FAILED states the supervisor decided."""
+        unannounced, self._unannounced = self._unannounced, []
+        for record, state in unannounced:
+            try:
+                result = build_task_result(record, state, load_task(record))
+                compat.task_finished.send(sender=type(self.config.backend), task_result=result)
+            except TaskNotLoadable:
+                pass  # no Task to report it with; its record was quarantined
+            except Exception:
+                logger.exception("A task_finished receiver failed for task id=%s", record.id)
+
     def _is_commit_due(self) -> bool:
         """Whether to sync now, or let states that finish soon share the sync.
 
@@ -842,6 +863,7 @@ class Supervisor:
             return
         self._write_failed = False
         self._unwritten.clear()
+        self._announce_failures()
         requeued, self._requeued = self._requeued, {}
         for record in requeued.values():
             self._push(record)

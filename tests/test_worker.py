@@ -273,6 +273,18 @@ def test_task_started_and_task_finished_are_sent_in_the_worker(env: Env) -> None
         )
 
 
+def test_task_finished_is_sent_by_the_supervisor_for_a_task_whose_process_died(
+    env: Env,
+) -> None:
+    signal_log = env.tmp_path / "signals.log"
+    env.variables[SIGNAL_LOG_VARIABLE] = str(signal_log)
+    dies = tasks.exit_hard.enqueue(5)
+
+    env.run_batch("--processes", "1")
+
+    assert lines_of(signal_log) == [f"started {dies.id}", f"finished {dies.id} FAILED"]
+
+
 def test_worker_logs_one_line_per_task_start_and_finish(env: Env) -> None:
     on_default = tasks.add.enqueue(1, 2)
     on_high = tasks.on_high_queue.enqueue(str(env.tmp_path / "high.txt"), "x")
