@@ -6,7 +6,7 @@ Layout of a journal directory (0700; every file 0600)::
                                      which holds an flock on the file while it appends
     segments/<segment>.done          marker: sealed, quiet, and every task in it finished
                                      (supervisors skip it; ``prune`` may delete it)
-    results/<segment>/<offset>.json  a task's latest state, replaced whole on each change
+    results/<segment>/<offset>.json  a task's states, appended: the last intact line counts
     wal/<instance>.log               a supervisor's log of finished states (group commit)
     workers/<instance>.lock          held by a live supervisor; free once it has died
     claim.lock                       taken briefly for every claim and recovery
@@ -17,13 +17,15 @@ reads one result file, or the record itself while no supervisor has touched the 
 
 Every segment line is ``<crc32 as 8 hex digits> <JSON>\\n``. JSON never contains a raw
 newline, so a torn or damaged line is detected (bad checksum, or no newline yet) and the
-next line is still found. Result files are written to a temporary name and swapped into
-place (``renameat2(RENAME_EXCHANGE)`` where the system has it, else ``rename``), so a reader
-sees the old state or the new one, never half of either and never none.
+next line is still found. Result files hold lines of the same form, each written after a
+newline of its own, so that a line torn by a crash never joins the next one; a reader
+takes the last intact line, and so sees the old state or the new one, never half of one.
+Appending costs one file per task: creating a file (a new inode) was the most expensive
+step of a state change, and replacing the file whole took a second one.
 
 Durability: an enqueue is acknowledged after its line is ``fdatasync``-ed (with the
 ``durable`` option). Finished states are appended to the supervisor's WAL and synced in
-groups before their result files are renamed into place without a sync of their own; a
+groups before they are appended to their result files without a sync of their own; a
 supervisor that starts replays the WAL of every dead one, so no finished state is lost.
 """
 
@@ -358,12 +360,49 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _read_file(path: Path | str, *, dir_fd: int | None = None) -> bytes:
     """Read a whole file, refusing to follow a symlink planted in the journal."""
-    fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS, dir_fd=dir_fd)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS, dir_fd=dir_fd)
     try:
         chunks = []
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
         return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _last_state(data: bytes) -> State | None:
+    """The last intact state of a result file; None if it holds none yet.
+
+    A line is torn while it is being appended, or by power loss before a supervisor
+    replayed its WAL: then the state before it is the latest one that counts.
+    """
+    for line in reversed(data.split(b"\n")):
+        if not line:
+            continue
+        try:
+            return decode_state(_unframe(line))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _append_line(dir_fd: int, name: str, line: bytes) -> None:
+    """Append to a result file, making it if need be; never through a planted symlink.
+
+    A symlink (or anything else planted in its place) is replaced whole by a file of
+    our own that holds just this line.
+    """
+    try:
+        # O_NONBLOCK: a FIFO planted here fails at once (ENXIO) instead of hanging.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | _OPEN_FLAGS
+        fd = os.open(name, flags, _FILE_MODE, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        _write_file_atomically(dir_fd, name, line)
+        return
+    try:
+        _write_all(fd, line)
     finally:
         os.close(fd)
 
@@ -783,17 +822,15 @@ class Journal:
             if error.errno == errno.ELOOP:
                 raise JournalError.from_os_error(error) from error
             raise
-        try:
-            return decode_state(json.loads(data))
-        except (ValueError, KeyError, TypeError):
-            # A result file torn by power loss before a supervisor repaired it.
-            return None
+        return _last_state(data)
 
     def write_state(self, state: State) -> None:
-        """Replace the task's result file; not synced (see the WAL for finished states)."""
+        """Append the task's new state to its result file; not synced (see the WAL for
+        finished states)."""
         segment, offset = parse_id(state.id)
+        line = b"\n" + _frame(encode_state(state))
         with self._results_directory(segment, create=True) as dir_fd:
-            _write_file_atomically(dir_fd, f"{offset:x}.json", encode_state(state))
+            _append_line(dir_fd, f"{offset:x}.json", line)
 
     def ids_with_state(self, segment: str) -> frozenset[str]:
         """The ids of a segment's tasks that have a result file, from one listing.

@@ -427,7 +427,7 @@ def test_journal_and_every_file_in_it_are_private_even_with_a_permissive_umask(
 
 def test_an_existing_journal_directory_others_can_read_is_made_private(env: Env) -> None:
     env.journal.mkdir()
-    os.chmod(env.journal, 0o755)
+    os.chmod(env.journal, 0o755)  # noqa: S103 (readable by others: to be tightened)
 
     result = tasks.add.enqueue(1, 2)
     env.run_batch("--processes", "1")

@@ -292,7 +292,9 @@ def test_many_dying_children_fail_only_themselves_and_every_other_task_succeeds(
     starts = env.tmp_path / "starts.log"
     gate = env.tmp_path / "gate"
     gate.touch()
-    others = [more_tasks.log_start_then_wait.enqueue(str(starts), str(gate)) for _ in range(6)]
+    others: list[Any] = [
+        more_tasks.log_start_then_wait.enqueue(str(starts), str(gate)) for _ in range(6)
+    ]
     dying = [tasks.exit_hard.enqueue(code) for code in range(1, 6)]
     others += [tasks.add.enqueue(n, n) for n in range(6)]
 
@@ -470,9 +472,25 @@ class PlantedSegment:
         tmp.rename(self.path)
 
 
+def state_in(path: Path) -> dict[str, Any]:
+    """The state a result file holds, as the journal's docstring specifies it: its last
+    line with a matching checksum ({} for none)."""
+    for line in reversed(path.read_bytes().split(b"\n")):
+        crc, _, payload = line.partition(b" ")
+        if line and int(crc, 16) == zlib.crc32(payload):
+            state: dict[str, Any] = json.loads(payload)
+            return state
+    return {}
+
+
+def state_line(state: dict[str, Any]) -> bytes:
+    """A line to append to a result file."""
+    return b"\n" + framed(json.dumps(state).encode())
+
+
 def _finished_state(env: Env, result_id: str) -> dict[str, Any] | None:
     path = result_path(env, result_id)
-    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    state = state_in(path) if path.exists() else {}
     return state if state.get("status") in ("SUCCESSFUL", "FAILED") else None
 
 
@@ -753,6 +771,26 @@ def test_enqueue_torn_by_a_simulated_full_disk_raises_and_leaves_no_partial_reco
     assert "Quarantined" not in output
 
 
+def test_a_torn_line_in_a_result_file_is_skipped_and_the_next_state_still_counts(
+    env: Env,
+) -> None:
+    starts = env.tmp_path / "starts.log"
+    gate = env.tmp_path / "gate"
+    running = more_tasks.log_start_then_wait.enqueue(str(starts), str(gate))
+    worker = env.start_worker("--processes", "1")
+    wait_for(lambda: lines_of(starts), what="the task to start")
+    path = result_path(env, running.id)
+    whole = state_line({**state_in(path), "status": "SUCCESSFUL", "return_value": 666})
+    with path.open("ab") as result_file:  # half a line, as a crash mid-append leaves it
+        result_file.write(whole[: len(whole) // 2])
+
+    assert status_of(running) == "RUNNING"  # the state before the torn line
+    gate.touch()
+    wait_for(lambda: status_of(running) == "SUCCESSFUL", what="the task to finish")
+    assert running.return_value == int(lines_of(starts)[0])
+    assert worker.stop() == 0
+
+
 def test_result_write_torn_by_a_simulated_full_disk_is_retried_and_survives_power_loss(
     env: Env,
 ) -> None:
@@ -916,8 +954,7 @@ def test_symlinked_results_directory_is_refused_by_worker_enqueue_and_get_result
     outside = env.tmp_path / "outside"
     (env.journal / "results").rename(outside)
     forged = outside / real.id.split("-")[0] / "0.json"
-    forged_state = json.loads(forged.read_text())
-    forged.write_text(json.dumps({**forged_state, "return_value": 666}))
+    forged.write_bytes(state_line({**state_in(forged), "return_value": 666}))
     (env.journal / "results").symlink_to(outside)
 
     output = env.run_batch(expect_code=3)
@@ -950,7 +987,9 @@ def test_symlinked_result_file_is_not_followed_by_get_result_or_the_worker(env: 
     worker = env.start_worker("--processes", "1")
     wait_for(lambda: lines_of(starts), what="the task to start")
     target = env.tmp_path / "target.json"
-    target.write_text(result_path(env, running.id).read_text().replace("RUNNING", "SUCCESSFUL"))
+    target.write_bytes(
+        state_line({**state_in(result_path(env, running.id)), "status": "SUCCESSFUL"})
+    )
     target_mtime = target.stat().st_mtime_ns
     os.utime(target, ns=(target_mtime - 10**12, target_mtime))
     result_path(env, running.id).unlink()
@@ -1036,7 +1075,7 @@ def test_worker_never_turns_the_owner_named_in_a_result_file_into_a_path(env: En
         "return_value": None,
     }
     result_path(env, result.id).parent.mkdir(mode=0o700, parents=True)
-    result_path(env, result.id).write_text(json.dumps(state))
+    result_path(env, result.id).write_bytes(state_line(state))
 
     env.run_batch()
 

@@ -113,8 +113,9 @@ def test_a_done_segment_is_pruned_once_its_last_task_is_older_than_the_cutoff(
     env.run_batch("--processes", "1")
     age(env, *finished)
     assert "Deleted 0 task(s)" in prune(env, "--older-than", "1d").stdout
-    last_finished = max(tasks.add.get_result(result_id).finished_at for result_id in finished)
-    wait_for(lambda: time.time() - last_finished.timestamp() > 0.5, what="half a second")
+    results = [tasks.add.get_result(result_id) for result_id in finished]
+    last_finished = max(r.finished_at.timestamp() for r in results if r.finished_at)
+    wait_for(lambda: time.time() - last_finished > 0.5, what="half a second")
 
     assert "Deleted 0 task(s)" in prune(env, "--older-than", "1h").stdout
     assert all(exists(result_id) for result_id in finished)
