@@ -1,9 +1,10 @@
 """The physical limits of procpool_tasks' design on this machine and disk.
 
-What one durable record costs (a file per record, or an append to an open file), what a
-bare process pool costs per task, and how soon watchfiles reports a new file. They bound
-what the library can reach: enqueue by the durable append, drain by the pool round trip
-(plus the group-committed result writes), wake-up by the notification latency.
+What one durable record costs (a file per record, or an append to an open file), what
+creating a file costs at all (a result file per task), what a bare process pool costs per
+task, and how soon watchfiles reports a new file. They bound what the library can reach:
+enqueue by the durable append, drain by the pool round trip plus one file creation and
+the group-committed result writes per task, wake-up by the notification latency.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Limit:
 LIMITS = [
     Limit("durable_create", "durable file create (write+fsync+rename+dir fsync)", "files/s", True),
     Limit("durable_append", "durable append (write+fdatasync to an open file)", "appends/s", True),
+    Limit("file_create", "file create, no fsync (a new inode: one per task)", "files/s", True),
     Limit(
         "pool_round_trip", "bare ProcessPoolExecutor no-op round trip, 2 processes", "tasks/s", True
     ),
@@ -71,6 +73,21 @@ def durable_appends_per_s(directory: Path, n: int) -> float:
         return n / (time.perf_counter() - start)
     finally:
         os.close(fd)
+
+
+def file_creates_per_s(directory: Path, n: int) -> float:
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        start = time.perf_counter()
+        for index in range(n):
+            fd = os.open(
+                f"{index}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd
+            )
+            os.write(fd, RECORD)
+            os.close(fd)
+        return n / (time.perf_counter() - start)
+    finally:
+        os.close(dir_fd)
 
 
 def _noop() -> None:
@@ -135,9 +152,11 @@ def measure_limits(base: Path, *, sizes: Sizes, say: Callable[[str], None]) -> d
             directory = Path(scratch)
             (directory / "create").mkdir()
             (directory / "watch").mkdir()
+            (directory / "plain").mkdir()
             files = sizes.limit_files
             samples["durable_create"].append(durable_creates_per_s(directory / "create", files))
             samples["durable_append"].append(durable_appends_per_s(directory, files))
+            samples["file_create"].append(file_creates_per_s(directory / "plain", files))
             samples["pool_round_trip"].append(pool_round_trips_per_s(sizes.limit_tasks))
             latencies = watch_latencies_ms(directory / "watch", sizes.limit_notifications)
             samples["watch_p50"].append(percentile(latencies, 50))

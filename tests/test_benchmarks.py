@@ -44,7 +44,14 @@ WORKLOADS = [
     "startup_ready",
     "recovery",
 ]
-LIMITS = ["durable_create", "durable_append", "pool_round_trip", "watch_p50", "watch_p99"]
+LIMITS = [
+    "durable_create",
+    "durable_append",
+    "file_create",
+    "pool_round_trip",
+    "watch_p50",
+    "watch_p99",
+]
 #: The Markdown tables, each with a row per system.
 TABLES = ["### Throughput and latency", "### Memory, start-up and recovery", "### Growth"]
 SECTIONS = [*TABLES, "### Targets"]
