@@ -49,6 +49,13 @@ else:
 
         FRAMEWORK = "django.tasks"
     except ImportError:  # Django < 6: the backport
+        try:
+            import django_tasks  # noqa: F401 (only to say what is missing)
+        except ModuleNotFoundError as missing:
+            raise ImportError(
+                "procpool_tasks needs django.tasks (Django 6+) or, on an older Django, the "
+                "django-tasks backport: pip install 'procpool-tasks[backport]'"
+            ) from missing
         from django_tasks import (
             DEFAULT_TASK_BACKEND_ALIAS,
             DEFAULT_TASK_QUEUE_NAME,
