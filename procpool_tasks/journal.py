@@ -7,6 +7,7 @@ Layout of a journal directory (0700; every file 0600)::
     segments/<segment>.done          marker: sealed, quiet, and every task in it finished
                                      (supervisors skip it; ``prune`` may delete it)
     results/<segment>/<offset>.json  a task's states, appended: the last intact line counts
+    results/<segment>/.<offset>.json.spare  empty, made ahead of the claim (see below)
     wal/<instance>.log               a supervisor's log of finished states (group commit)
     workers/<instance>.lock          held by a live supervisor; free once it has died
     claim.lock                       taken briefly for every claim and recovery
@@ -21,7 +22,8 @@ next line is still found. Result files hold lines of the same form, each written
 newline of its own, so that a line torn by a crash never joins the next one; a reader
 takes the last intact line, and so sees the old state or the new one, never half of one.
 Appending costs one file per task: creating a file (a new inode) was the most expensive
-step of a state change, and replacing the file whole took a second one.
+step of a state change, and replacing the file whole took a second one. Supervisors make
+that file ahead of time, as a hidden spare that the claim links into place.
 
 Durability: an enqueue is acknowledged after its line is ``fdatasync``-ed (with the
 ``durable`` option). Finished states are appended to the supervisor's WAL and synced in
@@ -389,13 +391,18 @@ def _last_state(data: bytes) -> State | None:
 def _append_line(dir_fd: int, name: str, line: bytes) -> None:
     """Append to a result file, making it if need be; never through a planted symlink.
 
-    A symlink (or anything else planted in its place) is replaced whole by a file of
-    our own that holds just this line.
+    A new result file takes the inode of its spare if one was made ahead of time (see
+    ``Journal.prepare_result_file``). A symlink (or anything else planted in its place)
+    is replaced whole by a file of our own that holds just this line.
     """
+    # O_NONBLOCK: a FIFO planted here fails at once (ENXIO) instead of hanging.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | _OPEN_FLAGS
     try:
-        # O_NONBLOCK: a FIFO planted here fails at once (ENXIO) instead of hanging.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | _OPEN_FLAGS
-        fd = os.open(name, flags, _FILE_MODE, dir_fd=dir_fd)
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            _take_spare(dir_fd, name)
+            fd = os.open(name, flags | os.O_CREAT, _FILE_MODE, dir_fd=dir_fd)
     except OSError as error:
         if error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
             raise
@@ -405,6 +412,27 @@ def _append_line(dir_fd: int, name: str, line: bytes) -> None:
         _write_all(fd, line)
     finally:
         os.close(fd)
+
+
+def _spare_name(name: str) -> str:
+    return f".{name}.spare"  # hidden: never taken for a task's state
+
+
+def _take_spare(dir_fd: int, name: str) -> None:
+    """Give the missing result file ``name`` the inode of its spare, if it has one.
+
+    A link, not a rename, so that a result file that appeared meanwhile is never
+    replaced; the spare is no use then and goes.
+    """
+    spare = _spare_name(name)
+    try:
+        os.link(spare, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return  # none was made in time
+    except OSError:
+        pass  # the result file exists after all (or cannot be linked): create it
+    with contextlib.suppress(OSError):
+        os.unlink(spare, dir_fd=dir_fd)
 
 
 def _write_file_atomically(dir_fd: int, name: str, data: bytes) -> None:
@@ -824,13 +852,30 @@ class Journal:
             raise
         return _last_state(data)
 
-    def write_state(self, state: State) -> None:
-        """Append the task's new state to its result file; not synced (see the WAL for
-        finished states)."""
+    def write_state(self, state: State, line: bytes | None = None) -> None:
+        """Append the task's new state (``line``: already framed) to its result file; not
+        synced (see the WAL for finished states)."""
         segment, offset = parse_id(state.id)
-        line = b"\n" + _frame(encode_state(state))
+        line = b"\n" + (line or _frame(encode_state(state)))
         with self._results_directory(segment, create=True) as dir_fd:
             _append_line(dir_fd, f"{offset:x}.json", line)
+
+    def prepare_result_file(self, record_id: str) -> None:
+        """Make a spare, empty result file for a task that has none yet.
+
+        Creating a file (a new inode) is the costliest step of a task's first state
+        change on ext4; a supervisor's background thread makes the spares of the tasks
+        it has queued, so that the claim only links one into place.
+        """
+        segment, offset = parse_id(record_id)
+        name = f"{offset:x}.json"
+        with self._results_directory(segment, create=True) as dir_fd:
+            with contextlib.suppress(FileNotFoundError):
+                os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                return  # it has a state already
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(_spare_name(name), flags, _FILE_MODE, dir_fd=dir_fd))
 
     def ids_with_state(self, segment: str) -> frozenset[str]:
         """The ids of a segment's tasks that have a result file, from one listing.
@@ -1137,7 +1182,8 @@ class ResultLog:
         """Make ``states`` durable with one sync, then publish their result files."""
         if not states:
             return
-        data = b"".join(_frame(encode_state(state)) for state in states)
+        lines = [_frame(encode_state(state)) for state in states]  # encoded once for both
+        data = b"".join(lines)
         try:
             _write_all(self._fd, data)
             if self._journal.durable:
@@ -1149,8 +1195,8 @@ class ResultLog:
                 os.ftruncate(self._fd, self._size)
             raise
         self._size += len(data)
-        for state in states:
-            self._journal.write_state(state)
+        for state, line in zip(states, lines, strict=True):
+            self._journal.write_state(state, line)
         if self._size > WAL_MAX_BYTES:
             self._rotate()
 

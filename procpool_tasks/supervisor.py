@@ -154,6 +154,8 @@ class Supervisor:
         self._signals = 0
         self._quarantined = 0
         self._watch_stop = threading.Event()
+        #: Ids of queued tasks whose result files to make ahead of their claim; None: stop.
+        self._to_prepare: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._pool: ProcessPoolExecutor | None = None
         self._result_log: journal.ResultLog | None = None
         self._instance_lock = self.journal.worker_lock(self.instance)
@@ -208,6 +210,7 @@ class Supervisor:
             )
             self._install_signal_handlers()
             self._start_watcher()
+            self._start_preparer()
             self._find_dead_instances()
             self._read_journal(initial=True)
             self._start_pruner()
@@ -215,6 +218,7 @@ class Supervisor:
             exit_code = self._loop()
         finally:
             self._watch_stop.set()
+            self._to_prepare.put(None)
             self._restore_signal_handlers()
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
@@ -292,7 +296,6 @@ class Supervisor:
                 events.append(self._events.get_nowait())
             except queue.Empty:
                 break
-        self._note_started_tasks()
         finished: list[Future[execution.Outcome]] = []
         journal_changed = False
         for kind, value in events:
@@ -363,6 +366,29 @@ class Supervisor:
                 if report.pruned_segments:
                     logger.info("Pruned %d task(s) finished before %s", report.pruned_tasks, cutoff)
             self._watch_stop.wait(PRUNE_INTERVAL_S)
+
+    def _start_preparer(self) -> None:
+        thread = threading.Thread(
+            target=self._prepare_result_files, name="procpool-prepare", daemon=True
+        )
+        thread.start()
+
+    def _prepare_result_files(self) -> None:
+        """Make spare result files for queued tasks, on another core than the claims.
+
+        A file creation cost more than the rest of a claim on ext4 (a new inode); made
+        here ahead of time, the claim only links the spare into place. A thread of its
+        own with its own Journal, like the pruner; a spare that is not ready in time is
+        no matter, the claim then creates the file itself.
+        """
+        own_journal = journal.Journal(self.journal.path, durable=self.journal.durable)
+        own_journal.keep_directories_open()
+        try:
+            while (record_id := self._to_prepare.get()) is not None:
+                with contextlib.suppress(OSError):
+                    own_journal.prepare_result_file(record_id)
+        finally:
+            own_journal.close()
 
     def _start_watcher(self) -> None:
         thread = threading.Thread(target=self._watch, name="procpool-watch", daemon=True)
@@ -447,6 +473,8 @@ class Supervisor:
             self._consider(record, self._read_state(record_id))
 
     def _consider(self, record: journal.Record, state: journal.State | None) -> None:
+        if state is None:
+            self._to_prepare.put(record.id)
         if state is None or state.status == journal.READY:
             self._push(record)
         elif state.status == journal.RUNNING and not self._is_alive(state.owner):
@@ -680,13 +708,20 @@ class Supervisor:
         self._events.put(("done", future))
 
     def _note_started_tasks(self) -> None:
-        """Learn which process runs which task, for time limits and for deaths."""
+        """Learn which process runs which task, for time limits and for deaths.
+
+        Asked only when tasks finish or a time limit passes: each running task has put
+        one message at most, so the pipe never fills, and a loop turn costs no poll.
+        """
         while not self._started.empty():
             record_id, pid = self._started.get()
             self._pids[record_id] = pid
 
     def _kill_overdue_tasks(self) -> None:
         now = time.monotonic()
+        if not any(deadline <= now for deadline in self._deadlines.values()):
+            return
+        self._note_started_tasks()
         for record_id, deadline in list(self._deadlines.items()):
             pid = self._pids.get(record_id)
             if deadline <= now and pid is not None:

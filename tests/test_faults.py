@@ -1009,6 +1009,22 @@ def test_symlinked_result_file_is_not_followed_by_get_result_or_the_worker(env: 
     assert worker.stop() == 0
 
 
+def test_symlink_planted_as_a_spare_result_file_is_not_followed(env: Env) -> None:
+    results = [tasks.add.enqueue(n, 1) for n in range(3)]
+    target = env.tmp_path / "target"
+    target.write_text("precious\n")
+    for result in results:
+        path = result_path(env, result.id)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.with_name(f".{path.name}.spare").symlink_to(target)
+
+    env.run_batch("--processes", "1")
+
+    assert [refreshed(result).return_value for result in results] == [1, 2, 3]
+    assert target.read_text() == "precious\n"
+    assert not any(result_path(env, result.id).is_symlink() for result in results)
+
+
 def test_symlinked_segment_is_neither_read_nor_run(env: Env) -> None:
     never = env.tmp_path / "never-created"
     outside = env.tmp_path / "outside.log"
