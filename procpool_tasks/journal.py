@@ -48,7 +48,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,10 @@ def _decode_time(value: str | None) -> datetime | None:
 
 def _dumps(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+
+
+#: How ``encode_record`` starts (the id comes first) for a record whose id is still empty.
+_EMPTY_ID_PREFIX = b'{"id":""'
 
 
 def encode_record(record: Record) -> bytes:
@@ -783,11 +787,11 @@ class Journal:
         Raises OSError (disk full, read-only, ...) with nothing acknowledged: a partial
         line is cut off again, and the segment is never written to afterwards.
         """
-        fields = json.loads(encode_record(record))
+        # Encoded once, before the lock; the id (known only under it) goes in front.
+        after_id = encode_record(replace(record, id=""))[len(_EMPTY_ID_PREFIX) :]
 
         def build_line(record_id: str) -> bytes:
-            fields["id"] = record_id
-            return _frame(_dumps(fields))
+            return _frame(b'{"id":"%s"%s' % (record_id.encode(), after_id))
 
         return self._append(build_line)
 
