@@ -49,7 +49,7 @@ class Sizes:
     rss_settle_s: float = 1.0
     rss_samples: int = 3
     growth_levels: tuple[int, ...] = (0, 10_000, 100_000)
-    growth_probe_n: int = 500
+    growth_probe_n: int = 2_000
     #: How long the workers run on a freshly added history before it is measured.
     history_settle_s: float = 15.0
     startup_ready_n: int = 100_000
