@@ -21,6 +21,7 @@ import subprocess
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,29 @@ def lines_of(path: Path) -> list[str]:
         return []
     text = path.read_text()
     return text[: text.rfind("\n") + 1].splitlines()
+
+
+@dataclass
+class Held:
+    """Tasks held RUNNING in a worker until ``gate`` exists; ``starts`` logs their pids."""
+
+    results: list[Any]
+    starts: Path
+    gate: Path
+    worker: Worker
+
+    @property
+    def pids(self) -> list[int]:
+        return [int(pid) for pid in lines_of(self.starts)]
+
+
+def hold_running(env: Env, count: int, *worker_args: str, **start_options: Any) -> Held:
+    """Start a worker of ``count`` processes, each running a task that waits for a gate."""
+    starts, gate = env.tmp_path / "starts.log", env.tmp_path / "gate"
+    results = [more_tasks.log_start_then_wait.enqueue(str(starts), str(gate)) for _ in range(count)]
+    worker = env.start_worker("--processes", str(count), *worker_args, **start_options)
+    wait_for(lambda: len(lines_of(starts)) == count, what=f"{count} task(s) to start")
+    return Held(results, starts, gate, worker)
 
 
 def set_options(env: Env, **options: Any) -> None:
@@ -774,21 +798,18 @@ def test_enqueue_torn_by_a_simulated_full_disk_raises_and_leaves_no_partial_reco
 def test_a_torn_line_in_a_result_file_is_skipped_and_the_next_state_still_counts(
     env: Env,
 ) -> None:
-    starts = env.tmp_path / "starts.log"
-    gate = env.tmp_path / "gate"
-    running = more_tasks.log_start_then_wait.enqueue(str(starts), str(gate))
-    worker = env.start_worker("--processes", "1")
-    wait_for(lambda: lines_of(starts), what="the task to start")
+    held = hold_running(env, 1)
+    [running] = held.results
     path = result_path(env, running.id)
     whole = state_line({**state_in(path), "status": "SUCCESSFUL", "return_value": 666})
     with path.open("ab") as result_file:  # half a line, as a crash mid-append leaves it
         result_file.write(whole[: len(whole) // 2])
 
     assert status_of(running) == "RUNNING"  # the state before the torn line
-    gate.touch()
+    held.gate.touch()
     wait_for(lambda: status_of(running) == "SUCCESSFUL", what="the task to finish")
-    assert running.return_value == int(lines_of(starts)[0])
-    assert worker.stop() == 0
+    assert running.return_value == held.pids[0]
+    assert held.worker.stop() == 0
 
 
 def test_result_write_torn_by_a_simulated_full_disk_is_retried_and_survives_power_loss(
@@ -1167,67 +1188,54 @@ def parent_of(pid: int) -> int:
 def test_supervisor_killed_mid_task_leaves_no_process_behind_and_the_task_runs_once_more(
     env: Env,
 ) -> None:
-    starts = env.tmp_path / "starts.log"
-    gate = env.tmp_path / "gate"
-    running = [more_tasks.log_start_then_wait.enqueue(str(starts), str(gate)) for _ in "ab"]
-    worker = env.start_worker("--processes", "2", "--worker-id", "killed")
-    wait_for(lambda: len(lines_of(starts)) == 2, what="both tasks to start")
-    children = [int(pid) for pid in lines_of(starts)]
-    forkserver = parent_of(children[0])
-    assert forkserver != worker.process.pid
+    held = hold_running(env, 2, "--worker-id", "killed")
+    forkserver = parent_of(held.pids[0])
+    assert forkserver != held.worker.process.pid
 
-    worker.send(signal.SIGKILL)
-    worker.wait()
+    held.worker.send(signal.SIGKILL)
+    held.worker.wait()
 
     # Left alone, the children would finish their tasks while the next supervisor re-runs
     # them, or idle forever holding their forkserver (and their memory) alive.
-    for pid in [*children, forkserver]:
+    for pid in [*held.pids, forkserver]:
         wait_for(functools.partial(is_gone, pid), timeout=5, what=f"process {pid} to exit")
-    gate.touch()
+    held.gate.touch()
     env.run_batch("--processes", "2", "--worker-id", "recovering")
-    for result in running:
+    for result in held.results:
         assert status_of(result) == "SUCCESSFUL"
         assert result.worker_ids == ["killed", "recovering"]
-    assert len(lines_of(starts)) == 4
+    assert len(lines_of(held.starts)) == 4
 
 
 def test_sigterm_to_the_workers_process_group_lets_running_tasks_finish(env: Env) -> None:
-    starts = env.tmp_path / "starts.log"
-    gate = env.tmp_path / "gate"
-    running = [more_tasks.log_start_then_wait.enqueue(str(starts), str(gate)) for _ in "ab"]
-    worker = env.start_worker("--processes", "2", own_process_group=True)
-    wait_for(lambda: len(lines_of(starts)) == 2, what="both tasks to start")
+    held = hold_running(env, 2, own_process_group=True)
 
-    os.killpg(worker.process.pid, signal.SIGTERM)  # kill -TERM -PGID, as a shell would
+    os.killpg(held.worker.process.pid, signal.SIGTERM)  # kill -TERM -PGID, as a shell would
 
-    wait_for(lambda: "shutting down gracefully" in worker.output, what="the graceful stop")
-    gate.touch()
-    assert worker.wait() == 0, worker.output
-    assert [status_of(result) for result in running] == ["SUCCESSFUL", "SUCCESSFUL"]
+    wait_for(lambda: "shutting down gracefully" in held.worker.output, what="the graceful stop")
+    held.gate.touch()
+    assert held.worker.wait() == 0, held.worker.output
+    assert [status_of(result) for result in held.results] == ["SUCCESSFUL", "SUCCESSFUL"]
 
 
 def test_sigterm_to_the_worker_and_its_processes_at_once_interrupts_tasks_for_a_rerun(
     env: Env,
 ) -> None:
-    starts = env.tmp_path / "starts.log"
-    gate = env.tmp_path / "gate"
-    running = more_tasks.log_start_then_wait.enqueue(str(starts), str(gate))
-    worker = env.start_worker("--processes", "1", "--worker-id", "stopped")
-    wait_for(lambda: lines_of(starts), what="the task to start")
-    [child] = [int(pid) for pid in lines_of(starts)]
+    held = hold_running(env, 1, "--worker-id", "stopped")
+    [running], [child] = held.results, held.pids
 
     # As systemd's default KillMode=control-group stops a service: every process at once.
-    for pid in (worker.process.pid, child):
+    for pid in (held.worker.process.pid, child):
         os.kill(pid, signal.SIGTERM)
 
-    assert worker.wait() == 0, worker.output
+    assert held.worker.wait() == 0, held.worker.output
     assert status_of(running) == "READY"
     [error] = running.errors
     assert error.traceback == (
         f"{INTERRUPTED}: The worker process (pid {child}) running the task was stopped by "
         "SIGTERM from outside the worker (a process manager stopping every process?)\n"
     )
-    gate.touch()
+    held.gate.touch()
     env.run_batch("--worker-id", "next")
     assert status_of(running) == "SUCCESSFUL"
     assert running.worker_ids == ["stopped", "next"]
