@@ -143,11 +143,12 @@ def test_worker_prunes_by_the_retention_option(env: Env) -> None:
     env.variables["PROCPOOL_TEST_OPTIONS"] = json.dumps({"retention": 0.01})
 
     worker = env.start_worker("--processes", "1")
-    wait_for(lambda: not exists(finished[0]), what="the retention to prune the finished tasks")
+    # The log line comes once the prune is done (the files go before it).
+    wait_for(lambda: "Pruned 2 task(s)" in worker.output, what="the retention to prune")
     assert worker.stop() == 0
 
+    assert not exists(finished[0])
     assert not exists(finished[1])
-    assert "Pruned 2 task(s)" in worker.output
 
 
 def test_prune_cleans_up_after_a_prune_that_crashed_half_way(env: Env) -> None:
