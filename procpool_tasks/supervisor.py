@@ -563,38 +563,34 @@ class Supervisor:
             self._write_states()
 
     def _retry_or_fail(
-        self,
-        record: journal.Record,
-        state: journal.State,
-        error: journal.TaskError | None,
-        *,
-        counts: bool = True,
+        self, record: journal.Record, state: journal.State, error: journal.TaskError
     ) -> None:
-        """Queue a new attempt; with an ``error`` that ``counts`` only while attempts
-        remain, else FAILED."""
-        if error is not None and counts and len(state.worker_ids) >= self.max_attempts:
-            self._fail(record, state, error)
-            logger.error(
-                "Task id=%s path=%s queue=%s state=FAILED after %d attempt(s): %s",
-                record.id,
-                record.task_path,
-                record.queue_name,
-                len(state.worker_ids),
-                error.traceback.strip(),
-            )
+        """Queue a new attempt while attempts remain (``max_attempts``), else FAILED."""
+        if len(state.worker_ids) < self.max_attempts:
+            self._retry(record, state, error)
             return
-        errors = state.errors if error is None else (*state.errors, error)
-        ready = replace(
-            state, status=journal.READY, version=state.version + 1, owner=None, errors=errors
+        self._fail(record, state, error)
+        logger.error(
+            "Task id=%s path=%s queue=%s state=FAILED after %d attempt(s): %s",
+            record.id,
+            record.task_path,
+            record.queue_name,
+            len(state.worker_ids),
+            error.traceback.strip(),
         )
-        self._finish(record, ready)
+
+    def _retry(
+        self, record: journal.Record, state: journal.State, error: journal.TaskError
+    ) -> None:
+        """Queue a new attempt of an interrupted task, with what interrupted it."""
+        self._finish(record, _ready_state(state, errors=(*state.errors, error)))
         logger.warning(
-            "Task id=%s path=%s queue=%s re-queued as attempt %d%s",
+            "Task id=%s path=%s queue=%s re-queued as attempt %d: %s",
             record.id,
             record.task_path,
             record.queue_name,
             len(state.worker_ids) + 1,
-            "" if error is None else f": {error.traceback.strip()}",
+            error.traceback.strip(),
         )
 
     # -- running tasks -----------------------------------------------------------------------
@@ -719,12 +715,12 @@ class Supervisor:
 
     def _kill_overdue_tasks(self) -> None:
         now = time.monotonic()
-        if not any(deadline <= now for deadline in self._deadlines.values()):
-            return
-        self._note_started_tasks()
-        for record_id, deadline in list(self._deadlines.items()):
+        overdue = [record_id for record_id, at in self._deadlines.items() if at <= now]
+        if overdue:
+            self._note_started_tasks()
+        for record_id in overdue:
             pid = self._pids.get(record_id)
-            if deadline <= now and pid is not None:
+            if pid is not None:
                 del self._deadlines[record_id]
                 logger.warning("Task id=%s ignored its timeout; killing pid=%s", record_id, pid)
                 self._timed_out_pids.add(pid)
@@ -793,7 +789,7 @@ class Supervisor:
         exit_code = self._exit_codes.get(pid)
         if exit_code is None:
             error = _interruption_error(self._exit_codes, self._timed_out_pids)
-            self._retry_or_fail(flight.record, flight.state, error, counts=False)
+            self._retry(flight.record, flight.state, error)
             return
         if exit_code == -signal.SIGTERM and pid not in self._timed_out_pids:
             # Nothing of ours sends a running child SIGTERM: a process manager stopping
@@ -819,16 +815,13 @@ class Supervisor:
     def _unclaim(self, record: journal.Record, state: journal.State) -> None:
         """Queue again a claimed task that never started: no attempt was made."""
         worker_ids = state.worker_ids[:-1]
-        ready = replace(
+        unclaimed = _ready_state(
             state,
-            status=journal.READY,
-            version=state.version + 1,
-            owner=None,
             worker_ids=worker_ids,
             started_at=state.started_at if worker_ids else None,
             last_attempted_at=state.last_attempted_at if worker_ids else None,
         )
-        self._finish(record, ready)
+        self._finish(record, unclaimed)
 
     def _replace_broken_pool(self) -> None:
         logger.error("A worker process died; replacing the process pool")
@@ -969,6 +962,10 @@ def _finished_state(running: journal.State, outcome: execution.Outcome) -> journ
         errors=running.errors if outcome.error is None else (*running.errors, outcome.error),
         return_value=outcome.return_value,
     )
+
+
+def _ready_state(state: journal.State, **changes: Any) -> journal.State:
+    return replace(state, status=journal.READY, version=state.version + 1, owner=None, **changes)
 
 
 def _failed_state(state: journal.State, error: journal.TaskError) -> journal.State:
