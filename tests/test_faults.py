@@ -97,13 +97,22 @@ def worker_log(worker: Worker, pattern: str) -> list[str]:
     return [line for line in worker.output.splitlines() if re.search(pattern, line)]
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: state, parent pid, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def is_gone(pid: int) -> bool:
     """Has this process exited (a zombie waiting for its reaper counts as exited)?"""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = proc_stat(pid)[0]
     except (FileNotFoundError, ProcessLookupError):
         return True
     return state in ("Z", "X")
+
+
+def parent_of(pid: int) -> int:
+    return int(proc_stat(pid)[1])
 
 
 def assert_private(root: Path) -> None:
@@ -1179,10 +1188,6 @@ def test_two_supervisors_on_one_journal_run_every_task_exactly_once(
 
 
 # -- 10. stopping -----------------------------------------------------------------------------
-
-
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def test_supervisor_killed_mid_task_leaves_no_process_behind_and_the_task_runs_once_more(
