@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.utils import timezone
 
-from . import compat, journal
+from . import compat, journal, sqlite
 from .results import TaskNotLoadable, build_task_result, load_task
 
 __all__ = [
@@ -55,20 +55,20 @@ class BackendOptions:
     max_attempts: int = 3
     task_timeout: float | None = None
     retention: float | None = None
+    sqlite_defaults: bool = True
 
     @classmethod
     def from_options(cls, alias: str, options: Mapping[str, Any]) -> BackendOptions:
         """Raise ImproperlyConfigured, saying what to set, for anything wrong."""
         where = f"TASKS[{alias!r}]['OPTIONS']"
-        unknown = set(options) - {"path", "durable", "max_attempts", "task_timeout", "retention"}
+        known = [option.name for option in dataclasses.fields(cls)]
+        unknown = set(options) - set(known)
         if unknown:
             raise ImproperlyConfigured(
-                f"{where} has unknown keys {sorted(unknown)}; the keys are 'path', "
-                "'durable', 'max_attempts', 'task_timeout' and 'retention'"
+                f"{where} has unknown keys {sorted(unknown)}; the keys are "
+                f"{', '.join(map(repr, known[:-1]))} and {known[-1]!r}"
             )
-        durable = options.get("durable", True)
-        if not isinstance(durable, bool):
-            raise ImproperlyConfigured(f"{where}['durable'] must be True or False")
+        durable = _boolean(where, options, "durable", default=True)
         max_attempts = options.get("max_attempts", 3)
         if type(max_attempts) is not int or max_attempts < 1:
             raise ImproperlyConfigured(
@@ -91,7 +91,15 @@ class BackendOptions:
             max_attempts=max_attempts,
             task_timeout=None if task_timeout is None else float(task_timeout),
             retention=None if retention is None else float(retention),
+            sqlite_defaults=_boolean(where, options, "sqlite_defaults", default=True),
         )
+
+
+def _boolean(where: str, options: Mapping[str, Any], key: str, *, default: bool) -> bool:
+    value = options.get(key, default)
+    if not isinstance(value, bool):
+        raise ImproperlyConfigured(f"{where}[{key!r}] must be True or False, not {value!r}")
+    return value
 
 
 def is_positive_seconds(value: object) -> bool:
@@ -236,20 +244,22 @@ class ProcPoolBackend(compat.BaseTaskBackend):
 
 
 def _check_sqlite(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
-    """Warn when tasks in several processes would share SQLite with its default settings."""
+    """Warn when web processes would share SQLite with tasks under its default settings.
+
+    The worker's own processes get the settings they lack (``sqlite_defaults``); the web
+    processes run the project's settings as written.
+    """
     for alias in connections:
-        db = connections.settings[alias]
-        if not db.get("ENGINE", "").endswith("sqlite3"):
+        missing = sqlite.missing_sqlite_settings(connections.settings[alias])
+        if not missing:
             continue
-        options = db.get("OPTIONS", {})
-        if options.get("timeout") and options.get("transaction_mode") == "IMMEDIATE":
-            continue
+        lines = ", ".join(f"{key!r}: {value!r}" for key, value in missing.items())
         yield checks.Warning(
-            f"Database {alias!r} is SQLite without a busy timeout and IMMEDIATE "
-            "transactions; tasks writing from several worker processes will fail with "
-            "'database is locked'.",
-            hint=f'Set DATABASES[{alias!r}]["OPTIONS"] = {{"timeout": 20, '
-            '"transaction_mode": "IMMEDIATE"} (Django 5.1+).',
+            f"Database {alias!r} is SQLite without a busy timeout and IMMEDIATE transactions; "
+            "web processes that write to it while tasks do will fail with 'database is "
+            "locked' (procpool_worker sets these in its own processes).",
+            hint=f"Add {lines} to DATABASES[{alias!r}]['OPTIONS']"
+            + ("." if sqlite.HAS_TRANSACTION_MODE else "; Django 5.1+ adds 'transaction_mode'."),
             obj=backend,
             id="procpool_tasks.W001",
         )

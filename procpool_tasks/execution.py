@@ -26,6 +26,7 @@ from django.utils import timezone
 from . import compat, journal
 from .lifeline import die_with_process
 from .results import build_task_result, load_task
+from .sqlite import apply_sqlite_defaults
 
 __all__ = ["ChildSettings", "Job", "Outcome", "TaskTimeoutError", "init_child", "run_job"]
 
@@ -61,6 +62,7 @@ class ChildSettings:
     task_timeout: float | None
     supervisor_pid: int
     started: Any  # a multiprocessing SimpleQueue: (task id, pid) as each task starts
+    sqlite_defaults: bool = True  # see ``sqlite``: make concurrent tasks wait for locks
 
 
 _settings: ChildSettings | None = None
@@ -77,6 +79,8 @@ def init_child(settings: ChildSettings) -> None:
     die_with_process(settings.supervisor_pid)
     if not apps.ready:
         django.setup()
+    if settings.sqlite_defaults:
+        apply_sqlite_defaults()  # before the first connection; the supervisor logged it
     configure_child_logging(settings.verbosity)
 
 

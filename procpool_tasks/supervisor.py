@@ -43,7 +43,7 @@ import watchfiles
 from django.db import connections
 from django.utils import timezone
 
-from . import compat, execution, journal
+from . import compat, execution, journal, sqlite
 from .backend import ProcPoolBackend
 from .results import TaskNotLoadable, build_task_result, load_task
 
@@ -208,6 +208,7 @@ class Supervisor:
                 self.config.processes,
                 self.journal.path,
             )
+            self._apply_sqlite_defaults()
             self._install_signal_handlers()
             self._start_watcher()
             self._start_preparer()
@@ -256,6 +257,20 @@ class Supervisor:
             self._handle_events(timeout=self._seconds_to_wait())
         logger.info("Worker worker_id=%s stopped", self.config.worker_id)
         return EXIT_OK
+
+    def _apply_sqlite_defaults(self) -> None:
+        """Let concurrent tasks wait for SQLite's write lock (see ``sqlite``); say so once."""
+        if not self.config.backend.backend_options.sqlite_defaults:
+            return
+        for applied in sqlite.apply_sqlite_defaults():
+            logger.info(
+                "SQLite database %r: worker processes use %s, so that concurrent tasks wait "
+                "for each other instead of failing with 'database is locked' (to keep your "
+                "settings as they are, set OPTIONS['sqlite_defaults'] = False in TASKS[%r])",
+                applied.alias,
+                applied.describe(),
+                self.config.backend.alias,
+            )
 
     def _is_batch_done(self) -> bool:
         if self._in_flight or self._unwritten:
@@ -606,6 +621,7 @@ class Supervisor:
             task_timeout=self.config.task_timeout,
             supervisor_pid=os.getpid(),
             started=self._started,
+            sqlite_defaults=self.config.backend.backend_options.sqlite_defaults,
         )
         return ProcessPoolExecutor(
             max_workers=self.config.processes,
