@@ -8,3 +8,13 @@ class Note(models.Model):
 
     def __str__(self) -> str:
         return self.text
+
+
+class Counter(models.Model):
+    """Read, then written, by tasks at once: the race SQLite's default transactions lose."""
+
+    name = models.CharField(max_length=50, unique=True)
+    value = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"

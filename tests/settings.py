@@ -2,7 +2,8 @@
 
 Each test points PROCPOOL_TASKS_PATH at its own directory, in the test process and in
 the worker subprocesses it starts, so tests never share a journal. PROCPOOL_TEST_OPTIONS
-(JSON) adds OPTIONS to the default backend, e.g. ``{"max_attempts": 1}`` for one worker.
+(JSON) adds OPTIONS to the default backend, e.g. ``{"max_attempts": 1}`` for one worker,
+and PROCPOOL_TEST_DB_OPTIONS (JSON) replaces the SQLite database's OPTIONS.
 """
 
 import json
@@ -32,8 +33,17 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("PROCPOOL_TEST_DB", str(BASE_DIR / "test.sqlite3")),
-        # Several worker processes write to one SQLite file in the tests.
-        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        # Several worker processes write to one SQLite file in the tests; the SQLite tests
+        # set PROCPOOL_TEST_DB_OPTIONS (JSON) to try a project's stock settings instead.
+        "OPTIONS": json.loads(
+            os.environ.get(
+                "PROCPOOL_TEST_DB_OPTIONS",
+                # Django < 5.1 has no transaction_mode (the worker begins IMMEDIATE itself).
+                '{"timeout": 30, "transaction_mode": "IMMEDIATE"}'
+                if django.VERSION >= (5, 1)
+                else '{"timeout": 30}',
+            )
+        ),
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

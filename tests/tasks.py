@@ -109,3 +109,30 @@ def create_note(text: str) -> int:
     from tests.models import Note
 
     return Note.objects.create(text=text).pk
+
+
+@task()
+def increment_counter(name: str, pause: float = 0.005) -> int:
+    """Read a ``Counter``, pause, write it back: a read-modify-write in one transaction.
+
+    Two of these in two processes at once make SQLite's deferred BEGIN fail with
+    "database is locked"; the pause makes their transactions overlap every time.
+    """
+    from django.db import transaction
+
+    from tests.models import Counter
+
+    with transaction.atomic():
+        counter = Counter.objects.get(name=name)
+        time.sleep(pause)
+        counter.value += 1
+        counter.save(update_fields=["value"])
+    return counter.value
+
+
+@task()
+def database_options() -> dict[str, Any]:
+    """The default database's OPTIONS as the worker process connects with them."""
+    from django.db import connection
+
+    return dict(connection.settings_dict["OPTIONS"])

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.test.utils import override_settings
 from django.utils import timezone
 
-from procpool_tasks import compat
+from procpool_tasks import compat, sqlite
 from procpool_tasks.backend import JournalUnavailable, ProcPoolBackend
 from tests import more_tasks, tasks
 from tests.conftest import REPO_ROOT, WAIT_S, Env, wait_for
@@ -495,18 +495,23 @@ def test_without_path_or_base_dir_check_says_what_to_set_and_enqueue_fails(env: 
         pytest.param(
             {"colour": "blue"},
             "TASKS['x']['OPTIONS'] has unknown keys ['colour']; the keys are 'path', "
-            "'durable', 'max_attempts', 'task_timeout' and 'retention'",
+            "'durable', 'max_attempts', 'task_timeout', 'retention' and 'sqlite_defaults'",
             id="unknown-key",
         ),
         pytest.param(
             {"durable": "yes"},
-            "TASKS['x']['OPTIONS']['durable'] must be True or False",
+            "TASKS['x']['OPTIONS']['durable'] must be True or False, not 'yes'",
             id="durable-not-bool",
         ),
         pytest.param(
             {"durable": 1},
-            "TASKS['x']['OPTIONS']['durable'] must be True or False",
+            "TASKS['x']['OPTIONS']['durable'] must be True or False, not 1",
             id="durable-int",
+        ),
+        pytest.param(
+            {"sqlite_defaults": "no"},
+            "TASKS['x']['OPTIONS']['sqlite_defaults'] must be True or False, not 'no'",
+            id="sqlite-defaults-not-bool",
         ),
     ],
 )
@@ -537,15 +542,17 @@ def test_the_test_settings_pass_every_check(env: Env) -> None:
 
 
 @pytest.mark.parametrize(
-    "sqlite_options",
+    ("sqlite_options", "missing"),
     [
-        pytest.param({}, id="defaults"),
-        pytest.param({"timeout": 20}, id="timeout-only"),
-        pytest.param({"transaction_mode": "IMMEDIATE"}, id="immediate-only"),
-    ],
+        pytest.param({}, "'timeout': 20, 'transaction_mode': 'IMMEDIATE'", id="defaults"),
+        pytest.param({"timeout": 20}, "'transaction_mode': 'IMMEDIATE'", id="timeout-only"),
+        pytest.param({"transaction_mode": "IMMEDIATE"}, "'timeout': 20", id="immediate-only"),
+    ]
+    if sqlite.HAS_TRANSACTION_MODE
+    else [pytest.param({}, "'timeout': 20", id="defaults")],
 )
 def test_sqlite_without_busy_timeout_and_immediate_transactions_is_a_check_warning(
-    env: Env, sqlite_options: dict[str, Any]
+    env: Env, sqlite_options: dict[str, Any], missing: str
 ) -> None:
     # The check reads Django's connection settings, which a process computes once; so a
     # process with other settings runs it, as `manage.py check` would.
@@ -578,9 +585,10 @@ def test_sqlite_without_busy_timeout_and_immediate_transactions_is_a_check_warni
         [
             "procpool_tasks.W001",
             "Database 'default' is SQLite without a busy timeout and IMMEDIATE transactions; "
-            "tasks writing from several worker processes will fail with 'database is locked'.",
-            'Set DATABASES[\'default\']["OPTIONS"] = {"timeout": 20, '
-            '"transaction_mode": "IMMEDIATE"} (Django 5.1+).',
+            "web processes that write to it while tasks do will fail with 'database is "
+            "locked' (procpool_worker sets these in its own processes).",
+            f"Add {missing} to DATABASES['default']['OPTIONS']"
+            + ("." if sqlite.HAS_TRANSACTION_MODE else "; Django 5.1+ adds 'transaction_mode'."),
         ]
     ]
 
