@@ -1,7 +1,8 @@
-"""When periodic tasks fire: cron expressions, as pure arithmetic.
+"""When periodic tasks fire: cron expressions and ``every`` intervals, as pure arithmetic.
 
-No Django, no I/O and no clock of its own: the caller reads the settings and passes the
-moment to start from.
+No Django, no I/O and no clock of its own: the caller reads the settings, remembers the
+last tick it fired and passes ``now``. A *tick* is the UTC instant at which a schedule
+fires; ``tick_key`` names one, so that processes agree on which tick they fire.
 
 A cron expression is matched against the wall clock of a time zone. Where daylight saving
 time skips or repeats local times, it behaves like Debian's cron:
@@ -14,17 +15,33 @@ time skips or repeats local times, it behaves like Debian's cron:
   skipped; once, at its first occurrence, for a time that is repeated.
 
 Fires that land on the same instant (``0 2,3 * * *`` on a day that skips 02:00) are one
-fire.
+tick. ``every`` schedules ignore time zones: their ticks are the multiples of the interval
+since the Unix epoch, so every process computes the same ones.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import TypeAlias
 
-__all__ = ["CronError", "CronExpression"]
+__all__ = [
+    "ON_TIME_GRACE_S",
+    "CronError",
+    "CronExpression",
+    "Every",
+    "Schedule",
+    "due_tick",
+    "latest_tick",
+    "tick_key",
+]
 
+#: How late a tick may be found and still count as on time rather than missed.
+ON_TIME_GRACE_S = 60.0
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 _MINUTE = timedelta(minutes=1)
 _HOUR = timedelta(hours=1)
@@ -207,6 +224,103 @@ class CronExpression:
         return any(day <= _DAYS_IN_MONTH[month] for month in self.months for day in self.days)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Every:
+    """Fire every ``seconds``, at the multiples of it since the Unix epoch.
+
+    Aligning to the epoch, not to a start time, makes the ticks the same in every
+    process, whenever it started. Raises ``ValueError`` unless ``seconds`` is positive.
+    """
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if _period(self.seconds) is None:
+            raise ValueError(
+                f"every {self.seconds!r}: not a positive number of seconds; "
+                "use for example 300 for every five minutes"
+            )
+
+    def tick_at_or_before(self, moment: datetime) -> datetime:
+        """The latest tick at or before the aware ``moment``, in UTC."""
+        _require_aware(moment, "moment")
+        period = timedelta(seconds=self.seconds)
+        return _EPOCH + (moment - _EPOCH) // period * period
+
+    def next_after(self, moment: datetime, tz: tzinfo | None = None) -> datetime:
+        """The first tick strictly after the aware ``moment``, in UTC; ``tz`` is ignored."""
+        return self.tick_at_or_before(moment) + timedelta(seconds=self.seconds)
+
+
+#: What the settings may declare: ``"cron"`` or ``"every"``.
+Schedule: TypeAlias = CronExpression | Every
+
+
+def tick_key(schedule_name: str, tick: datetime) -> str:
+    """A stable name for one tick of one schedule: ``"nightly-report@2025-03-30T01:00:00Z"``.
+
+    The same instant gives the same key in any process and any time zone. The schedule
+    name is used as it is: a caller that makes a file name of the key must restrict it.
+    """
+    _require_aware(tick, "tick")
+    return f"{schedule_name}@{tick.astimezone(UTC).replace(tzinfo=None).isoformat()}Z"
+
+
+def latest_tick(
+    schedule: Schedule, *, after: datetime, until: datetime, tz: tzinfo
+) -> datetime | None:
+    """The latest tick later than ``after`` and at or before ``until``, or None.
+
+    Costs a few dozen ``next_after`` calls however many ticks the span holds.
+    """
+    if isinstance(schedule, Every):
+        tick = schedule.tick_at_or_before(until)
+        return tick if tick > after else None
+    found = schedule.next_after(after, tz)
+    if found > until:
+        return None
+    # Bisect: ``found`` is a tick in the span, and none lies between ``ceiling`` and
+    # ``until``; each turn halves the time between the two.
+    ceiling = until
+    while schedule.next_after(found, tz) <= until:
+        middle = found + (ceiling - found) / 2
+        beyond_middle = schedule.next_after(middle, tz)
+        if beyond_middle <= until:
+            found = beyond_middle
+        else:
+            ceiling = middle
+    return found
+
+
+def due_tick(
+    schedule: Schedule,
+    *,
+    last_tick: datetime | None,
+    now: datetime,
+    tz: tzinfo,
+    catch_up: bool,
+    grace_s: float = ON_TIME_GRACE_S,
+) -> datetime | None:
+    """The one tick to fire at ``now``, or None; never a backlog of ticks.
+
+    ``last_tick`` is the latest tick fired (None: never fired). The latest tick after it,
+    up to ``now``, is due when it is less than ``grace_s`` old: it is on time, and the
+    caller only woke a little late. An older one was missed (no worker ran, say): with
+    ``catch_up`` it is due once, standing for all the ticks missed before it too; without,
+    it is dropped and the schedule goes on with the next tick. With no ``last_tick``
+    nothing counts as missed, since the schedule may be new: only an on-time tick is due.
+    A ``last_tick`` after ``now`` (the clock went back) makes nothing due before it.
+    """
+    on_time_after = now - timedelta(seconds=grace_s)
+    if last_tick is None:
+        after = on_time_after
+    elif catch_up:
+        after = last_tick
+    else:
+        after = max(last_tick, on_time_after)
+    return latest_tick(schedule, after=after, until=now, tz=tz)
+
+
 def _split(text: str) -> list[str]:
     """The five fields of ``text``, macros expanded, lower-cased."""
     fields = text.lower().split()
@@ -324,6 +438,14 @@ def _first_instant_reading(wall: datetime, tz: tzinfo) -> datetime:
         else:
             before = middle
     return after
+
+
+def _period(seconds: float) -> timedelta | None:
+    try:
+        period = timedelta(seconds=seconds)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return period if math.isfinite(seconds) and period > timedelta(0) else None
 
 
 def _require_aware(moment: datetime, what: str) -> None:

@@ -1,5 +1,5 @@
-"""The scheduling core: cron parsing, fire times across calendars and DST.
-Pure arithmetic: no journal, no worker, no database.
+"""The scheduling core: cron parsing, fire times across calendars and DST, ``every`` ticks,
+tick keys and catch-up. Pure arithmetic: no journal, no worker, no database.
 
 Two oracles check the fire times: cronsim, an independent implementation of the same
 cron dialect and of Debian's DST handling, and a slow minute-by-minute reference of
@@ -9,6 +9,7 @@ those DST rules.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from itertools import pairwise
@@ -17,7 +18,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from cronsim import CronSim, CronSimError
 
-from procpool_tasks.schedule import CronError, CronExpression
+from procpool_tasks.schedule import (
+    CronError,
+    CronExpression,
+    Every,
+    due_tick,
+    latest_tick,
+    tick_key,
+)
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -682,3 +690,188 @@ def test_next_after_agrees_with_cronsim_across_the_change_days(zone: Zone, chang
         assert our_fires(expression, zone.tz, start, 8) == oracle_fires(expression, start, 8), (
             expression
         )
+
+
+# every
+
+
+def test_every_ticks_are_multiples_of_the_interval_since_the_epoch() -> None:
+    five_minutes = Every(seconds=300)
+
+    assert five_minutes.tick_at_or_before(utc(2025, 1, 1, 10, 7, 30)) == utc(2025, 1, 1, 10, 5)
+    assert five_minutes.tick_at_or_before(utc(2025, 1, 1, 10, 5)) == utc(2025, 1, 1, 10, 5)
+    assert five_minutes.next_after(utc(2025, 1, 1, 10, 5)) == utc(2025, 1, 1, 10, 10)
+    assert five_minutes.next_after(utc(2025, 1, 1, 10, 7, 30)) == utc(2025, 1, 1, 10, 10)
+
+
+def test_every_ticks_do_not_depend_on_when_or_where_they_are_asked() -> None:
+    seven = Every(seconds=7)
+    moment = utc(2025, 3, 30, 1, 30, 12, 345678)
+    tick = seven.tick_at_or_before(moment)
+
+    assert tick.timestamp() % 7 == 0
+    assert moment - timedelta(seconds=7) < tick <= moment
+    assert seven.tick_at_or_before(moment.astimezone(BERLIN)) == tick
+    assert seven.next_after(moment, BERLIN) == seven.next_after(moment, NEW_YORK)
+    assert tick.tzinfo is UTC
+
+
+def test_every_takes_fractions_of_a_second() -> None:
+    quarter = Every(seconds=0.25)
+
+    assert quarter.next_after(utc(2025, 1, 1, 0, 0, 0, 300000)) == utc(2025, 1, 1, 0, 0, 0, 500000)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0"),
+        (-5, "-5"),
+        (1e-7, "1e-07"),
+        (float("nan"), "nan"),
+        (float("inf"), "inf"),
+        (1e300, "1e+300"),
+    ],
+)
+def test_every_refuses_an_interval_that_is_not_a_positive_number_of_seconds(
+    seconds: float, shown: str
+) -> None:
+    message = (
+        f"every {shown}: not a positive number of seconds; use for example 300 for every "
+        "five minutes"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Every(seconds=seconds)
+
+
+# Tick keys
+
+
+def test_a_tick_key_names_the_schedule_and_the_utc_instant() -> None:
+    tick = datetime(2025, 3, 30, 3, tzinfo=BERLIN)
+
+    assert tick_key("nightly-report", tick) == "nightly-report@2025-03-30T01:00:00Z"
+    assert tick_key("nightly-report", tick.astimezone(NEW_YORK)) == tick_key("nightly-report", tick)
+    assert tick_key("poll", utc(2025, 1, 1, 0, 0, 0, 500000)) == "poll@2025-01-01T00:00:00.500000Z"
+
+
+def test_a_tick_key_tells_the_two_occurrences_of_a_repeated_hour_apart() -> None:
+    first = datetime(2025, 11, 2, 1, tzinfo=NEW_YORK)
+    second = first.replace(fold=1)
+
+    assert tick_key("poll", first) == "poll@2025-11-02T05:00:00Z"
+    assert tick_key("poll", second) == "poll@2025-11-02T06:00:00Z"
+
+
+def test_a_tick_key_refuses_a_naive_tick() -> None:
+    with pytest.raises(ValueError, match=r"^tick datetime\.datetime\(2025, 1, 1, 0, 0\) is naive"):
+        tick_key("poll", datetime(2025, 1, 1))
+
+
+# Catch-up
+
+
+@pytest.mark.parametrize(
+    ("expression", "tz"),
+    [
+        ("*/7 * * * *", UTC),
+        ("0 3 * * *", BERLIN),
+        ("*/15 * * * *", NEW_YORK),
+        ("30 1 * * *", NEW_YORK),
+    ],
+)
+def test_latest_tick_is_the_last_tick_walked_to(expression: str, tz: tzinfo) -> None:
+    rng = seeded(expression)
+    cron = CronExpression.parse(expression)
+    for _ in range(30):
+        after = utc(2025, 10, 20) + timedelta(seconds=rng.randrange(20 * 86400))
+        until = after + timedelta(seconds=rng.randrange(3 * 86400))
+        walked = [
+            tick
+            for tick in fires(expression, tz, after, until + timedelta(microseconds=1))
+            if tick > after
+        ]
+
+        assert latest_tick(cron, after=after, until=until, tz=tz) == (
+            walked[-1] if walked else None
+        )
+
+
+NOW = utc(2025, 6, 1, 12, 3)
+EVERY_5_MIN = Every(seconds=300)
+
+
+@pytest.mark.parametrize("catch_up", [True, False])
+def test_a_tick_found_less_than_the_grace_late_is_due_either_way(catch_up: bool) -> None:
+    now = utc(2025, 6, 1, 12, 0, 59, 900000)
+
+    due = due_tick(
+        EVERY_5_MIN, last_tick=utc(2025, 6, 1, 11, 55), now=now, tz=UTC, catch_up=catch_up
+    )
+
+    assert due == utc(2025, 6, 1, 12)
+
+
+@pytest.mark.parametrize("catch_up", [True, False])
+def test_a_fired_tick_is_not_due_again(catch_up: bool) -> None:
+    last = utc(2025, 6, 1, 12)
+
+    assert due_tick(EVERY_5_MIN, last_tick=last, now=NOW, tz=UTC, catch_up=catch_up) is None
+
+
+def test_with_catch_up_only_the_latest_missed_tick_is_due_once() -> None:
+    last = utc(2025, 5, 1)
+
+    due = due_tick(EVERY_5_MIN, last_tick=last, now=NOW, tz=UTC, catch_up=True)
+    again = due_tick(
+        EVERY_5_MIN, last_tick=due, now=NOW + timedelta(seconds=30), tz=UTC, catch_up=True
+    )
+
+    assert due == utc(2025, 6, 1, 12)
+    assert again is None
+
+
+def test_without_catch_up_missed_ticks_are_dropped_and_the_next_one_fires() -> None:
+    last = utc(2025, 5, 1)
+    next_tick = utc(2025, 6, 1, 12, 5)
+
+    assert due_tick(EVERY_5_MIN, last_tick=last, now=NOW, tz=UTC, catch_up=False) is None
+    assert due_tick(EVERY_5_MIN, last_tick=last, now=next_tick, tz=UTC, catch_up=False) == next_tick
+
+
+def test_a_tick_as_old_as_the_grace_counts_as_missed() -> None:
+    now = utc(2025, 6, 1, 12, 1)
+
+    assert due_tick(EVERY_5_MIN, last_tick=None, now=now, tz=UTC, catch_up=False) is None
+    assert due_tick(
+        EVERY_5_MIN, last_tick=None, now=now, tz=UTC, catch_up=False, grace_s=61
+    ) == utc(2025, 6, 1, 12)
+
+
+@pytest.mark.parametrize("catch_up", [True, False])
+def test_a_schedule_that_never_fired_has_missed_nothing(catch_up: bool) -> None:
+    assert due_tick(EVERY_5_MIN, last_tick=None, now=NOW, tz=UTC, catch_up=catch_up) is None
+    assert due_tick(
+        EVERY_5_MIN, last_tick=None, now=utc(2025, 6, 1, 12, 0, 30), tz=UTC, catch_up=catch_up
+    ) == utc(2025, 6, 1, 12)
+
+
+@pytest.mark.parametrize("catch_up", [True, False])
+def test_a_clock_that_went_back_makes_no_tick_due_twice(catch_up: bool) -> None:
+    last = utc(2025, 6, 1, 12)
+    earlier = utc(2025, 6, 1, 11, 55, 10)
+
+    assert due_tick(EVERY_5_MIN, last_tick=last, now=earlier, tz=UTC, catch_up=catch_up) is None
+    nightly = CronExpression.parse("0 3 * * *")
+    assert due_tick(nightly, last_tick=last, now=earlier, tz=BERLIN, catch_up=catch_up) is None
+
+
+def test_a_cron_schedule_catches_up_its_latest_missed_tick_in_local_time() -> None:
+    nightly = CronExpression.parse("0 3 * * *")
+    last = utc(2025, 3, 20, 2)  # 03:00 CET, ten days before the change
+    now = utc(2025, 3, 31, 9)
+
+    due = due_tick(nightly, last_tick=last, now=now, tz=BERLIN, catch_up=True)
+
+    assert due == utc(2025, 3, 31, 1)  # 03:00 CEST
+    assert due_tick(nightly, last_tick=last, now=now, tz=BERLIN, catch_up=False) is None
