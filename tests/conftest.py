@@ -24,6 +24,9 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
+# Real Redis, PostgreSQL and Chromium, for the tests that need them.
+from tests.services import chromium, postgres_server, redis_server  # noqa: E402, F401
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The longest any test waits for a condition; the tests' own work takes far less.
 WAIT_S = 30.0
