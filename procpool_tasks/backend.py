@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
-import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
-from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from . import compat, journal, sqlite
+from .journal import Record
+from .options import BackendOptions, is_positive_seconds
 from .results import TaskNotLoadable, build_task_result, load_task
 
 __all__ = [
@@ -25,9 +24,8 @@ __all__ = [
     "JournalUnavailable",
     "ProcPoolBackend",
     "UnsafeResult",
+    "is_positive_seconds",
 ]
-
-DEFAULT_JOURNAL_DIRNAME = ".procpool_tasks"
 
 
 class InvalidTaskArguments(compat.InvalidTask, journal.ValueNotJSON):
@@ -44,86 +42,6 @@ class UnsafeResult(compat.TaskResultDoesNotExist, journal.JournalError):
     The framework's does-not-exist error, for code that asks only for that, and a
     ``JournalError`` (an ``OSError``) that says what was found and where.
     """
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BackendOptions:
-    """The backend's ``OPTIONS``, checked."""
-
-    path: Path
-    durable: bool = True
-    max_attempts: int = 3
-    task_timeout: float | None = None
-    retention: float | None = None
-    sqlite_defaults: bool = True
-
-    @classmethod
-    def from_options(cls, alias: str, options: Mapping[str, Any]) -> BackendOptions:
-        """Raise ImproperlyConfigured, saying what to set, for anything wrong."""
-        where = f"TASKS[{alias!r}]['OPTIONS']"
-        known = [option.name for option in dataclasses.fields(cls)]
-        unknown = set(options) - set(known)
-        if unknown:
-            raise ImproperlyConfigured(
-                f"{where} has unknown keys {sorted(unknown)}; the keys are "
-                f"{', '.join(map(repr, known[:-1]))} and {known[-1]!r}"
-            )
-        durable = _boolean(where, options, "durable", default=True)
-        max_attempts = options.get("max_attempts", 3)
-        if type(max_attempts) is not int or max_attempts < 1:
-            raise ImproperlyConfigured(
-                f"{where}['max_attempts'] must be a whole number >= 1, not {max_attempts!r}"
-            )
-        task_timeout = options.get("task_timeout")
-        if task_timeout is not None and not is_positive_seconds(task_timeout):
-            raise ImproperlyConfigured(
-                f"{where}['task_timeout'] must be a number of seconds > 0, or None; "
-                f"not {task_timeout!r}"
-            )
-        retention = options.get("retention")
-        if retention is not None and not is_positive_seconds(retention):
-            raise ImproperlyConfigured(
-                f"{where}['retention'] must be a number of seconds > 0, or None; not {retention!r}"
-            )
-        return cls(
-            path=_journal_path(where, options.get("path")),
-            durable=durable,
-            max_attempts=max_attempts,
-            task_timeout=None if task_timeout is None else float(task_timeout),
-            retention=None if retention is None else float(retention),
-            sqlite_defaults=_boolean(where, options, "sqlite_defaults", default=True),
-        )
-
-
-def _boolean(where: str, options: Mapping[str, Any], key: str, *, default: bool) -> bool:
-    value = options.get(key, default)
-    if not isinstance(value, bool):
-        raise ImproperlyConfigured(f"{where}[{key!r}] must be True or False, not {value!r}")
-    return value
-
-
-def is_positive_seconds(value: object) -> bool:
-    """A finite number of seconds > 0 (not a bool)."""
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
-
-
-def _journal_path(where: str, path: Any) -> Path:
-    if path is None:
-        base_dir = getattr(settings, "BASE_DIR", None)
-        if base_dir is None:
-            raise ImproperlyConfigured(
-                f"{where}['path'] is not set and there is no BASE_DIR setting; set "
-                f"{where}['path'] to the journal directory"
-            )
-        return Path(base_dir) / DEFAULT_JOURNAL_DIRNAME
-    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
-        raise ImproperlyConfigured(f"{where}['path'] must be a directory path, not {path!r}")
-    return Path(path)
 
 
 class ProcPoolBackend(compat.BaseTaskBackend):
@@ -164,9 +82,25 @@ class ProcPoolBackend(compat.BaseTaskBackend):
 
         Raises InvalidTaskArguments (a subclass of the framework's invalid-task error and
         of TypeError) for arguments JSON cannot carry, and JournalUnavailable when the
-        journal cannot be written; in both cases nothing was enqueued.
+        journal cannot be written; in both cases nothing was enqueued. A task enqueued on
+        commit inside a transaction is written when the transaction commits (see
+        ``_enqueue_on_commit``).
         """
         self.validate_task(task)
+        record = self._record(task, args, kwargs)
+        if self.backend_options.for_task(task.module_path).enqueue_on_commit:
+            connection = transaction.get_connection()
+            if connection.in_atomic_block:
+                return self._enqueue_on_commit(connection, task, record)
+        try:
+            record_id = self.journal.append(record)
+        except OSError as error:
+            raise self._unavailable(task, error) from error
+        result = build_task_result(dataclasses.replace(record, id=record_id), None, task)
+        compat.task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def _record(self, task: Any, args: Any, kwargs: Any) -> Record:
         try:
             json_args = journal.to_json_value(list(args), "args")
             json_kwargs = journal.to_json_value(dict(kwargs), "kwargs")
@@ -174,7 +108,7 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             raise InvalidTaskArguments(
                 f"{task.module_path}: {error}; pass an id or plain data instead"
             ) from None
-        record = journal.Record(
+        return Record(
             id="",
             task_path=task.module_path,
             args=json_args,
@@ -185,43 +119,78 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             enqueued_at=timezone.now(),
             run_after=task.run_after,
         )
+
+    def _enqueue_on_commit(self, connection: Any, task: Any, record: Record) -> Any:
+        """Give the task its id now; write it when the outermost transaction commits.
+
+        Nothing is written if the transaction (or the savepoint around this enqueue) rolls
+        back: Django drops the on-commit callback, and the id's place in the journal is
+        filled with a void line. ``task_enqueued`` is sent once the record is written.
+        """
+        write = _WriteOnCommit(self, task)
         try:
-            record_id = self.journal.append(record)
+            write.reservation = self.journal.reserve(record, is_pending=write.is_pending)
         except OSError as error:
-            raise JournalUnavailable(
-                error.errno,
-                f"{task.module_path} was not enqueued: the journal cannot be written "
-                f"({error.strerror or error})",
-                str(self.journal.path),
-            ) from error
-        result = build_task_result(dataclasses.replace(record, id=record_id), None, task)
-        compat.task_enqueued.send(type(self), task_result=result)
-        return result
+            raise self._unavailable(task, error) from error
+        write.connection = connection
+        transaction.on_commit(write, using=connection.alias)
+        reserved = dataclasses.replace(record, id=write.reservation.id)
+        return build_task_result(reserved, None, task)
+
+    def _unavailable(self, task: Any, error: OSError) -> JournalUnavailable:
+        return JournalUnavailable(
+            error.errno,
+            f"{task.module_path} was not enqueued: the journal cannot be written "
+            f"({error.strerror or error})",
+            str(self.journal.path),
+        )
 
     # -- results ---------------------------------------------------------------------------
 
     def get_result(self, result_id: str) -> Any:
-        """Read a task's result by id: one file, whatever the journal's history."""
+        """Read a task's result by id: one file, whatever the journal's history.
+
+        Raises the framework's TaskResultDoesNotExist for an id this backend did not
+        issue, a pruned task, and a task enqueued on commit whose transaction has not
+        committed (yet, or ever).
+        """
         try:
             record = self.journal.read_record(result_id)
         except journal.RecordNotFound:
-            raise compat.TaskResultDoesNotExist(result_id) from None
+            raise compat.TaskResultDoesNotExist(self._missing(result_id)) from None
         if record.backend != self.alias:
             raise compat.TaskResultDoesNotExist(result_id)
         try:
             state = self.journal.read_state(result_id)
         except journal.JournalError as error:
             raise UnsafeResult(error.errno, error.strerror, error.filename) from error
+        if state is None and self.journal.is_done(journal.parse_id(result_id)[0]):
+            raise compat.TaskResultDoesNotExist(f"{result_id}: pruned")
         try:
             task = load_task(record)
         except TaskNotLoadable as error:
             raise compat.TaskResultDoesNotExist(f"{result_id}: {error}") from error
         return build_task_result(record, state, task)
 
+    def _missing(self, result_id: str) -> str:
+        """What to say of an id with no record: a transaction may still hold it."""
+        with contextlib.suppress(Exception):
+            if self.journal.is_reserved(result_id):
+                return (
+                    f"{result_id}: enqueued on commit; it exists once the transaction "
+                    "commits, and never if it rolls back"
+                )
+        return result_id
+
     # -- checks ----------------------------------------------------------------------------
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        return [*super().check(**kwargs), *self._check_journal(), *_check_sqlite(self)]
+        return [
+            *super().check(**kwargs),
+            *self._check_journal(),
+            *_check_imports(self),
+            *_check_sqlite(self),
+        ]
 
     def _check_journal(self) -> Iterable[checks.CheckMessage]:
         if self._options_error is not None:
@@ -241,6 +210,76 @@ class ProcPoolBackend(compat.BaseTaskBackend):
                 obj=self,
                 id="procpool_tasks.E002",
             )
+
+
+class _WriteOnCommit:
+    """The on-commit callback of one task enqueued on commit; see ``_enqueue_on_commit``."""
+
+    def __init__(self, backend: ProcPoolBackend, task: Any) -> None:
+        self.backend = backend
+        self.task = task
+        self.reservation: journal.Reservation | None = None
+        self.connection: Any = None
+
+    def is_pending(self) -> bool:
+        """Whether the transaction may still commit: Django still holds this callback."""
+        if self.connection is None:
+            return True  # being registered
+        pending = getattr(self.connection, "run_on_commit", None)
+        if pending is None:
+            return True  # an unknown Django: assume so, the space is reclaimed later
+        return any(callback is self for _, callback, *_ in pending)
+
+    def __call__(self) -> None:
+        assert self.reservation is not None  # noqa: S101 (set before registering)
+        backend = self.backend
+        try:
+            backend.journal.write_reserved(self.reservation)
+        except OSError as error:
+            raise backend._unavailable(self.task, error) from error
+        record = backend.journal.read_record(self.reservation.id)
+        result = build_task_result(record, None, self.task)
+        compat.task_enqueued.send(type(backend), task_result=result)
+
+
+def _check_imports(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
+    """The retry exceptions and the task paths of ``task_options`` must import."""
+    options = backend._options
+    if options is None:
+        return
+    where = f"TASKS[{backend.alias!r}]['OPTIONS']"
+    policies = [(f"{where}['retry']", options.retry)] + [
+        (f"{where}['task_options'][{path!r}]['retry']", own.get("retry"))
+        for path, own in options.task_options.items()
+    ]
+    for place, policy in policies:
+        for path in policy.exceptions if policy else ():
+            found = _import(path)
+            if not (isinstance(found, type) and issubclass(found, BaseException)):
+                yield checks.Error(
+                    f"{place}['exceptions'] names {path!r}, which "
+                    + ("is not an exception class" if found is not None else "cannot be imported"),
+                    hint="Give the dotted path of an exception class, such as "
+                    "'myapp.errors.Transient'.",
+                    obj=backend,
+                    id="procpool_tasks.E003",
+                )
+    for path in options.task_options:
+        if not isinstance(_import(path), compat.Task):
+            yield checks.Error(
+                f"{where}['task_options'] names {path!r}, which is not a task",
+                hint="Use the dotted path of a function decorated with @task "
+                "(its module_path), e.g. 'myapp.tasks.send_mail'.",
+                obj=backend,
+                id="procpool_tasks.E004",
+            )
+
+
+def _import(path: str) -> Any:
+    try:
+        return import_string(path)
+    except ImportError:
+        return None
 
 
 def _check_sqlite(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:

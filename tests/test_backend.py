@@ -495,7 +495,8 @@ def test_without_path_or_base_dir_check_says_what_to_set_and_enqueue_fails(env: 
         pytest.param(
             {"colour": "blue"},
             "TASKS['x']['OPTIONS'] has unknown keys ['colour']; the keys are 'path', "
-            "'durable', 'max_attempts', 'task_timeout', 'retention' and 'sqlite_defaults'",
+            "'durable', 'max_attempts', 'task_timeout', 'retention', 'sqlite_defaults', "
+            "'retry', 'enqueue_on_commit' and 'task_options'",
             id="unknown-key",
         ),
         pytest.param(

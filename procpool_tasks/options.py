@@ -1,0 +1,285 @@
+"""The backend's ``OPTIONS``, checked once, with what each task gets from them.
+
+Everything is validated when the backend is made, so that a mistake is a system check
+error (``procpool_tasks.E001``) that names the key and says what it takes, not a failure
+in a worker later. What needs the project's code importable (the exception classes of a
+retry policy, the task paths of ``task_options``) is checked by the system checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+__all__ = [
+    "DEFAULT_JOURNAL_DIRNAME",
+    "BackendOptions",
+    "RetryPolicy",
+    "TaskOptions",
+    "is_positive_seconds",
+]
+
+DEFAULT_JOURNAL_DIRNAME = ".procpool_tasks"
+#: The finished statuses a retention can be given for.
+RETAINED_STATUSES = ("SUCCESSFUL", "FAILED")
+
+
+class _Invalid(ValueError):
+    """One option is wrong; the message says which key and what it takes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """When a task that raised runs again: ``OPTIONS["retry"]`` or a task's own.
+
+    ``attempts`` counts every attempt, the first included, as ``worker_ids`` does. The
+    wait before attempt n+1 is ``delay * backoff**(n-1)``, at most ``max_delay``; with
+    ``jitter`` a random share of up to half of it is taken off, so that tasks that failed
+    together do not all come back at once.
+    """
+
+    attempts: int = 3
+    backoff: float = 2.0
+    delay: float = 1.0
+    max_delay: float = 300.0
+    jitter: bool = True
+    #: Dotted paths of exception classes that are retried (subclasses too); empty: any
+    #: ``Exception`` (not a ``BaseException`` such as a timeout).
+    exceptions: tuple[str, ...] = ()
+
+    def delay_after(self, attempt: int) -> float:
+        """Seconds to wait after attempt ``attempt`` (1 = the first) failed."""
+        wait = min(self.max_delay, self.delay * self.backoff ** (attempt - 1))
+        if self.jitter:
+            wait -= random.uniform(0, wait / 2)  # noqa: S311 (spreading, not secrecy)
+        return wait
+
+    @classmethod
+    def parse(cls, where: str, value: Any, base: RetryPolicy | None = None) -> RetryPolicy:
+        """A policy from its mapping; keys not given come from ``base`` (or the defaults)."""
+        if not isinstance(value, Mapping):
+            raise _Invalid(f"{where} must be a dict such as {{'attempts': 3}}, not {value!r}")
+        known = [each.name for each in dataclasses.fields(cls)]
+        _refuse_unknown(where, value, known)
+        changes: dict[str, Any] = {}
+        for key, item in value.items():
+            changes[key] = _RETRY_CHECKS[key](f"{where}[{key!r}]", item)
+        return dataclasses.replace(base or cls(), **changes)
+
+
+def _whole_number_at_least_one(where: str, value: Any) -> int:
+    if type(value) is not int or value < 1:
+        raise _Invalid(f"{where} must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _seconds_or_zero(where: str, value: Any) -> float:
+    if not _is_number(value) or value < 0:
+        raise _Invalid(f"{where} must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _factor(where: str, value: Any) -> float:
+    if not _is_number(value) or value < 1:
+        raise _Invalid(f"{where} must be a number >= 1 (1: the same wait each time), not {value!r}")
+    return float(value)
+
+
+def _boolean(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"{where} must be True or False, not {value!r}")
+    return value
+
+
+def _dotted_paths(where: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise _Invalid(f"{where} must be a list of exception class paths, not {value!r}")
+    for path in value:
+        if not isinstance(path, str) or "." not in path:
+            raise _Invalid(
+                f"{where} must hold dotted paths such as 'myapp.errors.Transient', not {path!r}"
+            )
+    return tuple(value)
+
+
+_RETRY_CHECKS: dict[str, Any] = {
+    "attempts": _whole_number_at_least_one,
+    "backoff": _factor,
+    "delay": _seconds_or_zero,
+    "max_delay": _seconds_or_zero,
+    "jitter": _boolean,
+    "exceptions": _dotted_paths,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOptions:
+    """What one task path gets: its ``task_options``, else the backend's defaults."""
+
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    enqueue_on_commit: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendOptions:
+    """The backend's ``OPTIONS``, checked."""
+
+    path: Path
+    durable: bool = True
+    max_attempts: int = 3
+    task_timeout: float | None = None
+    #: Seconds to keep finished tasks, per status; a status missing: kept until pruned.
+    retention: Mapping[str, float] = field(default_factory=dict)
+    sqlite_defaults: bool = True
+    retry: RetryPolicy | None = None
+    enqueue_on_commit: bool = False
+    #: Task path -> the options given for it (checked; a retry policy merged over
+    #: ``retry``); what is not given comes from the defaults above.
+    task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def for_task(self, task_path: str, *, timeout: float | None = None) -> TaskOptions:
+        """The retry policy, timeout and enqueue-on-commit choice of one task.
+
+        ``timeout`` (a worker's ``--task-timeout``) stands in for ``task_timeout``; a
+        timeout in the task's own options wins over both.
+        """
+        own = self.task_options.get(task_path, {})
+        return TaskOptions(
+            retry=own.get("retry", self.retry),
+            timeout=own.get("timeout", timeout or self.task_timeout),
+            enqueue_on_commit=own.get("enqueue_on_commit", self.enqueue_on_commit),
+        )
+
+    @classmethod
+    def from_options(cls, alias: str, options: Mapping[str, Any]) -> BackendOptions:
+        """Raise ImproperlyConfigured, saying what to set, for anything wrong."""
+        where = f"TASKS[{alias!r}]['OPTIONS']"
+        try:
+            return cls._parse(where, options)
+        except _Invalid as error:
+            raise ImproperlyConfigured(str(error)) from None
+
+    @classmethod
+    def _parse(cls, where: str, options: Mapping[str, Any]) -> BackendOptions:
+        _refuse_unknown(where, options, [each.name for each in dataclasses.fields(cls)])
+
+        def get(key: str, check: Any, default: Any) -> Any:
+            value = options.get(key, default)
+            return default if value is default else check(f"{where}[{key!r}]", value)
+
+        retry = get("retry", RetryPolicy.parse, None)
+        return cls(
+            path=_journal_path(where, options.get("path")),
+            durable=get("durable", _boolean, True),
+            max_attempts=get("max_attempts", _whole_number_at_least_one, 3),
+            task_timeout=get("task_timeout", _seconds_or_none, None),
+            retention=get("retention", _retention, {}),
+            sqlite_defaults=get("sqlite_defaults", _boolean, True),
+            retry=retry,
+            enqueue_on_commit=get("enqueue_on_commit", _boolean, False),
+            task_options=get("task_options", lambda w, v: _task_options(w, v, retry), {}),
+        )
+
+
+def _refuse_unknown(where: str, given: Mapping[str, Any], known: list[str]) -> None:
+    unknown = sorted(set(given) - set(known), key=str)
+    if unknown:
+        raise _Invalid(
+            f"{where} has unknown keys {unknown}; the keys are "
+            f"{', '.join(map(repr, known[:-1]))} and {known[-1]!r}"
+        )
+
+
+def _seconds_or_none(where: str, value: Any) -> float | None:
+    if value is not None and not is_positive_seconds(value):
+        raise _Invalid(f"{where} must be a number of seconds > 0, or None; not {value!r}")
+    return None if value is None else float(value)
+
+
+def _retention(where: str, value: Any) -> dict[str, float]:
+    """A number of seconds for every finished status, or one per status."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        if not is_positive_seconds(value):
+            raise _Invalid(
+                f"{where} must be a number of seconds > 0, a dict such as "
+                f"{{'SUCCESSFUL': 86400, 'FAILED': 2592000}}, or None; not {value!r}"
+            )
+        return dict.fromkeys(RETAINED_STATUSES, float(value))
+    _refuse_unknown(where, value, list(RETAINED_STATUSES))
+    retention = {}
+    for status, seconds in value.items():
+        if seconds is not None:
+            if not is_positive_seconds(seconds):
+                raise _Invalid(
+                    f"{where}[{status!r}] must be a number of seconds > 0, or None; not {seconds!r}"
+                )
+            retention[status] = float(seconds)
+    return retention
+
+
+def _task_options(where: str, value: Any, retry: RetryPolicy | None) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, Mapping):
+        raise _Invalid(f"{where} must be a dict of task paths to their options, not {value!r}")
+    parsed = {}
+    for task_path, options in value.items():
+        own = f"{where}[{task_path!r}]"
+        if not isinstance(task_path, str) or "." not in task_path:
+            raise _Invalid(
+                f"{where} keys must be dotted task paths such as 'myapp.tasks.send_mail', "
+                f"not {task_path!r}"
+            )
+        if not isinstance(options, Mapping):
+            raise _Invalid(f"{own} must be a dict such as {{'timeout': 30}}, not {options!r}")
+        _refuse_unknown(own, options, list(_TASK_OPTION_CHECKS))
+        parsed[task_path] = {
+            key: _TASK_OPTION_CHECKS[key](f"{own}[{key!r}]", item, retry)
+            for key, item in options.items()
+        }
+    return parsed
+
+
+def _own_retry(where: str, value: Any, retry: RetryPolicy | None) -> RetryPolicy | None:
+    """A task's retry policy, over the backend's; None turns retries off for the task."""
+    return None if value is None else RetryPolicy.parse(where, value, retry)
+
+
+_TASK_OPTION_CHECKS: dict[str, Any] = {
+    "retry": _own_retry,
+    "timeout": lambda where, value, _retry: _seconds_or_none(where, value),
+    "enqueue_on_commit": lambda where, value, _retry: _boolean(where, value),
+}
+
+
+def is_positive_seconds(value: object) -> bool:
+    """A finite number of seconds > 0 (not a bool)."""
+    return _is_number(value) and value > 0  # type: ignore[operator]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _journal_path(where: str, path: Any) -> Path:
+    if path is None:
+        base_dir = getattr(settings, "BASE_DIR", None)
+        if base_dir is None:
+            raise _Invalid(
+                f"{where}['path'] is not set and there is no BASE_DIR setting; set "
+                f"{where}['path'] to the journal directory"
+            )
+        return Path(base_dir) / DEFAULT_JOURNAL_DIRNAME
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+        raise _Invalid(f"{where}['path'] must be a directory path, not {path!r}")
+    return Path(path)
