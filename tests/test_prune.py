@@ -182,6 +182,7 @@ def test_prune_without_a_valid_age_is_refused_clearly(
 def test_retention_option_must_be_seconds(env: Env) -> None:
     env.variables["PROCPOOL_TEST_OPTIONS"] = json.dumps({"retention": "7 days"})
     done = prune(env, "--older-than", "1d", expect_code=1)
-    assert "['retention'] must be a number of seconds > 0, or None; not '7 days'" in (
-        done.stdout + done.stderr
-    )
+    assert (
+        "['retention'] must be a number of seconds > 0, a dict such as "
+        "{'SUCCESSFUL': 86400, 'FAILED': 2592000}, or None; not '7 days'"
+    ) in (done.stdout + done.stderr)
