@@ -47,7 +47,7 @@ import stat
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -139,6 +139,8 @@ class State:
     finished_at: datetime | None = None
     errors: tuple[TaskError, ...] = ()
     return_value: Any = None
+    #: While READY: not before this time (a retry's backoff), instead of the record's.
+    run_after: datetime | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -147,9 +149,15 @@ class State:
 
 @dataclass(frozen=True, slots=True)
 class Requeue:
-    """A marker line: the task of this id is READY again (a new attempt)."""
+    """A marker line: the task of this id is READY again (a new attempt).
+
+    With ``state``, the marker is the commit point of an operator's re-queue (see
+    ``Journal.append_requeue``): that READY state counts once the marker is on disk, and
+    whoever reads the marker publishes it if the task's result file is behind.
+    """
 
     id: str
+    state: State | None = None
 
 
 @dataclass(slots=True)
@@ -270,23 +278,29 @@ def decode_record(data: Mapping[str, Any]) -> Record:
 
 
 def encode_state(state: State) -> bytes:
-    return _dumps(
-        {
-            "id": state.id,
-            "status": state.status,
-            "version": state.version,
-            "worker_ids": list(state.worker_ids),
-            "owner": state.owner,
-            "started_at": _encode_time(state.started_at),
-            "last_attempted_at": _encode_time(state.last_attempted_at),
-            "finished_at": _encode_time(state.finished_at),
-            "errors": [
-                {"exception_class_path": e.exception_class_path, "traceback": e.traceback}
-                for e in state.errors
-            ],
-            "return_value": state.return_value,
-        }
-    )
+    return _dumps(state_data(state))
+
+
+def state_data(state: State) -> dict[str, Any]:
+    """A state as JSON data (what ``decode_state`` reads back)."""
+    data: dict[str, Any] = {
+        "id": state.id,
+        "status": state.status,
+        "version": state.version,
+        "worker_ids": list(state.worker_ids),
+        "owner": state.owner,
+        "started_at": _encode_time(state.started_at),
+        "last_attempted_at": _encode_time(state.last_attempted_at),
+        "finished_at": _encode_time(state.finished_at),
+        "errors": [
+            {"exception_class_path": e.exception_class_path, "traceback": e.traceback}
+            for e in state.errors
+        ],
+        "return_value": state.return_value,
+    }
+    if state.run_after is not None:
+        data["run_after"] = _encode_time(state.run_after)
+    return data
 
 
 def decode_state(data: Mapping[str, Any]) -> State:
@@ -301,6 +315,7 @@ def decode_state(data: Mapping[str, Any]) -> State:
         finished_at=_decode_time(data["finished_at"]),
         errors=tuple(TaskError(**error) for error in data["errors"]),
         return_value=data["return_value"],
+        run_after=_decode_time(data.get("run_after")),
     )
 
 
@@ -562,6 +577,19 @@ def _is_flocked(path: Path) -> bool:
     return False
 
 
+def _line_builder(record: Record) -> Any:
+    """``build_line(id)``: the record's framed line once its id is known.
+
+    Encoded once, before the writer's lock; the id (known only under it) goes in front.
+    """
+    after_id = encode_record(replace(record, id=""))[len(_EMPTY_ID_PREFIX) :]
+
+    def build_line(record_id: str) -> bytes:
+        return _frame(b'{"id":"%s"%s' % (record_id.encode(), after_id))
+
+    return build_line
+
+
 class _SegmentWriter:
     """Appends the records of one process to its own segment, one writer at a time."""
 
@@ -577,25 +605,31 @@ class _SegmentWriter:
     def append(self, build_line: Any) -> str:
         """Append ``build_line(id)`` durably and return the id it was given."""
         with self._lock:
-            if (
-                self._fd is None
-                or os.fstat(self._fd).st_nlink == 0  # removed, with its journal perhaps
-                or self._offset >= SEGMENT_MAX_BYTES
-                or time.monotonic() - self._opened_at > SEGMENT_MAX_AGE_S
-            ):
+            if self._needs_new_segment():
                 self._open_new_segment()
-            assert self._fd is not None  # noqa: S101 (narrowing for mypy)
             record_id = f"{self._segment}-{self._offset:x}"
-            line = build_line(record_id)
-            try:
-                _write_all(self._fd, line)
-                if self._durable:
-                    os.fdatasync(self._fd)
-            except OSError:
-                self._abandon_segment()
-                raise
-            self._offset += len(line)
+            self._write_durably(build_line(record_id))
             return record_id
+
+    def _needs_new_segment(self) -> bool:
+        return (
+            self._fd is None
+            or os.fstat(self._fd).st_nlink == 0  # removed, with its journal perhaps
+            or self._offset >= SEGMENT_MAX_BYTES
+            or time.monotonic() - self._opened_at > SEGMENT_MAX_AGE_S
+        )
+
+    def _write_durably(self, data: bytes) -> None:
+        """Append ``data`` at the end and sync it; on failure, never write here again."""
+        assert self._fd is not None  # noqa: S101 (a segment is open)
+        try:
+            _write_all(self._fd, data)
+            if self._durable:
+                os.fdatasync(self._fd)
+        except OSError:
+            self._abandon_segment()
+            raise
+        self._offset += len(data)
 
     def _open_new_segment(self) -> None:
         self.close()
@@ -639,23 +673,106 @@ class _SegmentWriter:
             self._fd = None
 
 
+@dataclass(eq=False, slots=True)
+class Reservation:
+    """A record given its id (its place in a segment) before it is written."""
+
+    id: str
+    line: bytes
+    offset: int
+    #: Whether the transaction it waits for may still commit (set by the backend).
+    is_pending: Any
+
+
+class ReservationLost(OSError):
+    """A reserved record can no longer be written at its id (its segment was abandoned)."""
+
+
+class _ReservingWriter(_SegmentWriter):
+    """Appends records enqueued on commit, at the places their ids named at enqueue.
+
+    ``reserve`` gives a record the next offset without writing anything; ``write``
+    appends it once its transaction committed. Django runs a transaction's on-commit
+    callbacks in the order they were registered, and a thread runs one transaction at a
+    time, so when a reservation is written every earlier one that is still unwritten
+    belongs to a transaction that rolled back: its bytes become a void line of the same
+    length. The segment thus only ever grows at its end, and every id points at its own
+    record or at a void line. One writer per thread (a thread's connection runs its
+    transactions one after another).
+    """
+
+    def __init__(self, directory: Path, *, durable: bool) -> None:
+        super().__init__(directory, durable=durable)
+        self._reserved: list[Reservation] = []  # given out, not yet written, in order
+        self._end = 0  # the offset the next reservation gets
+
+    def reserve(self, build_line: Any, is_pending: Any) -> Reservation:
+        with self._lock:
+            if self._reserved and not any(each.is_pending() for each in self._reserved):
+                self._void(len(self._reserved))  # all rolled back: free to move on
+            if not self._reserved and self._needs_new_segment():
+                self._open_new_segment()
+                self._end = self._offset
+            record_id = f"{self._segment}-{self._end:x}"
+            reservation = Reservation(record_id, build_line(record_id), self._end, is_pending)
+            self._end += len(reservation.line)
+            self._reserved.append(reservation)
+            return reservation
+
+    def write(self, reservation: Reservation) -> None:
+        """Append the reserved record durably, after void lines for rolled-back ones."""
+        with self._lock:
+            if reservation not in self._reserved or self._fd is None:
+                raise ReservationLost(
+                    errno.EIO, "its segment was given up after a failed write", reservation.id
+                )
+            if os.fstat(self._fd).st_nlink == 0:
+                raise ReservationLost(errno.ENOENT, "the journal was removed", reservation.id)
+            count = self._reserved.index(reservation)
+            voids = b"".join(map(_void_line, self._reserved[:count]))
+            self._write_durably(voids + reservation.line)
+            del self._reserved[: count + 1]
+
+    def is_reserved(self, record_id: str) -> bool:
+        with self._lock:
+            return any(each.id == record_id and each.is_pending() for each in self._reserved)
+
+    def _void(self, count: int) -> None:
+        self._write_durably(b"".join(map(_void_line, self._reserved[:count])))
+        del self._reserved[:count]
+
+    def _abandon_segment(self) -> None:
+        super()._abandon_segment()
+        self._reserved.clear()
+
+
+def _void_line(reservation: Reservation) -> bytes:
+    """A line as long as the reservation's record that readers skip (JSON allows spaces)."""
+    payload = b'{"void":"%s"}' % reservation.id.encode()
+    padding = len(reservation.line) - len(_frame(payload))
+    return _frame(payload[:-1] + b" " * padding + b"}")
+
+
 _writers: dict[tuple[str, bool], _SegmentWriter] = {}
 _writers_lock = threading.Lock()
+#: Per thread, ``writers``: (segments directory, durable) -> _ReservingWriter.
+_reserving_writers = threading.local()
 
 
 def _forget_writers_after_fork() -> None:
     # A forked child must not append to its parent's segment (two writers, one file),
     # and the parent's lock objects may have been held by another thread at fork time.
-    global _writers_lock
+    global _writers_lock, _reserving_writers
     _writers.clear()
     _writers_lock = threading.Lock()
+    _reserving_writers = threading.local()
 
 
 os.register_at_fork(after_in_child=_forget_writers_after_fork)
 
 
 class ClaimLock:
-    """An exclusive ``flock`` on ``claim.lock``, its file kept open between claims.
+    """An exclusive ``flock`` on a lock file (``claim.lock``), kept open between uses.
 
     A ``filelock.FileLock`` opens, stats and creates the file's directory on every
     acquire, which cost more than the claim itself. The flock is the same kind that
@@ -669,18 +786,30 @@ class ClaimLock:
         self._thread_lock = threading.Lock()
 
     def __enter__(self) -> None:
-        self._thread_lock.acquire()
+        self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        """Take the lock; without ``blocking``, False at once if another holds it."""
+        if not self._thread_lock.acquire(blocking=blocking):
+            return False
         try:
             if self._fd is None:
                 flags = os.O_RDWR | os.O_CREAT | _OPEN_FLAGS
                 self._fd = os.open(self._path, flags, _FILE_MODE)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            self._thread_lock.release()
+            return False
         except BaseException:
             self._thread_lock.release()
             raise
+        return True
 
-    def __exit__(self, *exc_info: object) -> None:
-        assert self._fd is not None  # noqa: S101 (__enter__ opened it)
+    def release(self) -> None:
+        assert self._fd is not None  # noqa: S101 (acquire opened it)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
@@ -706,6 +835,7 @@ class Journal:
         self.quarantine_dir = self.path / "quarantine"
         self._ready = False
         self._claim_lock = ClaimLock(self.path / "claim.lock")
+        self._history_lock = ClaimLock(self.path / "history.lock")
         #: results/<segment> fds kept open by ``keep_directories_open`` (supervisors).
         self._open_results_dirs: dict[str, int] | None = None
 
@@ -787,28 +917,81 @@ class Journal:
         Raises OSError (disk full, read-only, ...) with nothing acknowledged: a partial
         line is cut off again, and the segment is never written to afterwards.
         """
-        # Encoded once, before the lock; the id (known only under it) goes in front.
-        after_id = encode_record(replace(record, id=""))[len(_EMPTY_ID_PREFIX) :]
+        return self._append(_line_builder(record))
 
-        def build_line(record_id: str) -> bytes:
-            return _frame(b'{"id":"%s"%s' % (record_id.encode(), after_id))
+    def reserve(self, record: Record, is_pending: Any) -> Reservation:
+        """Give ``record`` its id now and write it later, with ``write_reserved``.
 
-        return self._append(build_line)
+        For enqueue on commit: the id is final (its place in a segment of this thread's
+        own), nothing is on disk until the write. ``is_pending()`` tells whether the
+        transaction may still commit. Raises OSError when the journal cannot be used.
+        """
+        build_line = _line_builder(record)
+        reservation: Reservation = self._in_journal(
+            lambda: self._reserving_writer().reserve(build_line, is_pending)
+        )
+        return reservation
 
-    def append_requeue(self, record_id: str) -> None:
-        """Tell every supervisor that task ``record_id`` is READY again."""
-        self._append(lambda _own_id: _frame(_dumps({"requeue": record_id})))
+    def write_reserved(self, reservation: Reservation) -> None:
+        """Write a reserved record durably at its place; ReservationLost if it cannot be."""
+        self._reserving_writer().write(reservation)
+
+    def is_reserved(self, record_id: str) -> bool:
+        """Whether this thread holds ``record_id`` for a transaction that is still open."""
+        return self._reserving_writer().is_reserved(record_id)
+
+    def _reserving_writer(self) -> _ReservingWriter:
+        writers: dict[tuple[str, bool], _ReservingWriter] = _reserving_writers.__dict__.setdefault(
+            "writers", {}
+        )
+        key = (str(self.segments_dir), self.durable)
+        if key not in writers:
+            writers[key] = _ReservingWriter(self.segments_dir, durable=self.durable)
+        return writers[key]
+
+    def append_requeue(self, record_id: str, state: State | None = None) -> None:
+        """Tell every supervisor that task ``record_id`` is READY again.
+
+        With ``state`` (READY), the marker itself makes the task READY: it is written
+        durably before the state reaches the result file, so that a crash between the two
+        leaves a marker that the next reader publishes (``publish_requeue``), never a task
+        that is READY without anyone being told.
+        """
+        data: dict[str, Any] = {"requeue": record_id}
+        if state is not None:
+            data["state"] = state_data(state)
+        line = _frame(_dumps(data))
+        self._append(lambda _own_id: line)
+
+    def publish_requeue(self, requeue: Requeue) -> State | None:
+        """Bring a task's result file up to a re-queue marker's state; return the state now.
+
+        Under the claim lock, so that it never writes over a claim made meanwhile: the
+        marker's state counts only if the file holds an older version.
+        """
+        with self.claim_lock():
+            current = self.read_state(requeue.id)
+            marked = requeue.state
+            if marked is None or (current is not None and current.version >= marked.version):
+                return current
+            self.write_state(marked)
+            return marked
 
     def _append(self, build_line: Any) -> str:
+        record_id: str = self._in_journal(lambda: self._writer().append(build_line))
+        return record_id
+
+    def _in_journal(self, write: Any) -> Any:
+        """Call ``write`` with the journal's directories in place, made again if need be."""
         self.ensure()
         try:
-            return self._writer().append(build_line)
+            return write()
         except FileNotFoundError:
             # The journal was removed since this process last wrote to it (and perhaps
             # made again): an append to the old, unlinked files would be lost.
             self._ready = False
             self.ensure()
-            return self._writer().append(build_line)
+            return write()
 
     # -- read ------------------------------------------------------------------------------
 
@@ -915,6 +1098,7 @@ class Journal:
             os.close(fd)
         self._open_results_dirs = None
         self._claim_lock.close()
+        self._history_lock.close()
 
     @contextlib.contextmanager
     def _results_directory(self, segment: str, *, create: bool) -> Iterator[int]:
@@ -933,12 +1117,42 @@ class Journal:
         """The journal-wide lock under which a READY task becomes RUNNING (one claim)."""
         return self._claim_lock
 
+    def history_lock(self) -> ClaimLock:
+        """The lock for changing finished history: summaries, pruning, re-queues.
+
+        Taken before the claim lock when both are needed. One summary writer at a time
+        means a summary computed before a re-queue can never be written after it.
+        """
+        return self._history_lock
+
     # -- supervisors -----------------------------------------------------------------------
 
     def worker_lock(self, instance: str) -> filelock.BaseFileLock:
         return filelock.FileLock(
             self.workers_dir / f"{instance}.lock", mode=_FILE_MODE, thread_local=False
         )
+
+    def write_heartbeat(self, instance: str, data: Mapping[str, Any]) -> None:
+        """Replace a supervisor's heartbeat file (``heartbeat``); not synced."""
+        with _directory(self.path, "workers", create=False) as dir_fd:
+            _write_file_atomically(dir_fd, f"{instance}.json", _dumps(data))
+
+    def read_heartbeats(self) -> list[Any]:
+        """The JSON of every supervisor heartbeat; unreadable ones are left out."""
+        beats = []
+        try:
+            with _directory(self.path, "workers", create=False) as dir_fd:
+                for name in os.listdir(dir_fd):
+                    if name.endswith(".json") and is_instance_name(name[:-5]):
+                        with contextlib.suppress(OSError, ValueError):
+                            beats.append(json.loads(_read_file(name, dir_fd=dir_fd)))
+        except FileNotFoundError:
+            pass
+        return beats
+
+    def remove_heartbeat(self, instance: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.workers_dir / f"{instance}.json")
 
     # -- segments, for supervisors ---------------------------------------------------------
 
@@ -964,23 +1178,36 @@ class Journal:
             if name.endswith(_SEGMENT_SUFFIX) and is_instance_name(name[: -len(_SEGMENT_SUFFIX)])
         )
 
-    def done_segments(self) -> dict[str, float | None]:
-        """Segments marked done, with when their last task finished (POSIX time; None:
-        not recorded)."""
-        done: dict[str, float | None] = {}
-        with _directory(self.path, "segments", create=False) as dir_fd:
-            for name in os.listdir(dir_fd):
-                if name.endswith(".done") and is_instance_name(name[:-5]):
-                    done[name[:-5]] = _read_done_marker(dir_fd, name)
-        return done
+    def is_done(self, segment: str) -> bool:
+        """Whether the segment is marked done: start-up may skip it (see ``history``)."""
+        return (self.segments_dir / f"{segment}.done").exists()
 
-    def mark_done(self, segment: str, last_finished_at: float) -> None:
-        """Record that every task of ``segment`` finished, the last at ``last_finished_at``.
-
-        Pruning reads that time instead of every result file of the segment again.
-        """
+    def mark_done(self, segment: str) -> None:
         with _directory(self.path, "segments", create=False) as dir_fd:
-            _write_file_atomically(dir_fd, f"{segment}.done", repr(last_finished_at).encode())
+            _write_file_atomically(dir_fd, f"{segment}.done", b"")
+
+    def read_summary(self, segment: str) -> Any:
+        """A segment's summary as JSON data (see ``history``); None if it has none."""
+        try:
+            with _directory(self.path, "segments", create=False) as dir_fd:
+                return json.loads(_read_file(f"{segment}.summary", dir_fd=dir_fd))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            logger.warning("Ignoring the unreadable summary of segment=%s: %s", segment, error)
+            return None
+
+    def write_summary(self, segment: str, data: Mapping[str, Any]) -> None:
+        """Replace a segment's summary; not synced, it can always be computed again."""
+        with _directory(self.path, "segments", create=False) as dir_fd:
+            _write_file_atomically(dir_fd, f"{segment}.summary", _dumps(data))
+
+    def remove_result(self, record_id: str) -> None:
+        """Delete one task's result file (pruning a finished task of a done segment)."""
+        segment, offset = parse_id(record_id)
+        with contextlib.suppress(FileNotFoundError):
+            with self._results_directory(segment, create=False) as dir_fd:
+                os.unlink(f"{offset:x}.json", dir_fd=dir_fd)
 
     def remove_segment(self, segment: str) -> None:
         """Delete a segment and its results: its ids no longer exist afterwards.
@@ -992,15 +1219,31 @@ class Journal:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.segment_path(segment))
         self._remove_results(segment)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.segments_dir / f"{segment}.done")
+        for suffix in (".summary", ".done"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.segments_dir / f"{segment}{suffix}")
 
     def remove_orphan_results(self) -> None:
-        """Remove result directories whose segment is gone (a prune that crashed)."""
+        """Remove results, summaries and done markers whose segment is gone (a prune that
+        crashed half-way).
+
+        A segment is looked for again just before its leftovers go: one created after the
+        listing already has a results directory once a task of it is claimed. Segment
+        names are never used twice, so a segment missing then is gone for good.
+        """
         segments = set(self.all_segment_names())
         for name in os.listdir(self.results_dir):
-            if is_instance_name(name) and name not in segments:
+            if is_instance_name(name) and name not in segments and self._is_gone(name):
                 self._remove_results(name)
+        for name in os.listdir(self.segments_dir):
+            stem, _, suffix = name.partition(".")
+            if suffix in ("summary", "done") and is_instance_name(stem) and stem not in segments:
+                if self._is_gone(stem):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.segments_dir / name)
+
+    def _is_gone(self, segment: str) -> bool:
+        return not os.path.lexists(self.segment_path(segment))
 
     def _remove_results(self, segment: str) -> None:
         try:
@@ -1034,72 +1277,6 @@ class Journal:
         return True
 
 
-@dataclass
-class PruneReport:
-    """What ``prune`` did: segments marked done or removed, and the tasks in them."""
-
-    done_segments: int = 0
-    pruned_segments: int = 0
-    pruned_tasks: int = 0
-
-
-def prune(journal: Journal, finished_before: datetime | None) -> PruneReport:
-    """Mark finished segments done; remove those whose tasks all finished before a time.
-
-    Works segment by segment: a segment goes once it is sealed (its writer moved on),
-    quiet for ``QUIET_S``, and every task in it finished (``finished_before``: before
-    that time; None: mark done only). Done segments are skipped by supervisors at start,
-    and their marker says when their last task finished, so that start-up, claims,
-    ``get_result`` and pruning itself do not grow with the history.
-    """
-    report = PruneReport()
-    quiet_since = time.time() - QUIET_S
-    cutoff = None if finished_before is None else finished_before.timestamp()
-    done = journal.done_segments()
-    for segment in journal.all_segment_names():
-        last_finished_at = done.get(segment)
-        if last_finished_at is None:
-            with contextlib.suppress(FileNotFoundError):
-                last_finished_at = _last_finished_at(journal, segment, quiet_since)
-            if last_finished_at is None:
-                continue
-            journal.mark_done(segment, last_finished_at)
-            report.done_segments += 1
-        if cutoff is not None and last_finished_at < cutoff:
-            tasks = SegmentTail(journal).read_segment(segment)
-            report.pruned_tasks += sum(isinstance(item, Record) for item in tasks)
-            journal.remove_segment(segment)
-            report.pruned_segments += 1
-    return report
-
-
-def _last_finished_at(journal: Journal, segment: str, quiet_since: float) -> float | None:
-    """When the last task of a sealed, quiet segment finished; None if one has not."""
-    info = journal.segment_path(segment).stat()
-    if info.st_mtime > quiet_since or not journal.is_sealed(segment):
-        return None
-    finished = []
-    for item in SegmentTail(journal).read_segment(segment):
-        if not isinstance(item, Record):
-            continue  # re-queue notices and quarantined lines hold no task of their own
-        try:
-            state = journal.read_state(item.id)
-        except JournalError:
-            return None
-        if state is None or state.status not in FINISHED_STATUSES or not state.finished_at:
-            return None
-        finished.append(state.finished_at.timestamp())
-    return max(finished, default=info.st_mtime)  # a segment of no task: its last write
-
-
-def _read_done_marker(dir_fd: int, name: str) -> float | None:
-    """The time in a done marker; None for an empty or damaged one (it is recomputed)."""
-    try:
-        return float(_read_file(name, dir_fd=dir_fd))
-    except (OSError, ValueError):
-        return None
-
-
 class SegmentTail:
     """Reads the lines appended to the journal's segments since the last call."""
 
@@ -1118,6 +1295,29 @@ class SegmentTail:
 
     def offsets(self) -> dict[str, int]:
         return dict(self._offsets)
+
+    def seek(self, segment: str, offset: int) -> None:
+        """Read ``segment`` from ``offset`` (the start of a line) at the next read."""
+        self._offsets[segment] = offset
+
+    def read_at(self, segment: str, offsets: Iterable[int]) -> dict[int, Record | Requeue]:
+        """The records (or markers) on the lines that start at ``offsets``, from one read.
+
+        Lines that are not there (yet), or that cannot be read, are left out.
+        """
+        try:
+            data = _read_file(self._journal.segment_path(segment))
+        except FileNotFoundError:
+            return {}
+        items: dict[int, Record | Requeue] = {}
+        for offset in offsets:
+            end = data.find(b"\n", offset)
+            if end < 0:
+                continue
+            item = self._parse(segment, offset, data[offset:end])
+            if isinstance(item, Record | Requeue):
+                items[offset] = item
+        return items
 
     def read_segment(self, segment: str) -> Iterator[Record | Requeue | Quarantined]:
         start = self._offsets.get(segment, 0)
@@ -1142,7 +1342,9 @@ class SegmentTail:
         lines = data.split(b"\n")
         tail = lines.pop()  # after the last newline: empty, or a line still being written
         for line in lines:
-            yield self._parse(segment, offset, line)
+            item = self._parse(segment, offset, line)
+            if item is not None:
+                yield item
             offset += len(line) + 1
         if tail and self._journal.is_sealed(segment):
             # The writer died mid-line: that enqueue never returned, so nothing is lost.
@@ -1150,14 +1352,22 @@ class SegmentTail:
             offset += len(tail)
         self._offsets[segment] = offset
 
-    def _parse(self, segment: str, offset: int, line: bytes) -> Record | Requeue | Quarantined:
+    def _parse(
+        self, segment: str, offset: int, line: bytes
+    ) -> Record | Requeue | Quarantined | None:
         try:
             data = _unframe(line)
         except ValueError as error:
             return Quarantined(segment, offset, str(error), line)
         try:
             if "requeue" in data:
-                return Requeue(parse_id_checked(data["requeue"]))
+                state = data.get("state")
+                return Requeue(
+                    parse_id_checked(data["requeue"]),
+                    None if state is None else decode_state(state),
+                )
+            if "void" in data:
+                return None  # a reservation whose transaction rolled back
             record = decode_record(data)
         except (KeyError, TypeError, ValueError, RecordNotFound) as error:
             return Quarantined(segment, offset, f"wrong schema: {error!r}", line)
