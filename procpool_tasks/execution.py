@@ -7,6 +7,7 @@ The supervisor sends a ``Job`` (the record and its RUNNING state) and gets back 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ import django
 from django.apps import apps
 from django.db import close_old_connections
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from . import compat, journal
 from .lifeline import die_with_process
@@ -35,6 +37,7 @@ __all__ = ["ChildSettings", "Job", "Outcome", "TaskTimeoutError", "init_child", 
 class Job:
     record: journal.Record
     state: journal.State  # RUNNING, as the supervisor claimed it
+    timeout: float | None = None  # seconds; see TaskOptions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +47,8 @@ class Outcome:
     return_value: Any = None
     error: journal.TaskError | None = None
     unloadable: bool = False  # the record names no importable Task: quarantine it
+    retry: bool = False  # FAILED by an exception its retry policy retries, attempts left
+    memory_mib: float = 0.0  # the process's resident memory once the task ended
 
 
 class TaskTimeoutError(BaseException):
@@ -59,7 +64,6 @@ class ChildSettings:
     """What every worker process is told when it starts."""
 
     verbosity: int
-    task_timeout: float | None
     supervisor_pid: int
     started: Any  # a multiprocessing SimpleQueue: (task id, pid) as each task starts
     sqlite_defaults: bool = True  # see ``sqlite``: make concurrent tasks wait for locks
@@ -94,15 +98,25 @@ def configure_child_logging(verbosity: int) -> None:
 
 def run_job(job: Job) -> Outcome:
     """Run one task as Django's request cycle would: fresh connections before and after."""
-    timeout = _settings.task_timeout if _settings else None
     if _settings is not None:
         _settings.started.put((job.record.id, os.getpid()))
     close_old_connections()
     try:
-        with _time_limit(timeout):
-            return _run(job)
+        with _time_limit(job.timeout):
+            outcome = _run(job)
     finally:
         close_old_connections()
+    return replace(outcome, memory_mib=resident_memory_mib())
+
+
+def resident_memory_mib() -> float:
+    """This process's resident set size (RSS) in MiB; 0 where /proc is missing."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            resident_pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 @contextlib.contextmanager
@@ -140,6 +154,9 @@ def _run(job: Job) -> Outcome:
         return_value = journal.to_json_value(value, "the return value")
     except BaseException as error:
         outcome = _failed(error)
+        if _will_retry(job, error):
+            # Not finished: it runs again after its backoff (the supervisor logs it).
+            return replace(outcome, retry=True)
         compat.set_result_field(result, "status", compat.TaskResultStatus.FAILED)
         compat.set_result_field(result, "finished_at", outcome.finished_at)
         result.errors.append(
@@ -171,6 +188,38 @@ def _send_finished(sender: Any, result: Any) -> None:
         logging.getLogger(__name__).exception(
             "A task_finished receiver failed for task id=%s", result.id
         )
+
+
+def _will_retry(job: Job, error: BaseException) -> bool:
+    """Whether the task's retry policy runs it again after ``error``, attempts left."""
+    try:
+        backend: Any = compat.task_backends[job.record.backend]
+        policy = backend.backend_options.for_task(job.record.task_path).retry
+    except Exception:  # not a ProcPoolBackend any more: no policy
+        return False
+    if policy is None or len(job.state.worker_ids) >= policy.attempts:
+        return False
+    if not policy.exceptions:
+        return isinstance(error, Exception)
+    return isinstance(error, _exception_classes(policy.exceptions))
+
+
+@functools.cache
+def _exception_classes(paths: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    """The classes a retry policy names; one that does not import matches nothing.
+
+    The system check ``procpool_tasks.E003`` reports such a path when the project starts.
+    """
+    classes = []
+    for path in paths:
+        try:
+            found = import_string(path)
+        except ImportError:
+            logging.getLogger(__name__).error("Cannot import the retry exception %s", path)
+            continue
+        if isinstance(found, type) and issubclass(found, BaseException):
+            classes.append(found)
+    return tuple(classes)
 
 
 def _failed(error: BaseException) -> Outcome:

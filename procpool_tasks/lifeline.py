@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-__all__ = ["die_with_parent", "die_with_process"]
+__all__ = ["die_with_parent", "die_with_process", "is_running"]
 
 _PR_SET_PDEATHSIG = 1
 #: Where pidfds are missing (not Linux, or a kernel before 5.3): how often to look.
@@ -49,7 +49,7 @@ def die_with_process(pid: int, signum: int = signal.SIGKILL) -> None:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
         pidfd = None
-    if pidfd is None and not _is_running(pid):
+    if pidfd is None and not is_running(pid):
         os.kill(os.getpid(), signum)
         return
     thread = threading.Thread(
@@ -63,12 +63,13 @@ def _wait_then_kill(pid: int, pidfd: int | None, signum: int) -> None:
         with contextlib.suppress(InterruptedError):
             select.select([pidfd], [], [])  # readable once the process has exited
     else:
-        while _is_running(pid):
+        while is_running(pid):
             time.sleep(_POLL_S)
     os.kill(os.getpid(), signum)
 
 
-def _is_running(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """Whether a process of this pid exists (on this host)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

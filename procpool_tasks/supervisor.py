@@ -34,7 +34,7 @@ import time
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -43,8 +43,11 @@ import watchfiles
 from django.db import connections
 from django.utils import timezone
 
-from . import compat, execution, journal, sqlite
+from . import compat, execution, history, journal, sqlite
 from .backend import ProcPoolBackend
+from .heartbeat import HEARTBEAT_INTERVAL_S, HOST, Heartbeat
+from .options import TaskOptions
+from .pool import WorkerPool
 from .results import TaskNotLoadable, build_task_result, load_task
 
 logger = logging.getLogger(__name__)
@@ -72,8 +75,9 @@ KILL_GRACE_S = 5.0
 #: While other tasks run, a finished state waits this long at most for more to share its
 #: sync (group commit); with nothing else running it is written at once.
 GROUP_COMMIT_WINDOW_S = 0.005
-#: How often a supervisor marks finished segments done and prunes expired ones.
-PRUNE_INTERVAL_S = 3600.0
+#: How often a supervisor brings the history's summaries up to date, marks finished
+#: segments done and prunes by retention (one supervisor of a journal at a time).
+HISTORY_INTERVAL_S = 60.0
 #: How long past its time limit a task that ignores the limit is killed.
 TIMEOUT_KILL_GRACE_S = 2.0
 
@@ -97,11 +101,16 @@ class SupervisorConfig:
     batch: bool = False
     max_tasks: int | None = None
     max_tasks_per_child: int | None = None
-    task_timeout: float | None = None
+    max_memory_per_child: float | None = None  # MiB
+    task_timeout: float | None = None  # --task-timeout; see BackendOptions.for_task
     verbosity: int = 1
 
     def serves(self, queue_name: str) -> bool:
         return self.queue_names is None or queue_name in self.queue_names
+
+    def options_for(self, record: journal.Record) -> TaskOptions:
+        """The retry policy and timeout the record's task runs with."""
+        return self.backend.backend_options.for_task(record.task_path, timeout=self.task_timeout)
 
 
 @dataclass(slots=True)
@@ -109,6 +118,7 @@ class _InFlight:
     record: journal.Record
     state: journal.State
     pool: ProcessPoolExecutor | None
+    timeout: float | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -140,7 +150,7 @@ class Supervisor:
         self._unannounced: list[tuple[journal.Record, journal.State]] = []
         self._unwritten_since = 0.0
         self._write_failed = False
-        self._requeued: dict[str, journal.Record] = {}
+        self._requeued: dict[str, tuple[journal.Record, journal.State]] = {}
         self._claim_paused_until = 0.0
         self._pids: dict[str, int] = {}
         self._deadlines: dict[str, float] = {}
@@ -159,6 +169,8 @@ class Supervisor:
         self._pool: ProcessPoolExecutor | None = None
         self._result_log: journal.ResultLog | None = None
         self._instance_lock = self.journal.worker_lock(self.instance)
+        self._started_at = timezone.now()
+        self._next_beat = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -209,12 +221,13 @@ class Supervisor:
                 self.journal.path,
             )
             self._apply_sqlite_defaults()
+            self._beat()
             self._install_signal_handlers()
             self._start_watcher()
             self._start_preparer()
             self._find_dead_instances()
             self._read_journal(initial=True)
-            self._start_pruner()
+            self._start_history_keeper()
             self._pool = self._new_pool()
             exit_code = self._loop()
         finally:
@@ -226,6 +239,7 @@ class Supervisor:
             # With nothing of ours left RUNNING, every state in our log is published.
             clean = not self._in_flight and not self._unwritten
             self._result_log.close(remove=clean)
+            self.journal.remove_heartbeat(self.instance)
             self.journal.close()
             instance_lock.release()
             if clean:
@@ -299,9 +313,31 @@ class Supervisor:
             timeout = min(timeout, max(0.0, self._waiting[0][0] - time.time()))
         if self._deadlines:
             timeout = min(timeout, max(0.0, min(self._deadlines.values()) - time.monotonic()))
-        return timeout
+        return min(timeout, max(0.0, self._next_beat - time.monotonic()))
+
+    def _beat(self) -> None:
+        """Write this supervisor's heartbeat (see ``heartbeat``); a failure only logs."""
+        self._next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
+        queues = self.config.queue_names
+        beat = Heartbeat(
+            instance=self.instance,
+            worker_id=self.config.worker_id,
+            pid=os.getpid(),
+            host=HOST,
+            backend=self.config.backend.alias,
+            processes=self.config.processes,
+            queues=None if queues is None else sorted(queues),
+            started_at=self._started_at,
+            beat_at=timezone.now(),
+        )
+        try:
+            self.journal.write_heartbeat(self.instance, beat.to_json())
+        except OSError as error:
+            logger.warning("Cannot write the heartbeat of worker_id=%s: %s", beat.worker_id, error)
 
     def _handle_events(self, timeout: float) -> None:
+        if time.monotonic() >= self._next_beat:
+            self._beat()
         try:
             events = [self._events.get(timeout=timeout)]
         except queue.Empty:
@@ -358,29 +394,43 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._events.put_nowait(("signal", signum))
 
-    def _start_pruner(self) -> None:
-        thread = threading.Thread(target=self._prune, name="procpool-prune", daemon=True)
+    def _start_history_keeper(self) -> None:
+        thread = threading.Thread(target=self._keep_history, name="procpool-history", daemon=True)
         thread.start()
 
-    def _prune(self) -> None:
-        """Now and every PRUNE_INTERVAL_S: mark finished segments done, drop expired ones.
+    def _keep_history(self) -> None:
+        """Now and every HISTORY_INTERVAL_S: summarize, mark done, prune by retention.
 
         A thread of its own with its own Journal (no shared open directories), so that a
-        long history never holds up claims. A prune cut short by exit is finished later.
+        long history never holds up claims; skipped while another process holds the
+        history lock (another supervisor's pass, a prune). A pass cut short by exit is
+        finished by the next one.
         """
         own_journal = journal.Journal(self.journal.path, durable=self.journal.durable)
         retention = self.config.backend.backend_options.retention
-        while not self._watch_stop.is_set():
-            cutoff = None if retention is None else timezone.now() - timedelta(seconds=retention)
-            try:
-                report = journal.prune(own_journal, finished_before=cutoff)
-                own_journal.remove_orphan_results()
-            except OSError as error:
-                logger.warning("Cannot prune the journal: %s", error)
-            else:
-                if report.pruned_segments:
-                    logger.info("Pruned %d task(s) finished before %s", report.pruned_tasks, cutoff)
-            self._watch_stop.wait(PRUNE_INTERVAL_S)
+        try:
+            while not self._watch_stop.is_set():
+                self._history_pass(own_journal, retention)
+                self._watch_stop.wait(HISTORY_INTERVAL_S)
+        finally:
+            own_journal.close()
+
+    def _history_pass(self, own_journal: journal.Journal, retention: Any) -> None:
+        try:
+            with history.history_writer(own_journal, blocking=False) as held:
+                if not held:
+                    return
+                survey = history.survey(own_journal, write=True, retention=retention)
+        except OSError as error:
+            logger.warning("Cannot keep the journal's history: %s", error)
+            return
+        if survey.pruned:
+            logger.info(
+                "Pruned %d task(s) past their retention (%s); %d segment(s) removed",
+                sum(survey.pruned.values()),
+                ", ".join(f"{count} {status}" for status, count in sorted(survey.pruned.items())),
+                survey.pruned_segments,
+            )
 
     def _start_preparer(self) -> None:
         thread = threading.Thread(
@@ -432,7 +482,7 @@ class Supervisor:
             if isinstance(item, journal.Quarantined):
                 self._quarantine(item)
             elif isinstance(item, journal.Requeue):
-                self._on_requeue(item.id)
+                self._on_requeue(item)
             elif self.config.serves(item.queue_name):
                 # A new line has no state yet; at start every state must be looked at.
                 state = self._state_at_start(item.id, with_state) if initial else None
@@ -479,36 +529,45 @@ class Supervisor:
                 self._quarantined,
             )
 
-    def _on_requeue(self, record_id: str) -> None:
+    def _on_requeue(self, marker: journal.Requeue) -> None:
+        """A task is READY again: re-run after an interruption, or re-queued by hand."""
         try:
-            record = self.journal.read_record(record_id)
+            record = self.journal.read_record(marker.id)
         except journal.RecordNotFound:
             return
-        if self.config.serves(record.queue_name):
-            self._consider(record, self._read_state(record_id))
+        if not self.config.serves(record.queue_name):
+            return
+        state: journal.State | None = _UNUSABLE
+        try:
+            # A re-queue by hand counts from its marker; the result file may be behind.
+            state = self.journal.publish_requeue(marker)
+        except journal.JournalError:
+            state = self._read_state(marker.id)  # logs why
+        except OSError as error:
+            logger.error("Cannot re-queue task id=%s: %s", marker.id, error)
+        self._consider(record, state)
 
     def _consider(self, record: journal.Record, state: journal.State | None) -> None:
         if state is None:
             self._to_prepare.put(record.id)
         if state is None or state.status == journal.READY:
-            self._push(record)
+            self._push(record, state.run_after if state else None)
         elif state.status == journal.RUNNING and not self._is_alive(state.owner):
             self._recover(record)
 
-    def _push(self, record: journal.Record) -> None:
+    def _push(self, record: journal.Record, run_after: datetime | None = None) -> None:
+        """Queue a READY task; ``run_after`` (a retry's backoff) stands for the record's."""
         if record.id in self._queued:
             return
         self._queued.add(record.id)
-        if record.run_after is not None and record.run_after.timestamp() > time.time():
-            heapq.heappush(self._waiting, (record.run_after.timestamp(), next(self._order), record))
+        due_at = (run_after or record.run_after or record.enqueued_at).timestamp()
+        if due_at > time.time():
+            heapq.heappush(self._waiting, (due_at, next(self._order), record))
         else:
-            self._push_ready(record)
+            self._push_ready(record, due_at)
 
-    def _push_ready(self, record: journal.Record) -> None:
-        order_at = record.run_after or record.enqueued_at
-        heapq.heappush(
-            self._ready, (-record.priority, order_at.timestamp(), next(self._order), record)
-        )
+    def _push_ready(self, record: journal.Record, due_at: float) -> None:
+        heapq.heappush(self._ready, (-record.priority, due_at, next(self._order), record))
 
     def _has_due_task(self) -> bool:
         return bool(self._ready) or bool(self._waiting and self._waiting[0][0] <= time.time())
@@ -559,6 +618,7 @@ class Supervisor:
     def _release_dead_instances(self) -> None:
         for instance, lock in self._dead_instances.items():
             journal.remove_result_log(self.journal, instance)
+            self.journal.remove_heartbeat(instance)
             lock.release()
             (self.journal.workers_dir / f"{instance}.lock").unlink(missing_ok=True)
         self._dead_instances.clear()
@@ -618,17 +678,17 @@ class Supervisor:
         self._started = context.SimpleQueue()
         child_settings = execution.ChildSettings(
             verbosity=self.config.verbosity,
-            task_timeout=self.config.task_timeout,
             supervisor_pid=os.getpid(),
             started=self._started,
             sqlite_defaults=self.config.backend.backend_options.sqlite_defaults,
         )
-        return ProcessPoolExecutor(
+        return WorkerPool(
             max_workers=self.config.processes,
             mp_context=context,
             initializer=execution.init_child,
             initargs=(child_settings,),
             max_tasks_per_child=self.config.max_tasks_per_child,
+            max_memory_mib=self.config.max_memory_per_child,
         )
 
     def _free_processes(self) -> int:
@@ -656,7 +716,8 @@ class Supervisor:
     def _release_due(self) -> None:
         now = time.time()
         while self._waiting and self._waiting[0][0] <= now:
-            self._push_ready(heapq.heappop(self._waiting)[-1])
+            due_at, _, record = heapq.heappop(self._waiting)
+            self._push_ready(record, due_at)
 
     def _claim(self, records: list[journal.Record]) -> list[tuple[journal.Record, journal.State]]:
         """Mark READY tasks RUNNING under the claim lock: each is claimed exactly once."""
@@ -691,19 +752,19 @@ class Supervisor:
             len(state.worker_ids),
         )
         pool = self._pool
+        timeout = self.config.options_for(record).timeout
         try:
-            future = pool.submit(execution.run_job, execution.Job(record, state))
+            future = pool.submit(execution.run_job, execution.Job(record, state, timeout))
         except BrokenProcessPool:
             future = Future()
             future.set_exception(BrokenProcessPool("the pool broke before the task started"))
         else:
             _watch_new_processes(pool)
-        self._in_flight[future] = _InFlight(record, state, pool)
-        if self.config.task_timeout:
+        self._in_flight[future] = _InFlight(record, state, pool, timeout)
+        if timeout:
             # The child raises at the limit; a task that ignores it is killed this much
             # later. Counted from now: a free process starts the task at once.
-            deadline = time.monotonic() + self.config.task_timeout + TIMEOUT_KILL_GRACE_S
-            self._deadlines[record.id] = deadline
+            self._deadlines[record.id] = time.monotonic() + timeout + TIMEOUT_KILL_GRACE_S
         future.add_done_callback(functools.partial(self._on_done, pool))
 
     def _on_done(self, pool: ProcessPoolExecutor, future: Future[execution.Outcome]) -> None:
@@ -768,10 +829,46 @@ class Supervisor:
                 )
             if outcome.unloadable:
                 self._quarantine_record(flight.record, outcome)
+            self._note_memory(pid, outcome)
+            if outcome.retry:
+                self._retry_later(flight, outcome)
+                continue
             self._finish(flight.record, _finished_state(flight.state, outcome))
             self._log_finished(flight, outcome.status)
         if broken:
             self._replace_broken_pool()
+
+    def _retry_later(self, flight: _InFlight, outcome: execution.Outcome) -> None:
+        """READY again after the backoff of its retry policy, with this attempt's error."""
+        policy = self.config.options_for(flight.record).retry
+        attempt = len(flight.state.worker_ids)
+        delay = policy.delay_after(attempt) if policy else 0.0
+        error = outcome.error
+        errors = flight.state.errors if error is None else (*flight.state.errors, error)
+        run_after = timezone.now() + timedelta(seconds=delay)
+        self._finish(flight.record, _ready_state(flight.state, errors=errors, run_after=run_after))
+        logger.warning(
+            "Task id=%s path=%s queue=%s state=READY: attempt %d of %d raised %s; "
+            "retrying in %.1fs",
+            flight.record.id,
+            flight.record.task_path,
+            flight.record.queue_name,
+            attempt,
+            policy.attempts if policy else attempt,
+            error.traceback.strip().splitlines()[-1] if error else "an error",
+            delay,
+        )
+
+    def _note_memory(self, pid: int | None, outcome: execution.Outcome) -> None:
+        limit = self.config.max_memory_per_child
+        if limit is not None and outcome.memory_mib > limit:
+            logger.info(
+                "Worker process pid=%s uses %.0f MiB, over --max-memory-per-child %g MiB; "
+                "replacing it",
+                pid,
+                outcome.memory_mib,
+                limit,
+            )
 
     def _log_finished(self, flight: _InFlight, status: str) -> None:
         logger.log(
@@ -818,7 +915,7 @@ class Supervisor:
             )
             self._retry_or_fail(flight.record, flight.state, error)
             return
-        error = _death_error(pid, exit_code, pid in self._timed_out_pids, self.config.task_timeout)
+        error = _death_error(pid, exit_code, pid in self._timed_out_pids, flight.timeout)
         self._fail(flight.record, flight.state, error)
         logger.error(
             "Task id=%s path=%s queue=%s state=FAILED: %s",
@@ -856,7 +953,7 @@ class Supervisor:
             self._unwritten_since = time.monotonic()
         self._unwritten.append(state)
         if state.status == journal.READY:
-            self._requeued[state.id] = record
+            self._requeued[state.id] = (record, state)
 
     def _fail(self, record: journal.Record, state: journal.State, error: journal.TaskError) -> None:
         """Mark FAILED a task whose process could not say so itself (it died, or never
@@ -909,8 +1006,8 @@ class Supervisor:
         self._unwritten.clear()
         self._announce_failures()
         requeued, self._requeued = self._requeued, {}
-        for record in requeued.values():
-            self._push(record)
+        for record, state in requeued.values():
+            self._push(record, state.run_after)
             try:
                 self.journal.append_requeue(record.id)  # wakes the other supervisors
             except OSError as error:

@@ -42,6 +42,16 @@ def positive_int(value: str) -> int:
     return number
 
 
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number") from None
+    if not is_positive_seconds(number):
+        raise ArgumentTypeError(f"must be a number greater than zero, not {value}")
+    return number
+
+
 def positive_seconds(value: str) -> float:
     try:
         seconds = float(value)
@@ -117,11 +127,21 @@ class Command(BaseCommand):
             "memory leaks (default: never)",
         )
         parser.add_argument(
+            "--max-memory-per-child",
+            type=positive_float,
+            default=None,
+            metavar="MIB",
+            help="Replace a worker process whose resident memory (RSS) is over this many "
+            "MiB (mebibytes, 1 MiB = 1,048,576 bytes) after a task; the task keeps its "
+            "outcome (default: no limit)",
+        )
+        parser.add_argument(
             "--task-timeout",
             type=positive_seconds,
             default=None,
-            help="Seconds a task may run before it is stopped and marked FAILED "
-            "(default: the backend's OPTIONS['task_timeout'], else no limit)",
+            help="Seconds a task may run before it is stopped and marked FAILED; a "
+            "'timeout' in OPTIONS['task_options'] for the task wins (default: "
+            "OPTIONS['task_timeout'], else no limit)",
         )
         parser.add_argument(
             "--worker-id",
@@ -188,7 +208,8 @@ class Command(BaseCommand):
             batch=options["batch"],
             max_tasks=options["max_tasks"],
             max_tasks_per_child=options["max_tasks_per_child"],
-            task_timeout=options["task_timeout"] or backend.backend_options.task_timeout,
+            max_memory_per_child=options["max_memory_per_child"],
+            task_timeout=options["task_timeout"],
             verbosity=options["verbosity"],
         )
         _exit(run_supervisor(config))
