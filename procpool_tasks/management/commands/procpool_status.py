@@ -1,0 +1,230 @@
+"""``manage.py procpool_status``: what is queued, running, failed and stuck; a health check."""
+
+from __future__ import annotations
+
+import json
+import sys
+from argparse import ArgumentParser
+from datetime import datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from procpool_tasks import compat, status
+from procpool_tasks.backend import ProcPoolBackend
+
+from .procpool_worker import positive_seconds, valid_backend_alias
+
+EXIT_HEALTHY = 0
+EXIT_UNHEALTHY = 1
+
+
+class Command(BaseCommand):
+    help = (
+        "Show a ProcPoolBackend's tasks: per queue the READY (due now), DEFERRED (READY, "
+        "run_after in the future), RUNNING, SUCCESSFUL, FAILED and QUARANTINED counts and "
+        "the age of the oldest READY task; the running tasks, the live supervisors, the "
+        "recent failures and the quarantined records. With --fail-if-no-worker or "
+        "--fail-if-older it is a health check: exit 1, with the reason on stderr, when "
+        "unhealthy."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print one JSON document instead of tables (its schema is in the README)",
+        )
+        parser.add_argument(
+            "--fail-if-no-worker",
+            nargs="?",
+            const="",
+            default=None,
+            metavar="QUEUES",
+            help="Exit 1 unless a live supervisor serves each of these queues (comma-"
+            "separated; default: those of --queue-name, else any queue)",
+        )
+        parser.add_argument(
+            "--fail-if-older",
+            type=positive_seconds,
+            default=None,
+            metavar="SECONDS",
+            help="Exit 1 if a READY task (not deferred) has waited longer than this",
+        )
+        parser.add_argument(
+            "--queue-name",
+            default=None,
+            help="The queues the health checks look at, comma-separated (default: all)",
+        )
+        parser.add_argument(
+            "--backend",
+            default=compat.DEFAULT_TASK_BACKEND_ALIAS,
+            type=valid_backend_alias,
+            dest="backend_alias",
+            help="The alias of the ProcPoolBackend in TASKS to look at (default: %(default)r)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        backend = compat.task_backends[options["backend_alias"]]
+        assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+        try:
+            current = status.collect(backend)
+        except OSError as error:
+            raise CommandError(
+                f"Cannot read the journal {backend.journal.path}: {error}"
+            ) from error
+        if options["json"]:
+            self.stdout.write(json.dumps(status.to_json(current), indent=2))
+        elif options["verbosity"] > 0:
+            self.stdout.write(render(current))
+        problems = health_problems(
+            current,
+            no_worker=_names(options["fail_if_no_worker"]),
+            older_than=options["fail_if_older"],
+            queues=_names(options["queue_name"]),
+        )
+        for problem in problems:
+            sys.stderr.write(f"UNHEALTHY: {problem}\n")
+        if problems:
+            raise SystemExit(EXIT_UNHEALTHY)
+
+
+def _names(value: str | None) -> list[str] | None:
+    """Comma-separated names; None when the option was not given, [] for none."""
+    if value is None:
+        return None
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def health_problems(
+    current: status.Status,
+    *,
+    no_worker: list[str] | None,
+    older_than: float | None,
+    queues: list[str] | None,
+) -> list[str]:
+    """Why the backend is unhealthy by the checks asked for; empty when it is healthy."""
+    problems = []
+    live = current.live_supervisors()
+    if no_worker is not None:
+        wanted = no_worker or queues or []
+        if not wanted and not live:
+            problems.append(f"no live supervisor serves backend {current.backend!r}")
+        for queue_name in wanted:
+            if not any(beat.serves(queue_name) for beat in live):
+                problems.append(f"no live supervisor serves queue {queue_name!r}")
+    if older_than is not None:
+        for name, queue in current.queues.items():
+            if (queues and name not in queues) or queue.oldest_ready_at is None:
+                continue
+            waited = (current.generated_at - queue.oldest_ready_at).total_seconds()
+            if waited > older_than:
+                problems.append(
+                    f"the oldest READY task of queue {name!r} has waited {waited:.1f}s "
+                    f"(more than {older_than:g}s)"
+                )
+    return problems
+
+
+# --- the human-readable form --------------------------------------------------------------
+
+
+def render(current: status.Status) -> str:
+    now = current.generated_at
+    lines = [
+        f"Backend {current.backend!r}, journal {current.journal}, at {_when(now)}",
+        "",
+        *_table(
+            ["QUEUE", *status.COUNTED, "OLDEST READY"],
+            [
+                [
+                    name,
+                    *(queue.counts[key] for key in status.COUNTED),
+                    _ago(queue.oldest_ready_at, now),
+                ]
+                for name, queue in [*current.queues.items(), ("(all)", current.total())]
+            ],
+        ),
+        "",
+        f"Supervisors: {len(current.live_supervisors())} live",
+        *_table(
+            ["WORKER ID", "PID", "HOST", "PROCESSES", "QUEUES", "STARTED", "HEARTBEAT", "LIVE"],
+            [
+                [
+                    beat.worker_id,
+                    beat.pid,
+                    beat.host,
+                    beat.processes,
+                    "*" if beat.queues is None else ",".join(beat.queues),
+                    _when(beat.started_at),
+                    _ago(beat.beat_at, now),
+                    "yes" if beat.is_live(now) else "NO",
+                ]
+                for beat in current.supervisors
+            ],
+        ),
+        "",
+        f"Running: {len(current.running)}",
+        *_table(
+            ["ID", "TASK", "QUEUE", "WORKER ID", "ATTEMPT", "RUNNING FOR"],
+            [
+                [
+                    task.id,
+                    task.task_path,
+                    task.queue_name,
+                    task.worker_id + ("" if task.supervisor_live else " (supervisor gone)"),
+                    task.attempt,
+                    _ago(task.started_at, now),
+                ]
+                for task in current.running
+            ],
+        ),
+        "",
+        f"Recent failures: {len(current.recent_failures)}",
+        *_table(
+            ["FINISHED", "ID", "TASK", "ERROR"],
+            [
+                [
+                    _when(datetime.fromtimestamp(f.finished_at, now.tzinfo)),
+                    f.id,
+                    f.task_path,
+                    f.error,
+                ]
+                for f in current.recent_failures
+            ],
+        ),
+        "",
+        f"Quarantined: {len(current.quarantined)}",
+        *_table(
+            ["NAME", "TASK", "REASON", "FILE"],
+            [[bad.name, bad.task_path or "-", bad.reason, bad.file] for bad in current.quarantined],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _table(heads: list[str], rows: list[list[Any]]) -> list[str]:
+    if not rows:
+        return []
+    cells = [heads, *[[str(cell) for cell in row] for row in rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(heads))]
+    return [
+        "  "
+        + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S %Z}"
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "-"
+    seconds = max(0.0, (now - moment).total_seconds())
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

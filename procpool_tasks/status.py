@@ -1,0 +1,274 @@
+"""What a journal holds now: counts per queue and status, running tasks, live supervisors,
+recent failures and quarantined records. ``procpool_status`` prints it and the status page
+shows it; ``to_json`` is the document both give (its schema is in the README).
+
+It costs what a survey of the history costs (``history``): finished tasks are counted from
+segment summaries, so the answer does not slow down as they pile up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.utils import timezone
+
+from . import history
+from . import journal as j
+from .heartbeat import Heartbeat
+
+__all__ = ["COUNTED", "SCHEMA_VERSION", "Status", "collect", "to_json"]
+
+SCHEMA_VERSION = 1
+#: What is counted per queue. READY is due now; DEFERRED is READY with a run_after in the
+#: future; QUARANTINED counts copies of records that could not be run (see quarantine/).
+COUNTED = ("READY", "DEFERRED", "RUNNING", "SUCCESSFUL", "FAILED", "QUARANTINED")
+
+
+@dataclass(slots=True, kw_only=True)
+class QueueStatus:
+    counts: Counter[str] = field(default_factory=Counter)
+    oldest_ready_at: datetime | None = None  # when the longest-waiting due task became due
+
+    def note_ready(self, due_at: datetime) -> None:
+        if self.oldest_ready_at is None or due_at < self.oldest_ready_at:
+            self.oldest_ready_at = due_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningTask:
+    id: str
+    task_path: str
+    queue_name: str
+    worker_id: str
+    supervisor: str | None
+    supervisor_live: bool
+    attempt: int
+    started_at: datetime | None  # this attempt's start
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuarantinedRecord:
+    name: str  # the file in quarantine/, and the id of the task when it has one
+    file: str
+    reason: str
+    segment: str
+    offset: int
+    task_path: str | None
+    queue_name: str | None
+
+
+@dataclass(slots=True, kw_only=True)
+class Status:
+    backend: str
+    journal: str
+    generated_at: datetime
+    queues: dict[str, QueueStatus]
+    running: list[RunningTask]
+    supervisors: list[Heartbeat]
+    recent_failures: list[history.Failure]
+    quarantined: list[QuarantinedRecord]
+
+    def live_supervisors(self) -> list[Heartbeat]:
+        return [beat for beat in self.supervisors if beat.is_live(self.generated_at)]
+
+    def total(self) -> QueueStatus:
+        total = QueueStatus()
+        for queue in self.queues.values():
+            total.counts.update(queue.counts)
+            if queue.oldest_ready_at is not None:
+                total.note_ready(queue.oldest_ready_at)
+        return total
+
+
+def collect(backend: Any) -> Status:
+    """The status of a ProcPoolBackend's journal, now.
+
+    Summaries it brings up to date are kept when no other process holds the history lock,
+    so that the next call reads less; otherwise it only reads.
+    """
+    journal: j.Journal = backend.journal
+    with history.history_writer(journal, blocking=False) as held:
+        survey = history.survey(journal, write=held)
+    now = timezone.now()
+    supervisors = _supervisors(journal, backend.alias)
+    status = Status(
+        backend=backend.alias,
+        journal=str(journal.path),
+        generated_at=now,
+        queues={name: QueueStatus() for name in sorted(backend.queues)},
+        running=[],
+        supervisors=supervisors,
+        recent_failures=_recent_failures(survey),
+        quarantined=quarantined_records(journal),
+    )
+    for summary in survey.summaries.values():
+        for queue_name, by_status in summary.counts.items():
+            status.queues.setdefault(queue_name, QueueStatus()).counts.update(by_status)
+    live = {beat.instance for beat in status.live_supervisors()}
+    for record, state in survey.unfinished:
+        _count_unfinished(status, record, state, live)
+    for bad in status.quarantined:
+        if bad.queue_name is not None:
+            status.queues.setdefault(bad.queue_name, QueueStatus()).counts["QUARANTINED"] += 1
+    status.running.sort(key=lambda task: task.started_at or now)
+    return status
+
+
+def _count_unfinished(
+    status: Status, record: j.Record, state: j.State | None, live: set[str]
+) -> None:
+    queue = status.queues.setdefault(record.queue_name, QueueStatus())
+    if state is not None and state.status == j.RUNNING:
+        queue.counts["RUNNING"] += 1
+        status.running.append(
+            RunningTask(
+                id=record.id,
+                task_path=record.task_path,
+                queue_name=record.queue_name,
+                worker_id=state.worker_ids[-1] if state.worker_ids else "",
+                supervisor=state.owner,
+                supervisor_live=state.owner in live,
+                attempt=len(state.worker_ids),
+                started_at=state.last_attempted_at,
+            )
+        )
+    elif state is None or state.status == j.READY:
+        due_at = (state.run_after if state else None) or record.run_after or record.enqueued_at
+        if due_at > status.generated_at:
+            queue.counts["DEFERRED"] += 1
+        else:
+            queue.counts["READY"] += 1
+            queue.note_ready(due_at)
+
+
+def _supervisors(journal: j.Journal, alias: str) -> list[Heartbeat]:
+    beats = [Heartbeat.from_json(data) for data in journal.read_heartbeats()]
+    return sorted(
+        (beat for beat in beats if beat is not None and beat.backend == alias),
+        key=lambda beat: beat.started_at,
+    )
+
+
+def _recent_failures(survey: history.Survey) -> list[history.Failure]:
+    failures = [failure for summary in survey.summaries.values() for failure in summary.failures]
+    failures.sort(key=lambda failure: failure.finished_at, reverse=True)
+    return failures[: history.RECENT_FAILURES]
+
+
+def quarantined_records(journal: j.Journal) -> list[QuarantinedRecord]:
+    """The copies in quarantine/, oldest first; the task path and queue where readable."""
+    records = []
+    for name, data in journal.quarantined():
+        task_path, queue_name = _task_of(data.get("line", ""))
+        records.append(
+            QuarantinedRecord(
+                name=name.removesuffix(".json"),
+                file=str(journal.quarantine_dir / name),
+                reason=str(data.get("reason", "")),
+                segment=str(data.get("segment", "")),
+                offset=int(data.get("offset", 0)),
+                task_path=task_path,
+                queue_name=queue_name,
+            )
+        )
+    return records
+
+
+def _task_of(line: str) -> tuple[str | None, str | None]:
+    """The task path and queue of a quarantined line, if it is a readable record."""
+    for text in (line, line[9:]):  # a record as JSON, or a framed line: checksum + JSON
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            data = json.loads(text)
+            task, queue = data.get("task"), data.get("queue")
+            if isinstance(task, str) and isinstance(queue, str):
+                return task, queue
+    return None, None
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+def to_json(status: Status) -> dict[str, Any]:
+    """The status as the JSON document ``procpool_status --json`` prints (see the README)."""
+    now = status.generated_at
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "backend": status.backend,
+        "journal": status.journal,
+        "generated_at": _time(now),
+        "queues": {name: _queue_json(queue, now) for name, queue in status.queues.items()},
+        "totals": _queue_json(status.total(), now),
+        "running": [
+            {
+                "id": task.id,
+                "task_path": task.task_path,
+                "queue_name": task.queue_name,
+                "worker_id": task.worker_id,
+                "supervisor": task.supervisor,
+                "supervisor_live": task.supervisor_live,
+                "attempt": task.attempt,
+                "started_at": _time(task.started_at),
+                "running_for_s": _age(task.started_at, now),
+            }
+            for task in status.running
+        ],
+        "supervisors": [
+            {
+                "instance": beat.instance,
+                "worker_id": beat.worker_id,
+                "pid": beat.pid,
+                "host": beat.host,
+                "processes": beat.processes,
+                "queues": beat.queues,
+                "started_at": _time(beat.started_at),
+                "last_heartbeat_at": _time(beat.beat_at),
+                "heartbeat_age_s": _age(beat.beat_at, now),
+                "live": beat.is_live(now),
+            }
+            for beat in status.supervisors
+        ],
+        "recent_failures": [
+            {
+                "id": failure.id,
+                "task_path": failure.task_path,
+                "queue_name": failure.queue_name,
+                "finished_at": _time(datetime.fromtimestamp(failure.finished_at, UTC)),
+                "exception_class_path": failure.exception_class_path,
+                "error": failure.error,
+                "attempts": failure.attempts,
+            }
+            for failure in status.recent_failures
+        ],
+        "quarantined": [
+            {
+                "name": bad.name,
+                "file": bad.file,
+                "reason": bad.reason,
+                "segment": bad.segment,
+                "offset": bad.offset,
+                "task_path": bad.task_path,
+                "queue_name": bad.queue_name,
+            }
+            for bad in status.quarantined
+        ],
+    }
+
+
+def _queue_json(queue: QueueStatus, now: datetime) -> dict[str, Any]:
+    return {
+        **{name: queue.counts[name] for name in COUNTED},
+        "oldest_ready_age_s": _age(queue.oldest_ready_at, now),
+    }
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def _age(moment: datetime | None, now: datetime) -> float | None:
+    return None if moment is None else round(max(0.0, (now - moment).total_seconds()), 3)
