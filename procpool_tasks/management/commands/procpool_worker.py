@@ -189,7 +189,7 @@ class Command(BaseCommand):
         configure_logging(options["verbosity"], self.stdout)
         backend = compat.task_backends[options["backend_alias"]]
         assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
-        queue_names = _parse_queue_names(options["queue_name"], backend)
+        queue_names = parse_queue_names(options["queue_name"], backend)
         reloading = options["reload"]
         if reloading is None:
             reloading = settings.DEBUG and not options["batch"]
@@ -221,7 +221,8 @@ def _exit(code: int) -> None:
         raise SystemExit(code)
 
 
-def _parse_queue_names(value: str, backend: ProcPoolBackend) -> frozenset[str] | None:
+def parse_queue_names(value: str, backend: ProcPoolBackend) -> frozenset[str] | None:
+    """Comma-separated queue names of the backend's QUEUES; None for '*' (every queue)."""
     names = frozenset(name.strip() for name in value.split(",") if name.strip())
     if not names:
         raise CommandError("--queue-name needs at least one queue name, or '*'")

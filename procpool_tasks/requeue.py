@@ -1,0 +1,110 @@
+"""Run FAILED tasks again: a new attempt of the same task id.
+
+A caller holding the old ``TaskResult`` sees the new outcome with ``refresh()``; earlier
+errors stay in ``errors`` and ``worker_ids`` grows with the new attempt. Each id is
+re-queued wholly or not at all:
+
+1. under the history lock, then the claim lock (no supervisor claims meanwhile), the
+   task's state must be FAILED;
+2. its segment's summary is deleted, so that no count keeps it as FAILED;
+3. a re-queue marker carrying the READY state is appended durably: the commit point, and
+   what wakes the supervisors;
+4. the READY state is appended to the task's result file.
+
+A crash before 3 leaves the task FAILED (and its summary to be computed again); after 3,
+whoever reads the marker first (a supervisor, a history pass) publishes its state if 4
+did not happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+from django.utils import timezone
+
+from . import history
+from . import journal as j
+
+__all__ = ["Requeued", "failed_tasks", "requeue"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Requeued:
+    """What happened to one id: re-queued (``refused`` is None), or why not."""
+
+    id: str
+    task_path: str | None = None
+    attempt: int = 0  # the attempt it runs as
+    refused: str | None = None
+
+
+def requeue(
+    journal: j.Journal, ids: Iterable[str], *, backend_alias: str, dry_run: bool = False
+) -> list[Requeued]:
+    """Re-queue each FAILED task of ``ids``; refuse the others, saying why."""
+    outcomes = []
+    with journal.history_lock():
+        for record_id in ids:
+            outcomes.append(_requeue_one(journal, record_id, backend_alias, dry_run=dry_run))
+    return outcomes
+
+
+def _requeue_one(journal: j.Journal, record_id: str, alias: str, *, dry_run: bool) -> Requeued:
+    try:
+        record = journal.read_record(record_id)
+    except j.RecordNotFound:
+        return Requeued(id=record_id, refused="there is no task of this id in the journal")
+    if record.backend != alias:
+        return Requeued(id=record_id, refused=f"it belongs to backend {record.backend!r}")
+    with journal.claim_lock():
+        state = journal.read_state(record_id)
+        segment = j.parse_id(record_id)[0]
+        if state is None:
+            refused = "it was pruned" if journal.is_done(segment) else "it is READY"
+            return Requeued(id=record_id, task_path=record.task_path, refused=refused)
+        if state.status != j.FAILED:
+            return Requeued(
+                id=record_id,
+                task_path=record.task_path,
+                refused=f"it is {state.status}; only FAILED tasks can be re-queued",
+            )
+        again = replace(
+            state,
+            status=j.READY,
+            version=state.version + 1,
+            owner=None,
+            finished_at=None,
+            return_value=None,
+            run_after=timezone.now(),  # READY since now: ordered, and aged, from here
+        )
+        if not dry_run:
+            journal.remove_summary(segment)
+            journal.append_requeue(record_id, again)
+            journal.write_state(again)
+    return Requeued(id=record_id, task_path=record.task_path, attempt=len(state.worker_ids) + 1)
+
+
+def failed_tasks(
+    journal: j.Journal, *, queues: frozenset[str] | None = None, task_path: str | None = None
+) -> Iterator[j.Record]:
+    """The FAILED tasks of the journal, oldest segment first; of some queues or one task.
+
+    Reads only the segments whose summaries count failures (and those without one).
+    """
+    with history.history_writer(journal, blocking=False) as held:
+        survey = history.survey(journal, write=held)
+    for segment, summary in survey.summaries.items():
+        failures = sum(by_status.get(j.FAILED, 0) for by_status in summary.counts.values())
+        if not failures:
+            continue
+        for item in j.SegmentTail(journal).read_segment(segment):
+            if not isinstance(item, j.Record):
+                continue
+            if queues is not None and item.queue_name not in queues:
+                continue
+            if task_path is not None and item.task_path != task_path:
+                continue
+            state = journal.read_state(item.id)
+            if state is not None and state.status == j.FAILED:
+                yield item
