@@ -590,6 +590,18 @@ def _line_builder(record: Record) -> Any:
     return build_line
 
 
+def _quarantine_entry(dir_fd: int, name: str) -> tuple[float, dict[str, Any]]:
+    """A quarantine file's time and JSON; a damaged file's JSON says what is wrong."""
+    try:
+        modified = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime
+        data = json.loads(_read_file(name, dir_fd=dir_fd))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        return 0.0, {"reason": f"unreadable quarantine file: {error}"}
+    return modified, data
+
+
 class _SegmentWriter:
     """Appends the records of one process to its own segment, one writer at a time."""
 
@@ -1202,6 +1214,11 @@ class Journal:
         with _directory(self.path, "segments", create=False) as dir_fd:
             _write_file_atomically(dir_fd, f"{segment}.summary", _dumps(data))
 
+    def remove_summary(self, segment: str) -> None:
+        """Delete a segment's summary: it is computed afresh (a task in it changed)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.segments_dir / f"{segment}.summary")
+
     def remove_result(self, record_id: str) -> None:
         """Delete one task's result file (pruning a finished task of a done segment)."""
         segment, offset = parse_id(record_id)
@@ -1254,6 +1271,35 @@ class Journal:
                 os.rmdir(segment, dir_fd=results_fd)
         except FileNotFoundError:
             pass
+
+    def quarantined(self) -> list[tuple[str, dict[str, Any]]]:
+        """The files in quarantine/ with their JSON, oldest first; damaged ones say so."""
+        try:
+            with _directory(self.path, "quarantine", create=False) as dir_fd:
+                names = [
+                    name
+                    for name in os.listdir(dir_fd)
+                    if name.endswith(".json") and not name.startswith(".")
+                ]
+                entries = [(*_quarantine_entry(dir_fd, name), name) for name in names]
+        except FileNotFoundError:
+            return []
+        return [(name, data) for _, data, name in sorted(entries, key=lambda e: (e[0], e[2]))]
+
+    def quarantined_file(self, name: str) -> dict[str, Any]:
+        """The JSON of one quarantine file (as ``quarantined`` names it)."""
+        with _directory(self.path, "quarantine", create=False) as dir_fd:
+            return _quarantine_entry(dir_fd, name)[1]
+
+    def remove_quarantined(self, name: str) -> bool:
+        """Delete the quarantine file ``name`` (as ``quarantined`` lists it); False if absent."""
+        if "/" in name or not name.endswith(".json") or name.startswith("."):
+            return False
+        try:
+            os.unlink(self.quarantine_dir / name)
+        except FileNotFoundError:
+            return False
+        return True
 
     def quarantine(self, bad: Quarantined) -> bool:
         """Keep a copy of an unreadable line with its reason; False if kept before."""

@@ -1,0 +1,73 @@
+"""``manage.py procpool_quarantine``: inspect, delete or re-admit quarantined records."""
+
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from procpool_tasks import compat, quarantine
+from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks.status import quarantined_records
+
+from .procpool_worker import valid_backend_alias
+
+
+class Command(BaseCommand):
+    help = (
+        "Quarantined records of a ProcPoolBackend: records that could not be run (a damaged "
+        "or torn line, a wrong schema, a task path that did not import). 'list' shows them, "
+        "'show NAME' prints one, 'drop NAME' deletes the copy, 'readmit NAME' runs the task "
+        "again (a new attempt of the same id) once its task path imports, e.g. after a "
+        "fixed deploy."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("action", choices=["list", "show", "drop", "readmit"])
+        parser.add_argument(
+            "name", nargs="?", help="The record's name, as 'list' shows it (for a task: its id)"
+        )
+        parser.add_argument(
+            "--backend",
+            default=compat.DEFAULT_TASK_BACKEND_ALIAS,
+            type=valid_backend_alias,
+            dest="backend_alias",
+            help="The alias of the ProcPoolBackend in TASKS (default: %(default)r)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        backend = compat.task_backends[options["backend_alias"]]
+        assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+        action, name = options["action"], options["name"]
+        if (action == "list") != (name is None):
+            raise CommandError("'list' takes no name; 'show', 'drop' and 'readmit' take one")
+        journal = backend.journal
+        try:
+            if action == "list":
+                self._list(journal)
+            elif action == "show":
+                record, data = quarantine.find(journal, name)
+                self.stdout.write(json.dumps({"file": record.file, **data}, indent=2))
+            elif action == "drop":
+                quarantine.drop(journal, name)
+                self.stdout.write(f"Deleted the quarantined record {name}")
+            else:
+                done = quarantine.readmit(journal, name, backend_alias=backend.alias)
+                self.stdout.write(
+                    f"Re-admitted {done.name} ({done.task_path}): it runs again as attempt "
+                    f"{done.attempt}"
+                )
+        except quarantine.QuarantineError as error:
+            raise CommandError(str(error)) from None
+        except OSError as error:
+            raise CommandError(f"Cannot use the journal {journal.path}: {error}") from error
+
+    def _list(self, journal: Any) -> None:
+        records = quarantined_records(journal)
+        for record in records:
+            self.stdout.write(
+                f"{record.name}  {record.task_path or '-'}  {record.reason}  ({record.file})"
+            )
+        self.stdout.write(f"{len(records)} quarantined record(s)")
