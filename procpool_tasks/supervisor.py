@@ -151,6 +151,7 @@ class Supervisor:
         self._unwritten_since = 0.0
         self._write_failed = False
         self._requeued: dict[str, tuple[journal.Record, journal.State]] = {}
+        self._retrying: set[str] = set()  # ids this supervisor re-queued for a retry
         self._claim_paused_until = 0.0
         self._pids: dict[str, int] = {}
         self._deadlines: dict[str, float] = {}
@@ -291,11 +292,17 @@ class Supervisor:
             return False
         if self._max_tasks_reached():
             return True
-        if not self.config.batch or self._has_due_task():
+        if not self.config.batch or self._has_due_task() or self._awaits_retry():
             return False
         # One last look, for tasks enqueued while the batch ran.
         self._read_journal()
         return not self._has_due_task()
+
+    def _awaits_retry(self) -> bool:
+        """A batch sees the tasks it ran through their retries, backoff included."""
+        waiting = {record.id for _, _, record in self._waiting}
+        self._retrying &= waiting  # claimed since, or by another supervisor
+        return bool(self._retrying)
 
     def _max_tasks_reached(self) -> bool:
         return self.config.max_tasks is not None and self._claimed >= self.config.max_tasks
@@ -847,6 +854,7 @@ class Supervisor:
         errors = flight.state.errors if error is None else (*flight.state.errors, error)
         run_after = timezone.now() + timedelta(seconds=delay)
         self._finish(flight.record, _ready_state(flight.state, errors=errors, run_after=run_after))
+        self._retrying.add(flight.record.id)
         logger.warning(
             "Task id=%s path=%s queue=%s state=READY: attempt %d of %d raised %s; "
             "retrying in %.1fs",
