@@ -4,13 +4,17 @@ Layout of a journal directory (0700; every file 0600)::
 
     segments/<segment>.log           append-only task records; one writer process each,
                                      which holds an flock on the file while it appends
+    segments/<segment>.summary       what its tasks came to, for status and pruning
+                                     (``history``); can always be computed again
     segments/<segment>.done          marker: sealed, quiet, and every task in it finished
-                                     (supervisors skip it; ``prune`` may delete it)
+                                     (supervisors skip it; a missing result is pruned)
     results/<segment>/<offset>.json  a task's states, appended: the last intact line counts
     results/<segment>/.<offset>.json.spare  empty, made ahead of the claim (see below)
     wal/<instance>.log               a supervisor's log of finished states (group commit)
     workers/<instance>.lock          held by a live supervisor; free once it has died
+    workers/<instance>.json          its heartbeat (``heartbeat``)
     claim.lock                       taken briefly for every claim and recovery
+    history.lock                     taken to change summaries, prune, and re-queue
     quarantine/                      copies of unreadable records, with the reason
 
 A task id is ``<segment>-<offset in hex>``: where its record starts. So ``get_result``
@@ -18,12 +22,16 @@ reads one result file, or the record itself while no supervisor has touched the 
 
 Every segment line is ``<crc32 as 8 hex digits> <JSON>\\n``. JSON never contains a raw
 newline, so a torn or damaged line is detected (bad checksum, or no newline yet) and the
-next line is still found. Result files hold lines of the same form, each written after a
-newline of its own, so that a line torn by a crash never joins the next one; a reader
-takes the last intact line, and so sees the old state or the new one, never half of one.
-Appending costs one file per task: creating a file (a new inode) was the most expensive
-step of a state change, and replacing the file whole took a second one. Supervisors make
-that file ahead of time, as a hidden spare that the claim links into place.
+next line is still found. Besides records, a segment holds re-queue markers (a task is
+READY again; an operator's carries the READY state and is the re-queue's commit point)
+and void lines (the place reserved for a task enqueued on commit whose transaction rolled
+back, as long as the record would have been). Result files hold lines of the same form,
+each written after a newline of its own, so that a line torn by a crash never joins the
+next one; a reader takes the last intact line, and so sees the old state or the new one,
+never half of one. Appending costs one file per task: creating a file (a new inode) was
+the most expensive step of a state change, and replacing the file whole took a second
+one. Supervisors make that file ahead of time, as a hidden spare that the claim links
+into place.
 
 Durability: an enqueue is acknowledged after its line is ``fdatasync``-ed (with the
 ``durable`` option). Finished states are appended to the supervisor's WAL and synced in
