@@ -175,6 +175,12 @@ def targets(results: Results) -> list[Target]:
         else:
             found.append(Target(text, f"×{grown / base:.2f}", grown / base <= 1.25))
     at_most(
+        f"procpool_status --json with {results.sizes.growth_levels[-1]:,} finished < 1 s",
+        v(f"growth_status_{last}", pp),
+        1,
+        "s",
+    )
+    at_most(
         f"start-up with {results.sizes.startup_ready_n:,} ready tasks < 5 s",
         v("startup_ready", pp),
         5,

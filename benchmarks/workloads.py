@@ -135,6 +135,13 @@ def workloads(sizes: Sizes) -> list[Workload]:
                 False,
                 "growth",
             ),
+            Workload(
+                f"growth_status_{index}",
+                f"manage.py procpool_status --json {history}",
+                "s",
+                False,
+                "growth",
+            ),
         ]
     rows += [
         Workload("startup_1", "worker start-up with 1 ready task", "s", False, "startup"),
@@ -379,6 +386,7 @@ def measure_growth(system: System, run: Run) -> dict[str, Figure]:
                 )
                 get_result.append(1e6 * outcome["seconds"] / outcome["n"])
                 history += sizes.growth_probe_n + 3  # and the warm-up enqueues
+            figures[f"growth_status_{index}"] = _status_time(project, system, sizes.repeats)
             figures[f"growth_enqueue_{index}"] = Figure.of(enqueue)
             figures[f"growth_claim_{index}"] = Figure.of(claim)
             figures[f"growth_get_result_{index}"] = Figure.of(get_result)
@@ -387,6 +395,20 @@ def measure_growth(system: System, run: Run) -> dict[str, Figure]:
                 startup, note=first if first_start else None, first_start_s=first_start
             )
     return figures
+
+
+def _status_time(project: projects.Project, system: System, repeats: int) -> Figure:
+    """Wall-clock seconds of ``manage.py procpool_status --json``, as an operator runs it:
+    the interpreter and Django's start-up included, after a first call."""
+    if system.kind != "procpool":
+        return Figure.unavailable("n/a: no status command")
+    project.manage("procpool_status", "--json")  # a summary the workers left may be behind
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        project.manage("procpool_status", "--json")
+        seconds.append(time.perf_counter() - start)
+    return Figure.of(seconds)
 
 
 def _startup(

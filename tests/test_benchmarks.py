@@ -38,7 +38,7 @@ WORKLOADS = [
     *(
         f"growth_{what}_{level}"
         for level in (0, 1)
-        for what in ("enqueue", "claim", "get_result", "startup")
+        for what in ("enqueue", "claim", "get_result", "startup", "status")
     ),
     "startup_1",
     "startup_ready",
