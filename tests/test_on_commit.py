@@ -20,13 +20,14 @@ from procpool_tasks import compat
 from tests import tasks
 from tests.conftest import REPO_ROOT, Env, wait_for
 from tests.signal_log import SIGNAL_LOG_VARIABLE
+from tests.test_prune import age, prune
 
 #: A web process: evaluates one expression per line of stdin, answers with a JSON line.
 WEB_PROCESS = """
-import json, sys
+import json, sys, threading
 import django
 django.setup()
-from django.db import transaction
+from django.db import connections, transaction
 from procpool_tasks import compat
 from tests import tasks
 from tests.models import Note
@@ -54,6 +55,20 @@ def enqueue(line):
 def enqueue_in_own_transaction(line):
     with transaction.atomic():
         return enqueue(line)
+
+def enqueue_in_threads(count):
+    '''One transaction per thread, each thread ending after it, as request threads do.'''
+    ids = []
+    def request(n):
+        try:
+            ids.append(enqueue_in_own_transaction(f"thread {n}"))
+        finally:
+            connections.close_all()  # as Django does when a request finishes
+    for n in range(count):
+        thread = threading.Thread(target=request, args=(n,))
+        thread.start()
+        thread.join()
+    return ids
 
 def missing(result_id):
     '''What get_result says of an id it does not find; None if it finds it.'''
@@ -373,3 +388,28 @@ def test_task_enqueued_on_commit_survives_an_earlier_hook_that_enqueues_in_its_o
     assert [tasks.append_line.get_result(i).status for i in [committed, *hooked]] == ["READY"] * 2
     env.run_batch("--processes", "1")
     assert sorted(lines_of(out)) == ["committed", "hook"]
+
+
+# -- threads ---------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="journal._ReservingWriter is kept in a threading.local and never closed: when "
+    "its thread ends the object is dropped with its segment's fd still open and flocked, "
+    "so the segment is never sealed while the process lives (never marked done or "
+    "pruned) and every thread that enqueued on commit leaks one fd (journal.py)",
+)
+def test_segments_of_threads_that_ended_are_sealed_and_pruned_once_their_tasks_ran(
+    env: Env, web: WebProcess, out: Path
+) -> None:
+    result_ids = web("enqueue_in_threads(3)")
+    assert len({result_id.partition("-")[0] for result_id in result_ids}) == 3
+
+    env.run_batch("--processes", "1")
+    assert sorted(lines_of(out)) == ["thread 0", "thread 1", "thread 2"]
+    age(env, *result_ids)
+
+    # The web process lives on, as a server does; the threads that wrote are gone.
+    assert prune(env, "--older-than", "0.01s").stdout.startswith("Deleted 3 task(s)")
+    assert [not_found(result_id) for result_id in result_ids] == result_ids
