@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks.options import RetryPolicy
 from tests import tasks
 from tests.conftest import REPO_ROOT, Env, wait_for
 from tests.signal_log import SIGNAL_LOG_VARIABLE
@@ -167,6 +168,39 @@ def test_backoff_grows_by_its_factor_up_to_max_delay(env: Env) -> None:
     ]
     spacing = gaps(starts_of(log))
     assert all(gap >= wait for gap, wait in zip(spacing, [0.1, 0.2, 0.2], strict=True)), spacing
+
+
+def test_backoff_past_the_range_of_a_float_waits_max_delay_and_the_worker_goes_on(
+    env: Env,
+) -> None:
+    """delay * backoff**(n-1) overflows: with backoff 2 after attempt 1025, here after 3."""
+    set_options(env, retry=policy(attempts=4, delay=0.1, backoff=1e200, max_delay=0.2))
+    result = tasks.fail_times.enqueue(str(env.tmp_path / "attempts.log"), 10)
+
+    output = env.run_batch("--processes", "1")  # exits 0: the supervisor did not crash
+
+    assert refreshed(result).status == "FAILED"
+    assert len(result.worker_ids) == 4
+    assert [m.rsplit("; ", 1)[1] for m in messages_about(output, result.id) if "READY" in m] == [
+        "retrying in 0.1s",
+        "retrying in 0.2s",
+        "retrying in 0.2s",
+    ]
+
+
+def test_a_long_policy_waits_max_delay_between_its_late_attempts() -> None:
+    long_policy = RetryPolicy(attempts=2000, backoff=2, delay=1, max_delay=300, jitter=False)
+    assert [long_policy.delay_after(n) for n in (1, 2, 9, 10, 1024, 1025, 1999)] == [
+        1,
+        2,
+        256,
+        300,
+        300,
+        300,
+        300,
+    ]
+    at_once = RetryPolicy(attempts=2000, backoff=2, delay=0, jitter=False)
+    assert at_once.delay_after(1999) == 0
 
 
 def test_jitter_takes_at_most_half_of_the_backoff_off(env: Env) -> None:
