@@ -297,6 +297,20 @@ def test_a_policy_without_exceptions_retries_any_exception_but_not_a_timeout(env
     assert last_lines(slow) == [f"{TIMED_OUT}: The task exceeded its timeout of 0.5s"]
 
 
+def test_a_policy_that_lists_the_timeout_error_retries_a_task_that_timed_out(env: Env) -> None:
+    set_options(
+        env,
+        retry=policy(attempts=2, exceptions=[TIMED_OUT]),
+        task_options={"tests.tasks.sleep_for": {"timeout": 0.3}},
+    )
+    slow = tasks.sleep_for.enqueue(30)
+
+    env.run_batch("--processes", "1")
+
+    assert refreshed(slow).status == "FAILED"
+    assert last_lines(slow) == [f"{TIMED_OUT}: The task exceeded its timeout of 0.3s"] * 2
+
+
 # -- per-task options --------------------------------------------------------------------------
 
 
