@@ -58,7 +58,11 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after attempt ``attempt`` (1 = the first) failed."""
-        wait = min(self.max_delay, self.delay * self.backoff ** (attempt - 1))
+        try:
+            wait = min(self.max_delay, self.delay * self.backoff ** (attempt - 1))
+        except OverflowError:
+            # backoff**(n-1) is past the largest float (2.0**1024): a delay > 0 is capped.
+            wait = self.max_delay if self.delay else 0.0
         if self.jitter:
             wait -= random.uniform(0, wait / 2)  # noqa: S311 (spreading, not secrecy)
         return wait

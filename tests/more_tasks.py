@@ -101,6 +101,13 @@ def leak_memory(megabytes: int) -> dict[str, int]:
     return {"pid": os.getpid(), "rss_kb": _resident_kb()}
 
 
+@task()
+def leak_memory_then_fail(megabytes: int) -> None:
+    """Keep ``megabytes`` more in this process for good, then raise, naming the pid."""
+    leak_memory.call(megabytes)
+    raise ValueError(f"leaked {megabytes} MiB in pid {os.getpid()}")
+
+
 def _resident_kb() -> int:
     with open("/proc/self/status") as status:
         for line in status:

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.dispatch import receiver
 
-from procpool_tasks.compat import task_finished, task_started
+from procpool_tasks.compat import task_enqueued, task_finished, task_started
 
 #: The environment variable that names the log file.
 SIGNAL_LOG_VARIABLE = "PROCPOOL_SIGNAL_LOG"
@@ -27,6 +27,11 @@ def _log(line: str) -> None:
         os.write(fd, (line + "\n").encode())
     finally:
         os.close(fd)
+
+
+@receiver(task_enqueued)
+def log_task_enqueued(sender: Any, task_result: Any, **kwargs: Any) -> None:
+    _log(f"enqueued {task_result.id} {task_result.status}")
 
 
 @receiver(task_started)

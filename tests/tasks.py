@@ -136,3 +136,38 @@ def database_options() -> dict[str, Any]:
     from django.db import connection
 
     return dict(connection.settings_dict["OPTIONS"])
+
+
+# -- retries (tests/test_retries.py) ----------------------------------------------------------
+
+
+class TransientError(Exception):
+    """The error the tests' retry policies list: worth another attempt."""
+
+
+class ConnectionDropped(TransientError):
+    """A subclass of a listed error: retried too."""
+
+
+_ERRORS: dict[str, type[Exception]] = {
+    "TransientError": TransientError,
+    "ConnectionDropped": ConnectionDropped,
+    "ValueError": ValueError,
+}
+
+
+@task()
+def fail_times(log: str, failures: int, error: str = "TransientError") -> int:
+    """Log when this attempt started, then raise ``error`` on the first ``failures`` attempts.
+
+    The attempt is the number of lines in ``log``; the successful one returns it.
+    """
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, f"{time.time()!r}\n".encode())
+    finally:
+        os.close(fd)
+    attempt = len(Path(log).read_text().splitlines())
+    if attempt <= failures:
+        raise _ERRORS[error](f"attempt {attempt} of {failures} planned failures")
+    return attempt

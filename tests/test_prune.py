@@ -59,7 +59,7 @@ def prune(env: Env, *args: str, expect_code: int = 0) -> subprocess.CompletedPro
 
 def exists(result_id: str) -> bool:
     try:
-        tasks.add.get_result(result_id)
+        tasks.add.get_backend().get_result(result_id)
     except compat.TaskResultDoesNotExist:
         return False
     return True
@@ -186,3 +186,193 @@ def test_retention_option_must_be_seconds(env: Env) -> None:
         "['retention'] must be a number of seconds > 0, a dict such as "
         "{'SUCCESSFUL': 86400, 'FAILED': 2592000}, or None; not '7 days'"
     ) in (done.stdout + done.stderr)
+
+
+# -- per status, dry runs and re-queues (#11) ----------------------------------------------------
+
+ENQUEUE_MIXED = """
+import sys
+from tests import tasks
+print(tasks.add.enqueue(1, 1).id, tasks.add.enqueue(2, 1).id)
+print(tasks.fail_times.enqueue(sys.argv[1], 1, "ValueError").id)
+"""
+
+
+def enqueue_mixed(env: Env) -> tuple[list[str], str]:
+    """In one sealed segment: two tasks that succeed, one whose first attempt fails."""
+    successes, failure = env.run_python(ENQUEUE_MIXED, str(env.tmp_path / "attempts.log"))[
+        :-1
+    ].split("\n")
+    return successes.split(), failure
+
+
+def run_mixed(env: Env) -> tuple[list[str], str]:
+    """The mixed segment, run to its outcomes and aged: ready to prune."""
+    successes, failure = enqueue_mixed(env)
+    env.run_batch("--processes", "1")
+    assert [str(tasks.add.get_result(i).status) for i in successes] == ["SUCCESSFUL"] * 2
+    assert str(tasks.fail_times.get_result(failure).status) == "FAILED"
+    age(env, *successes, failure)
+    return successes, failure
+
+
+def why_missing(result_id: str) -> str:
+    """What get_result says of a task it does not find; fails if it finds it."""
+    with pytest.raises(compat.TaskResultDoesNotExist) as missing:
+        tasks.add.get_backend().get_result(result_id)
+    return str(missing.value)
+
+
+def status_json(env: Env) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "procpool_status", "--json"],
+        env=env.variables,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def journal_files(env: Env) -> dict[str, tuple[bytes, int]]:
+    """Every file in the journal, with its content and modification time."""
+    return {
+        str(path.relative_to(env.journal)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(env.journal.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_prune_status_successful_deletes_the_successes_and_keeps_the_failures_beside_them(
+    env: Env,
+) -> None:
+    successes, failure = run_mixed(env)
+
+    done = prune(env, "--older-than", "0.01s", "--status", "SUCCESSFUL")
+
+    assert done.stdout.strip() == (
+        "Deleted 2 task(s) (2 SUCCESSFUL; SUCCESSFUL older than 0.01s); 0 segment(s) removed "
+        "whole, 1 more segment(s) of finished tasks marked done"
+    )
+    assert [why_missing(i) for i in successes] == [f"{i}: pruned" for i in successes]
+    kept = tasks.fail_times.get_result(failure)
+    assert str(kept.status) == "FAILED"
+    assert [error.exception_class_path for error in kept.errors] == ["builtins.ValueError"]
+    assert (env.journal / "segments" / f"{segment_of(failure)}.log").exists()
+    totals = json.loads(status_json(env))["totals"]
+    assert (totals["SUCCESSFUL"], totals["FAILED"]) == (0, 1)
+
+    done = prune(env, "--older-than", "0.01s", "--status", "FAILED")
+
+    assert done.stdout.strip() == (
+        "Deleted 1 task(s) (1 FAILED; FAILED older than 0.01s); 1 segment(s) removed whole, "
+        "0 more segment(s) of finished tasks marked done"
+    )
+    assert not exists(failure)
+    assert not (env.journal / "segments" / f"{segment_of(failure)}.log").exists()
+    assert not (env.journal / "results" / segment_of(failure)).exists()
+
+
+def test_prune_status_failed_deletes_the_failures_and_keeps_the_successes_beside_them(
+    env: Env,
+) -> None:
+    successes, failure = run_mixed(env)
+
+    done = prune(env, "--older-than", "0.01s", "--status", "failed")
+
+    assert done.stdout.strip() == (
+        "Deleted 1 task(s) (1 FAILED; FAILED older than 0.01s); 0 segment(s) removed whole, "
+        "1 more segment(s) of finished tasks marked done"
+    )
+    assert why_missing(failure) == f"{failure}: pruned"
+    assert [tasks.add.get_result(i).return_value for i in successes] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("status", "report"),
+    [
+        (
+            "SUCCESSFUL,FAILED",
+            "Would delete 3 task(s) (1 FAILED, 2 SUCCESSFUL; FAILED older than 0.01s, "
+            "SUCCESSFUL older than 0.01s); 1 segment(s) would go whole, 1 more segment(s) of "
+            "finished tasks marked done",
+        ),
+        (
+            "SUCCESSFUL",
+            "Would delete 2 task(s) (2 SUCCESSFUL; SUCCESSFUL older than 0.01s); 0 segment(s) "
+            "would go whole, 1 more segment(s) of finished tasks marked done",
+        ),
+    ],
+)
+def test_prune_dry_run_reports_what_would_go_and_changes_no_file(
+    env: Env, status: str, report: str
+) -> None:
+    successes, failure = run_mixed(env)
+    before = journal_files(env)
+
+    done = prune(env, "--older-than", "0.01s", "--status", status, "--dry-run")
+
+    assert done.stdout.strip() == report
+    assert journal_files(env) == before
+    assert all(exists(i) for i in [*successes, failure])
+
+
+def test_worker_applies_a_per_status_retention_and_keeps_the_status_it_does_not_name(
+    env: Env,
+) -> None:
+    successes, failure = run_mixed(env)
+    env.variables["PROCPOOL_TEST_OPTIONS"] = json.dumps({"retention": {"SUCCESSFUL": 0.01}})
+
+    worker = env.start_worker("--processes", "1")
+    wait_for(lambda: "Pruned 2 task(s)" in worker.output, what="the retention to prune")
+    assert worker.stop() == 0
+
+    assert (
+        "Pruned 2 task(s) past their retention (2 SUCCESSFUL); 0 segment(s) removed"
+        in worker.output
+    )
+    assert [why_missing(i) for i in successes] == [f"{i}: pruned" for i in successes]
+    assert str(tasks.fail_times.get_result(failure).status) == "FAILED"
+
+
+def requeue(env: Env, result_id: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "procpool_requeue", result_id],
+        env=env.variables,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("worker", ["running", "started-after"])
+def test_requeued_failure_in_a_pruned_done_segment_runs_again(env: Env, worker: str) -> None:
+    successes, failure = run_mixed(env)
+    prune(env, "--older-than", "0.01s", "--status", "SUCCESSFUL")
+    assert (env.journal / "segments" / f"{segment_of(failure)}.done").exists()
+    if worker == "running":  # it skips the done segment at start
+        running = env.start_worker("--processes", "1", "--worker-id", "after-prune")
+
+    assert requeue(env, failure) == (
+        f"Re-queued {failure} (tests.tasks.fail_times) as attempt 2\n"
+        "1 task(s) will run again; 0 refused\n"
+    )
+
+    if worker == "running":
+        wait_for(
+            lambda: str(tasks.fail_times.get_result(failure).status) == "SUCCESSFUL",
+            what="the re-queued task to run",
+        )
+        assert running.stop() == 0
+    else:
+        env.run_batch("--processes", "1", "--worker-id", "after-prune")
+    result = tasks.fail_times.get_result(failure)
+    assert (str(result.status), result.return_value) == ("SUCCESSFUL", 2)
+    assert result.worker_ids[1:] == ["after-prune"]
+    assert [why_missing(i) for i in successes] == [f"{i}: pruned" for i in successes]
