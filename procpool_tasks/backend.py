@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from django.core import checks
@@ -129,10 +130,11 @@ class ProcPoolBackend(compat.BaseTaskBackend):
         """
         write = _WriteOnCommit(self, task)
         try:
-            write.reservation = self.journal.reserve(record, is_pending=write.is_pending)
+            write.reservation = self.journal.reserve(
+                record, write, owner=connection, in_transaction=partial(_is_held, connection)
+            )
         except OSError as error:
             raise self._unavailable(task, error) from error
-        write.connection = connection
         transaction.on_commit(write, using=connection.alias)
         reserved = dataclasses.replace(record, id=write.reservation.id)
         return build_task_result(reserved, None, task)
@@ -213,22 +215,16 @@ class ProcPoolBackend(compat.BaseTaskBackend):
 
 
 class _WriteOnCommit:
-    """The on-commit callback of one task enqueued on commit; see ``_enqueue_on_commit``."""
+    """The on-commit callback of one task enqueued on commit; see ``_enqueue_on_commit``.
+
+    Only Django's list of on-commit callbacks holds it, so that it is garbage the moment
+    a rollback drops it: the journal then knows that the task's place is void.
+    """
 
     def __init__(self, backend: ProcPoolBackend, task: Any) -> None:
         self.backend = backend
         self.task = task
         self.reservation: journal.Reservation | None = None
-        self.connection: Any = None
-
-    def is_pending(self) -> bool:
-        """Whether the transaction may still commit: Django still holds this callback."""
-        if self.connection is None:
-            return True  # being registered
-        pending = getattr(self.connection, "run_on_commit", None)
-        if pending is None:
-            return True  # an unknown Django: assume so, the space is reclaimed later
-        return any(callback is self for _, callback, *_ in pending)
 
     def __call__(self) -> None:
         assert self.reservation is not None  # noqa: S101 (set before registering)
@@ -240,6 +236,14 @@ class _WriteOnCommit:
         record = backend.journal.read_record(self.reservation.id)
         result = build_task_result(record, None, self.task)
         compat.task_enqueued.send(type(backend), task_result=result)
+
+
+def _is_held(connection: Any, reservation: journal.Reservation) -> bool:
+    """Whether the open transaction of ``connection`` holds the reservation's callback."""
+    callback = reservation.callback()
+    return callback is not None and any(
+        registered is callback for _, registered, *_ in getattr(connection, "run_on_commit", ())
+    )
 
 
 def _check_imports(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:

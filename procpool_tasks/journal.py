@@ -54,6 +54,7 @@ import secrets
 import stat
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -700,70 +701,131 @@ class Reservation:
     id: str
     line: bytes
     offset: int
-    #: Whether the transaction it waits for may still commit (set by the backend).
-    is_pending: Any
+    batch: _Batch
+    #: The on-commit callback that will write it; dead once Django dropped it unrun (the
+    #: transaction or its savepoint rolled back). Only Django's lists hold the callback.
+    callback: weakref.ref[Any]
+
+    def is_pending(self) -> bool:
+        """Whether its transaction may still commit, or committed and will write it."""
+        return self.callback() is not None
 
 
 class ReservationLost(OSError):
     """A reserved record can no longer be written at its id (its segment was abandoned)."""
 
 
-class _ReservingWriter(_SegmentWriter):
-    """Appends records enqueued on commit, at the places their ids named at enqueue.
+class _Batch(_SegmentWriter):
+    """A segment whose records are written at the places their ids named at enqueue.
 
-    ``reserve`` gives a record the next offset without writing anything; ``write``
-    appends it once its transaction committed. Django runs a transaction's on-commit
-    callbacks in the order they were registered, and a thread runs one transaction at a
-    time, so when a reservation is written every earlier one that is still unwritten
-    belongs to a transaction that rolled back: its bytes become a void line of the same
-    length. The segment thus only ever grows at its end, and every id points at its own
-    record or at a void line. One writer per thread (a thread's connection runs its
-    transactions one after another).
+    One transaction at a time reserves places in it (its ``owner``, a connection); when
+    a reservation is written, every earlier one still unwritten belongs to the same
+    transaction and was dropped by a rollback (Django runs a transaction's on-commit
+    callbacks in the order they were registered), so its bytes become a void line of the
+    same length: the segment only ever grows at its end, and every id points at its own
+    record or at a void line.
     """
 
     def __init__(self, directory: Path, *, durable: bool) -> None:
         super().__init__(directory, durable=durable)
-        self._reserved: list[Reservation] = []  # given out, not yet written, in order
-        self._end = 0  # the offset the next reservation gets
+        self.reserved: list[Reservation] = []  # given out, not yet written, in order
+        self.end = 0  # the offset the next reservation gets
+        self.owner: Any = None
 
-    def reserve(self, build_line: Any, is_pending: Any) -> Reservation:
-        with self._lock:
-            if self._reserved and not any(each.is_pending() for each in self._reserved):
-                self._void(len(self._reserved))  # all rolled back: free to move on
-            if not self._reserved and self._needs_new_segment():
+    def is_free(self) -> bool:
+        """No reservation of it can still be written: another transaction may use it."""
+        return not any(each.is_pending() for each in self.reserved)
+
+    def serves(self, owner: Any, in_transaction: Any) -> bool:
+        """Whether ``owner``'s open transaction may add to it: it holds no place that
+        another transaction (one committed and running its callbacks) will still write."""
+        return self.owner is owner and all(
+            in_transaction(each) or not each.is_pending() for each in self.reserved
+        )
+
+    def reserve(self, build_line: Any, callback: Any, owner: Any) -> Reservation:
+        if self.is_free():
+            self.void_all()
+            if self._needs_new_segment():
                 self._open_new_segment()
-                self._end = self._offset
-            record_id = f"{self._segment}-{self._end:x}"
-            reservation = Reservation(record_id, build_line(record_id), self._end, is_pending)
-            self._end += len(reservation.line)
-            self._reserved.append(reservation)
-            return reservation
+                self.end = self._offset
+        record_id = f"{self._segment}-{self.end:x}"
+        line = build_line(record_id)
+        reservation = Reservation(record_id, line, self.end, self, weakref.ref(callback))
+        self.end += len(line)
+        self.reserved.append(reservation)
+        self.owner = owner
+        return reservation
 
     def write(self, reservation: Reservation) -> None:
         """Append the reserved record durably, after void lines for rolled-back ones."""
-        with self._lock:
-            if reservation not in self._reserved or self._fd is None:
-                raise ReservationLost(
-                    errno.EIO, "its segment was given up after a failed write", reservation.id
-                )
-            if os.fstat(self._fd).st_nlink == 0:
-                raise ReservationLost(errno.ENOENT, "the journal was removed", reservation.id)
-            count = self._reserved.index(reservation)
-            voids = b"".join(map(_void_line, self._reserved[:count]))
-            self._write_durably(voids + reservation.line)
-            del self._reserved[: count + 1]
+        if reservation not in self.reserved or self._fd is None:
+            raise ReservationLost(
+                errno.EIO, "its segment was given up after a failed write", reservation.id
+            )
+        if os.fstat(self._fd).st_nlink == 0:
+            raise ReservationLost(errno.ENOENT, "the journal was removed", reservation.id)
+        count = self.reserved.index(reservation)
+        voids = b"".join(map(_void_line, self.reserved[:count]))
+        self._write_durably(voids + reservation.line)
+        del self.reserved[: count + 1]
 
-    def is_reserved(self, record_id: str) -> bool:
-        with self._lock:
-            return any(each.id == record_id and each.is_pending() for each in self._reserved)
-
-    def _void(self, count: int) -> None:
-        self._write_durably(b"".join(map(_void_line, self._reserved[:count])))
-        del self._reserved[:count]
+    def void_all(self) -> None:
+        if self.reserved and self._fd is not None:
+            self._write_durably(b"".join(map(_void_line, self.reserved)))
+        self.reserved.clear()
 
     def _abandon_segment(self) -> None:
         super()._abandon_segment()
-        self._reserved.clear()
+        self.reserved.clear()
+
+
+class _ReservationBook:
+    """A process's batches for one journal: as many segments as transactions that enqueue
+    on commit at once (threads, and transactions opened by on-commit callbacks), reused
+    once their places are written, so that a thread per request makes no segment each."""
+
+    #: Batches kept open while free; more are closed (their segments sealed).
+    KEPT_FREE = 2
+
+    def __init__(self, directory: Path, *, durable: bool) -> None:
+        self._directory = directory
+        self._durable = durable
+        self._lock = threading.Lock()
+        self._batches: list[_Batch] = []
+
+    def reserve(
+        self, build_line: Any, callback: Any, owner: Any, in_transaction: Any
+    ) -> Reservation:
+        with self._lock:
+            batch = next((b for b in self._batches if b.serves(owner, in_transaction)), None)
+            if batch is None:
+                batch = next((b for b in self._batches if b.is_free()), None)
+            if batch is None:
+                batch = _Batch(self._directory, durable=self._durable)
+                self._batches.append(batch)
+            reservation = batch.reserve(build_line, callback, owner)
+            self._close_idle(keep=batch)
+            return reservation
+
+    def write(self, reservation: Reservation) -> None:
+        with self._lock:
+            reservation.batch.write(reservation)
+
+    def is_reserved(self, record_id: str) -> bool:
+        with self._lock:
+            return any(
+                each.id == record_id and each.is_pending()
+                for batch in self._batches
+                for each in batch.reserved
+            )
+
+    def _close_idle(self, keep: _Batch) -> None:
+        free = [batch for batch in self._batches if batch is not keep and batch.is_free()]
+        for batch in free[self.KEPT_FREE :]:
+            batch.void_all()
+            batch.close()
+            self._batches.remove(batch)
 
 
 def _void_line(reservation: Reservation) -> bytes:
@@ -774,18 +836,17 @@ def _void_line(reservation: Reservation) -> bytes:
 
 
 _writers: dict[tuple[str, bool], _SegmentWriter] = {}
+_books: dict[tuple[str, bool], _ReservationBook] = {}
 _writers_lock = threading.Lock()
-#: Per thread, ``writers``: (segments directory, durable) -> _ReservingWriter.
-_reserving_writers = threading.local()
 
 
 def _forget_writers_after_fork() -> None:
     # A forked child must not append to its parent's segment (two writers, one file),
     # and the parent's lock objects may have been held by another thread at fork time.
-    global _writers_lock, _reserving_writers
+    global _writers_lock
     _writers.clear()
+    _books.clear()
     _writers_lock = threading.Lock()
-    _reserving_writers = threading.local()
 
 
 os.register_at_fork(after_in_child=_forget_writers_after_fork)
@@ -939,35 +1000,42 @@ class Journal:
         """
         return self._append(_line_builder(record))
 
-    def reserve(self, record: Record, is_pending: Any) -> Reservation:
+    def reserve(
+        self, record: Record, callback: Any, owner: Any, in_transaction: Any
+    ) -> Reservation:
         """Give ``record`` its id now and write it later, with ``write_reserved``.
 
-        For enqueue on commit: the id is final (its place in a segment of this thread's
-        own), nothing is on disk until the write. ``is_pending()`` tells whether the
-        transaction may still commit. Raises OSError when the journal cannot be used.
+        For enqueue on commit: the id is final (its place in a segment that one
+        transaction at a time writes to), nothing is on disk until the write.
+        ``callback`` is what will write it: once it is gone (garbage, dropped by a
+        rollback) the place is void. ``owner`` is the transaction's connection, and
+        ``in_transaction(reservation)`` whether a reservation belongs to its open
+        transaction. Raises OSError when the journal cannot be used.
         """
         build_line = _line_builder(record)
+        book = self._book()
         reservation: Reservation = self._in_journal(
-            lambda: self._reserving_writer().reserve(build_line, is_pending)
+            lambda: book.reserve(build_line, callback, owner, in_transaction)
         )
         return reservation
 
     def write_reserved(self, reservation: Reservation) -> None:
         """Write a reserved record durably at its place; ReservationLost if it cannot be."""
-        self._reserving_writer().write(reservation)
+        self._book().write(reservation)
 
     def is_reserved(self, record_id: str) -> bool:
-        """Whether this thread holds ``record_id`` for a transaction that is still open."""
-        return self._reserving_writer().is_reserved(record_id)
+        """Whether ``record_id`` is held for a transaction that may still commit."""
+        return self._book().is_reserved(record_id)
 
-    def _reserving_writer(self) -> _ReservingWriter:
-        writers: dict[tuple[str, bool], _ReservingWriter] = _reserving_writers.__dict__.setdefault(
-            "writers", {}
-        )
+    def _book(self) -> _ReservationBook:
         key = (str(self.segments_dir), self.durable)
-        if key not in writers:
-            writers[key] = _ReservingWriter(self.segments_dir, durable=self.durable)
-        return writers[key]
+        book = _books.get(key)
+        if book is None:
+            with _writers_lock:
+                book = _books.setdefault(
+                    key, _ReservationBook(self.segments_dir, durable=self.durable)
+                )
+        return book
 
     def append_requeue(self, record_id: str, state: State | None = None) -> None:
         """Tell every supervisor that task ``record_id`` is READY again.
