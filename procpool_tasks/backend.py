@@ -63,6 +63,10 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             self._options_error = error
         self._journal: journal.Journal | None = None
 
+    def __str__(self) -> str:
+        # How system checks name it: "TASKS['default']", not an object address.
+        return f"TASKS[{self.alias!r}]"
+
     @property
     def backend_options(self) -> BackendOptions:
         if self._options is None:

@@ -297,12 +297,12 @@ def test_prune_status_failed_deletes_the_failures_and_keeps_the_successes_beside
             "SUCCESSFUL,FAILED",
             "Would delete 3 task(s) (1 FAILED, 2 SUCCESSFUL; FAILED older than 0.01s, "
             "SUCCESSFUL older than 0.01s); 1 segment(s) would go whole, 1 more segment(s) of "
-            "finished tasks marked done",
+            "finished tasks would be marked done",
         ),
         (
             "SUCCESSFUL",
             "Would delete 2 task(s) (2 SUCCESSFUL; SUCCESSFUL older than 0.01s); 0 segment(s) "
-            "would go whole, 1 more segment(s) of finished tasks marked done",
+            "would go whole, 1 more segment(s) of finished tasks would be marked done",
         ),
     ],
 )

@@ -119,7 +119,8 @@ def _report(survey: history.Survey, retention: dict[str, float], *, dry_run: boo
     return (
         f"{verb} {sum(survey.pruned.values())} task(s) ({per_status}; {kept_for}); "
         f"{survey.pruned_segments} segment(s) {'would go' if dry_run else 'removed'} whole, "
-        f"{survey.marked_done} more segment(s) of finished tasks marked done"
+        f"{survey.marked_done} more segment(s) of finished tasks "
+        f"{'would be ' if dry_run else ''}marked done"
     )
 
 
