@@ -352,6 +352,22 @@ def test_fail_if_no_worker_exits_1_without_a_live_worker_and_0_with_one(env: Env
     ]
 
 
+def test_status_of_a_journal_not_made_yet_is_empty_and_unhealthy_without_a_worker(
+    env: Env,
+) -> None:
+    done = env.manage("procpool_status", "--json", "--fail-if-no-worker", expect_code=1)
+
+    assert done.stderr.splitlines() == ["UNHEALTHY: no live supervisor serves backend 'default'"]
+    document = json.loads(done.stdout)
+    assert schema_errors(document) == []
+    assert document["queues"] == {
+        name: {**counts(), "oldest_ready_age_s": None} for name in ("default", "high", "low")
+    }
+    assert document["running"] == document["supervisors"] == document["recent_failures"] == []
+    assert document["quarantined"] == []
+    assert not env.journal.exists()  # a look makes nothing
+
+
 def test_fail_if_no_worker_with_queues_needs_a_live_worker_serving_each(env: Env) -> None:
     start_live_worker(env, "--queue-name", "high")
 
