@@ -443,3 +443,30 @@ def test_fail_if_older_exits_0_for_fresh_deferred_and_other_queues_tasks(env: En
     assert health(env, "--fail-if-older", "3600", "--queue-name", "default", expect_code=0) == []
     [reason] = health(env, "--fail-if-older", "3600", expect_code=1)
     assert reason.startswith("UNHEALTHY: the oldest READY task of queue 'low' has waited 36")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--fail-if-older", "60", "--queue-name", "defualt"),
+            "CommandError: --queue-name: defualt not in the QUEUES of backend 'default' "
+            "(default, high, low)",
+        ),
+        (
+            ("--fail-if-no-worker", "high,hihg,*"),
+            "CommandError: --fail-if-no-worker: *, hihg not in the QUEUES of backend "
+            "'default' (default, high, low)",
+        ),
+    ],
+    ids=["fail-if-older", "fail-if-no-worker"],
+)
+def test_a_health_check_on_a_queue_the_backend_does_not_have_is_refused_not_passed(
+    env: Env, args: tuple[str, ...], message: str
+) -> None:
+    tasks.add.using(run_after=timezone.now() - timedelta(hours=1)).enqueue(1, 2)
+
+    done = env.manage("procpool_status", *args, expect_code=1)
+
+    assert done.stderr.splitlines() == [message]
+    assert done.stdout == ""
