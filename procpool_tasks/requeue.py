@@ -60,14 +60,14 @@ def _requeue_one(journal: j.Journal, record_id: str, alias: str, *, dry_run: boo
     with journal.claim_lock():
         state = journal.read_state(record_id)
         segment = j.parse_id(record_id)[0]
-        if state is None:
-            refused = "it was pruned" if journal.is_done(segment) else "it is READY"
-            return Requeued(id=record_id, task_path=record.task_path, refused=refused)
-        if state.status != j.FAILED:
+        if state is None and journal.is_done(segment):
+            return Requeued(id=record_id, task_path=record.task_path, refused="it was pruned")
+        if state is None or state.status != j.FAILED:
             return Requeued(
                 id=record_id,
                 task_path=record.task_path,
-                refused=f"it is {state.status}; only FAILED tasks can be re-queued",
+                refused=f"it is {state.status if state else j.READY}; only FAILED tasks can "
+                "be re-queued",
             )
         again = replace(
             state,

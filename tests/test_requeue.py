@@ -233,14 +233,16 @@ def test_requeue_refuses_ready_running_and_successful_tasks_and_requeues_the_fai
         what="the other tasks to end",
     )
     flaky.release.touch()
+    ready = tasks.add.using(queue_name="low").enqueue(3, 4)  # no worker serves 'low'
 
-    done = requeue(env, running.id, successful.id, failed.id, "nosuch", expect_code=1)
+    done = requeue(env, ready.id, running.id, successful.id, failed.id, "nosuch", expect_code=1)
 
     assert done.stdout.splitlines() == [
         f"Re-queued {failed.id} (tests.tasks.append_line_and_fail_until) as attempt 2",
-        "1 task(s) will run again; 3 refused",
+        "1 task(s) will run again; 4 refused",
     ]
     assert done.stderr.splitlines() == [
+        f"Refused {ready.id}: it is READY; only FAILED tasks can be re-queued",
         f"Refused {running.id}: it is RUNNING; only FAILED tasks can be re-queued",
         f"Refused {successful.id}: it is SUCCESSFUL; only FAILED tasks can be re-queued",
         "Refused nosuch: there is no task of this id in the journal",
@@ -249,7 +251,7 @@ def test_requeue_refuses_ready_running_and_successful_tasks_and_requeues_the_fai
     release.touch()
     wait_for(lambda: status_of(running) == "SUCCESSFUL", what="block_until to finish")
     assert worker.stop() == 0
-    assert status_of(successful) == "SUCCESSFUL"
+    assert [status_of(ready), status_of(successful)] == ["READY", "SUCCESSFUL"]
     assert (running.worker_ids, successful.worker_ids) == (["holding"], ["holding"])
 
 
