@@ -86,14 +86,22 @@ def _requeue_one(journal: j.Journal, record_id: str, alias: str, *, dry_run: boo
 
 
 def failed_tasks(
-    journal: j.Journal, *, queues: frozenset[str] | None = None, task_path: str | None = None
+    journal: j.Journal,
+    *,
+    queues: frozenset[str] | None = None,
+    task_path: str | None = None,
+    dry_run: bool = False,
 ) -> Iterator[j.Record]:
     """The FAILED tasks of the journal, oldest segment first; of some queues or one task.
 
-    Reads only the segments whose summaries count failures (and those without one).
+    Reads only the segments whose summaries count failures (and those without one). The
+    summaries it brings up to date are kept, except in a ``dry_run``, which writes nothing.
     """
-    with history.history_writer(journal, blocking=False) as held:
-        survey = history.survey(journal, write=held)
+    if dry_run:
+        survey = history.survey(journal, write=False)
+    else:
+        with history.history_writer(journal, blocking=False) as held:
+            survey = history.survey(journal, write=held)
     for segment, summary in survey.summaries.items():
         failures = sum(by_status.get(j.FAILED, 0) for by_status in summary.counts.values())
         if not failures:

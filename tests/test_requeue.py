@@ -193,7 +193,7 @@ def test_requeue_failed_with_nothing_failed_says_so(env: Env) -> None:
 # -- dry runs --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("by_filter", [False], ids=["by-id"])
+@pytest.mark.parametrize("by_filter", [False, True], ids=["by-id", "by-filter"])
 def test_dry_run_lists_what_would_run_again_and_changes_no_file(env: Env, by_filter: bool) -> None:
     flaky = Flaky(env)
     results = [flaky.enqueue("a"), flaky.enqueue("b")]
