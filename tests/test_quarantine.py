@@ -25,6 +25,7 @@ NOT_IMPORTABLE = (
     "No module named 'deployed_tasks'"
 )
 NO_HEADER = "the line has no checksum header"
+BAD_CHECKSUM = "the checksum does not match (torn or damaged line)"
 
 ENQUEUE_ADDS = """
 from tests import tasks
@@ -85,6 +86,12 @@ def overwrite_all(line: bytes) -> bytes:
     return b"#" * len(line)
 
 
+def change_an_argument(line: bytes) -> bytes:
+    """A flipped digit: the JSON still reads, but the checksum no longer matches."""
+    assert b'"args":[1,2]' in line
+    return line.replace(b'"args":[1,2]', b'"args":[1,3]')
+
+
 def test_list_and_show_a_record_that_did_not_import_and_a_damaged_line(env: Env) -> None:
     deploy = Deploy(env)
     deploy.deploy()
@@ -142,8 +149,8 @@ def test_list_and_show_a_record_that_did_not_import_and_a_damaged_line(env: Env)
 
 @pytest.mark.parametrize(
     ("change", "reason"),
-    [(overwrite_all, NO_HEADER)],
-    ids=["unreadable"],
+    [(overwrite_all, NO_HEADER), (change_an_argument, BAD_CHECKSUM)],
+    ids=["unreadable", "bad-checksum"],
 )
 def test_readmit_is_refused_for_a_damaged_line(
     env: Env, change: Callable[[bytes], bytes], reason: str
