@@ -49,7 +49,7 @@ def drop(journal: j.Journal, name: str) -> None:
 def readmit(journal: j.Journal, name: str, *, backend_alias: str) -> Readmitted:
     """Re-queue the task of a record quarantined because its task did not import."""
     record, _ = find(journal, name)
-    if record.task_path is None:
+    if record.task_path is None or not _holds_a_task(journal, name):
         raise QuarantineError(
             f"{name} cannot be re-admitted: {record.reason} (the line holds no readable task)"
         )
@@ -64,3 +64,16 @@ def readmit(journal: j.Journal, name: str, *, backend_alias: str) -> Readmitted:
         raise QuarantineError(f"{name} cannot be re-admitted: {outcome.refused}")
     journal.remove_quarantined(f"{name}.json")
     return Readmitted(name=name, task_path=record.task_path, attempt=outcome.attempt)
+
+
+def _holds_a_task(journal: j.Journal, name: str) -> bool:
+    """Whether the journal reads a task at the place ``name`` stands for.
+
+    A damaged line may still hold JSON that names a task (a flipped digit leaves it
+    readable, only the checksum tells): that line can never run, whatever it names.
+    """
+    try:
+        journal.read_record(name)
+    except j.RecordNotFound:
+        return False
+    return True

@@ -60,14 +60,14 @@ def _requeue_one(journal: j.Journal, record_id: str, alias: str, *, dry_run: boo
     with journal.claim_lock():
         state = journal.read_state(record_id)
         segment = j.parse_id(record_id)[0]
-        if state is None:
-            refused = "it was pruned" if journal.is_done(segment) else "it is READY"
-            return Requeued(id=record_id, task_path=record.task_path, refused=refused)
-        if state.status != j.FAILED:
+        if state is None and journal.is_done(segment):
+            return Requeued(id=record_id, task_path=record.task_path, refused="it was pruned")
+        if state is None or state.status != j.FAILED:
             return Requeued(
                 id=record_id,
                 task_path=record.task_path,
-                refused=f"it is {state.status}; only FAILED tasks can be re-queued",
+                refused=f"it is {state.status if state else j.READY}; only FAILED tasks can "
+                "be re-queued",
             )
         again = replace(
             state,
@@ -86,14 +86,22 @@ def _requeue_one(journal: j.Journal, record_id: str, alias: str, *, dry_run: boo
 
 
 def failed_tasks(
-    journal: j.Journal, *, queues: frozenset[str] | None = None, task_path: str | None = None
+    journal: j.Journal,
+    *,
+    queues: frozenset[str] | None = None,
+    task_path: str | None = None,
+    dry_run: bool = False,
 ) -> Iterator[j.Record]:
     """The FAILED tasks of the journal, oldest segment first; of some queues or one task.
 
-    Reads only the segments whose summaries count failures (and those without one).
+    Reads only the segments whose summaries count failures (and those without one). The
+    summaries it brings up to date are kept, except in a ``dry_run``, which writes nothing.
     """
-    with history.history_writer(journal, blocking=False) as held:
-        survey = history.survey(journal, write=held)
+    if dry_run:
+        survey = history.survey(journal, write=False)
+    else:
+        with history.history_writer(journal, blocking=False) as held:
+            survey = history.survey(journal, write=held)
     for segment, summary in survey.summaries.items():
         failures = sum(by_status.get(j.FAILED, 0) for by_status in summary.counts.values())
         if not failures:

@@ -89,11 +89,16 @@ def collect(backend: Any) -> Status:
     """The status of a ProcPoolBackend's journal, now.
 
     Summaries it brings up to date are kept when no other process holds the history lock,
-    so that the next call reads less; otherwise it only reads.
+    so that the next call reads less; otherwise it only reads. A journal that does not
+    exist yet is empty.
     """
     journal: j.Journal = backend.journal
-    with history.history_writer(journal, blocking=False) as held:
-        survey = history.survey(journal, write=held)
+    if journal.path.is_dir():
+        with history.history_writer(journal, blocking=False) as held:
+            survey = history.survey(journal, write=held)
+    else:
+        # Nothing was enqueued or run yet; the first enqueue or worker makes it, not a look.
+        survey = history.Survey()
     now = timezone.now()
     supervisors = _supervisors(journal, backend.alias)
     status = Status(

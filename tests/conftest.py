@@ -135,6 +135,25 @@ class Env:
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
+    def manage(
+        self, *args: str, expect_code: int = 0, module: str = "django"
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a management command (``procpool_status ...``) to completion, as an operator
+        would; ``module`` runs it (``tests.crash_at`` kills it at a chosen point)."""
+        done = subprocess.run(
+            [sys.executable, "-m", module, *args],
+            env=self.variables,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == expect_code, (
+            f"exit code {done.returncode}; stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        )
+        return done
+
     def start_python(self, code: str, *args: str) -> subprocess.Popen[str]:
         """Start Python code like ``run_python``, without waiting; it is killed at the end."""
         process = subprocess.Popen(

@@ -54,6 +54,19 @@ def fail_with(message: str) -> None:
 
 
 @task()
+def append_line_and_fail_until(path: str, line: str, release: str) -> str:
+    """Append ``line`` to ``path`` (one line per run), then fail until ``release`` exists.
+
+    A transient failure that a test ends when it wants: run again after that, it succeeds.
+    """
+    with open(path, "a") as file:
+        file.write(line + "\n")
+    if not Path(release).exists():
+        raise FileNotFoundError(f"{release} does not exist yet")
+    return line
+
+
+@task()
 def return_unserialisable() -> object:
     return {1, 2, 3}
 

@@ -69,7 +69,10 @@ class Command(BaseCommand):
             if options["failed"]:
                 queues = parse_queue_names(options["queue_name"], backend)
                 found = requeue.failed_tasks(
-                    backend.journal, queues=queues, task_path=options["task"]
+                    backend.journal,
+                    queues=queues,
+                    task_path=options["task"],
+                    dry_run=options["dry_run"],
                 )
                 ids = [record.id for record in found]
             outcomes = requeue.requeue(

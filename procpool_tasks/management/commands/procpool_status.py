@@ -67,6 +67,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         backend = compat.task_backends[options["backend_alias"]]
         assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+        no_worker = _queue_names(options["fail_if_no_worker"], "--fail-if-no-worker", backend)
+        queues = _queue_names(options["queue_name"], "--queue-name", backend)
         try:
             current = status.collect(backend)
         except OSError as error:
@@ -79,9 +81,9 @@ class Command(BaseCommand):
             self.stdout.write(render(current))
         problems = health_problems(
             current,
-            no_worker=_names(options["fail_if_no_worker"]),
+            no_worker=no_worker,
             older_than=options["fail_if_older"],
-            queues=_names(options["queue_name"]),
+            queues=queues,
         )
         for problem in problems:
             sys.stderr.write(f"UNHEALTHY: {problem}\n")
@@ -94,6 +96,18 @@ def _names(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _queue_names(value: str | None, option: str, backend: ProcPoolBackend) -> list[str] | None:
+    """``_names`` of the backend's QUEUES: a mistyped queue must not pass a health check."""
+    names = _names(value)
+    unknown = sorted(set(names or ()) - backend.queues) if backend.queues else []
+    if unknown:
+        raise CommandError(
+            f"{option}: {', '.join(unknown)} not in the QUEUES of backend {backend.alias!r} "
+            f"({', '.join(sorted(backend.queues))})"
+        )
+    return names
 
 
 def health_problems(
