@@ -141,6 +141,8 @@ class Survey:
     pruned_segments: int = 0
     #: Finished tasks deleted (or, in a dry run, that would be), per status.
     pruned: Counter[str] = field(default_factory=Counter)
+    #: Segments of tasks whose re-queue this survey published (see ``_note_marker``).
+    republished: set[str] = field(default_factory=set)
 
 
 def survey(
@@ -160,16 +162,40 @@ def survey(
     tail = j.SegmentTail(journal)
     now = time.time()
     cutoffs = {status: now - seconds for status, seconds in (retention or {}).items()}
-    for segment in journal.all_segment_names():
-        try:
-            _survey_segment(journal, tail, segment, result, write=write, now=now)
-            if cutoffs and segment in result.done and (write or dry_run):
-                _prune_segment(journal, segment, result, cutoffs, dry_run=dry_run)
-        except FileNotFoundError:
-            result.summaries.pop(segment, None)  # pruned meanwhile by another process
+    segments = journal.all_segment_names()
+    for segment in segments:
+        _survey_and_prune(journal, tail, segment, result, write, now, cutoffs, dry_run)
+    # A re-queue published in this pass made a finished task READY again: its segment,
+    # perhaps summarized already, is looked at afresh (its summary was deleted).
+    for segment in sorted(result.republished & set(segments)):
+        result.summaries.pop(segment, None)
+        result.unfinished = [
+            (record, state)
+            for record, state in result.unfinished
+            if not record.id.startswith(segment)
+        ]
+        _survey_and_prune(journal, tail, segment, result, write, now, cutoffs, dry_run)
     if write and not dry_run:
         journal.remove_orphan_results()
     return result
+
+
+def _survey_and_prune(
+    journal: j.Journal,
+    tail: j.SegmentTail,
+    segment: str,
+    result: Survey,
+    write: bool,
+    now: float,
+    cutoffs: Mapping[str, float],
+    dry_run: bool,
+) -> None:
+    try:
+        _survey_segment(journal, tail, segment, result, write=write, now=now)
+        if cutoffs and segment in result.done and (write or dry_run):
+            _prune_segment(journal, segment, result, cutoffs, dry_run=dry_run)
+    except FileNotFoundError:
+        result.summaries.pop(segment, None)  # pruned meanwhile by another process
 
 
 @contextlib.contextmanager
@@ -199,7 +225,9 @@ def _survey_segment(
         result.summaries[segment] = stored  # nothing in it can change: no reading at all
         result.done.add(segment)
         return
-    summary, unfinished = _summarize(journal, tail, segment, stored, done=done, write=write)
+    summary, unfinished = _summarize(
+        journal, tail, segment, stored, done=done, write=write, republished=result.republished
+    )
     result.summaries[segment] = summary
     result.unfinished.extend(unfinished)
     if write and summary != stored:
@@ -221,6 +249,7 @@ def _summarize(
     *,
     done: bool,
     write: bool,
+    republished: set[str],
 ) -> tuple[SegmentSummary, list[tuple[j.Record, j.State | None]]]:
     """Bring a summary up to date: new lines, and the tasks it left unfinished."""
     summary = SegmentSummary.from_json(stored.to_json()) if stored else SegmentSummary()
@@ -233,7 +262,8 @@ def _summarize(
     unfinished = []
     for item in items:
         if isinstance(item, j.Requeue):
-            _note_marker(journal, item, summary, write=write)
+            if _note_marker(journal, item, summary, write=write):
+                republished.add(j.parse_id(item.id)[0])
             continue
         state = _read_state(journal, item.id)
         if state is not None and state.is_finished:
@@ -249,13 +279,15 @@ def _summarize(
 
 def _note_marker(
     journal: j.Journal, marker: j.Requeue, summary: SegmentSummary, *, write: bool
-) -> None:
-    """Keep a re-queue marker until its task finished; publish its state if behind."""
-    if write and marker.state is not None:
-        with contextlib.suppress(j.JournalError, FileNotFoundError):
-            journal.publish_requeue(marker)
+) -> bool:
+    """Keep a re-queue marker until its task finished; publish its state if behind (a
+    re-queue cut short). Whether it published."""
     if marker.id not in summary.markers:
         summary.markers.append(marker.id)
+    if write and marker.state is not None:
+        with contextlib.suppress(j.JournalError, FileNotFoundError):
+            return journal.publish_requeue(marker)[1]
+    return False
 
 
 def _is_over(journal: j.Journal, record_id: str) -> bool:
@@ -340,7 +372,9 @@ def _prune_tasks(
                 journal.remove_result(item.id)
     if dry_run:
         return
-    summary, _ = _summarize(journal, j.SegmentTail(journal), segment, None, done=True, write=True)
+    summary, _ = _summarize(
+        journal, j.SegmentTail(journal), segment, None, done=True, write=True, republished=set()
+    )
     if summary.kept:
         journal.write_summary(segment, summary.to_json())
         result.summaries[segment] = summary

@@ -1051,19 +1051,28 @@ class Journal:
         line = _frame(_dumps(data))
         self._append(lambda _own_id: line)
 
-    def publish_requeue(self, requeue: Requeue) -> State | None:
-        """Bring a task's result file up to a re-queue marker's state; return the state now.
+    def is_behind(self, requeue: Requeue) -> bool:
+        """Whether a re-queue marker's state has yet to reach the task's result file."""
+        current = self.read_state(requeue.id)
+        marked = requeue.state
+        return marked is not None and (current is None or current.version < marked.version)
 
-        Under the claim lock, so that it never writes over a claim made meanwhile: the
-        marker's state counts only if the file holds an older version.
+    def publish_requeue(self, requeue: Requeue) -> tuple[State | None, bool]:
+        """Bring a task's result file up to a re-queue marker's state; return the state
+        now, and whether it was written.
+
+        The caller holds the history lock: the task was finished, and the summary of its
+        segment, which counts it so, is deleted before it changes. Under the claim lock,
+        so that it never writes over a claim made meanwhile: the marker's state counts
+        only if the file holds an older version.
         """
         with self.claim_lock():
-            current = self.read_state(requeue.id)
-            marked = requeue.state
-            if marked is None or (current is not None and current.version >= marked.version):
-                return current
-            self.write_state(marked)
-            return marked
+            if not self.is_behind(requeue):
+                return self.read_state(requeue.id), False
+            assert requeue.state is not None  # noqa: S101 (is_behind says so)
+            self.remove_summary(parse_id(requeue.id)[0])
+            self.write_state(requeue.state)
+            return requeue.state, True
 
     def _append(self, build_line: Any) -> str:
         record_id: str = self._in_journal(lambda: self._writer().append(build_line))

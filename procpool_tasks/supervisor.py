@@ -546,8 +546,13 @@ class Supervisor:
             return
         state: journal.State | None = _UNUSABLE
         try:
-            # A re-queue by hand counts from its marker; the result file may be behind.
-            state = self.journal.publish_requeue(marker)
+            # A re-queue by hand counts from its marker; the result file may be behind
+            # (the command was killed half-way), rarely: then publish it.
+            if self.journal.is_behind(marker):
+                with self.journal.history_lock():
+                    state, _ = self.journal.publish_requeue(marker)
+            else:
+                state = self._read_state(marker.id)
         except journal.JournalError:
             state = self._read_state(marker.id)  # logs why
         except OSError as error:

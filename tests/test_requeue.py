@@ -451,19 +451,12 @@ def counts_of(env: Env) -> dict[str, int]:
 
 
 # After a crash between a re-queue's marker and its result file, whoever reads the marker
-# publishes its READY state (journal.publish_requeue), but nothing drops the summary of the
-# task's segment. A survey (procpool_status, procpool_prune, a worker's history pass) goes
-# through segments by name: when the task's segment comes before the marker's, as it does
-# after about half of all such crashes, it summarizes the task as FAILED, then publishes the
-# marker, and keeps that summary. Summaries never look at a finished task again.
-STALE_SUMMARY_BUG = (
-    "BUG in history.py/journal.py (not fixed here): a re-queue marker published after a "
-    "crash mid-requeue leaves the summary of the task's segment alone; a survey that read "
-    "that segment before the marker keeps the task as FAILED in it for good"
-)
+# publishes its READY state (journal.publish_requeue) and drops the summary of the task's
+# segment. A survey goes through segments by name: when the task's segment comes before the
+# marker's, as it does after about half of all such crashes, it has summarized the task as
+# FAILED before it publishes the marker, and must look at that segment again.
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STALE_SUMMARY_BUG)
 def test_status_counts_a_task_requeued_by_a_killed_requeue_as_it_is(env: Env) -> None:
     flaky = Flaky(env)
     record_id = flaky.enqueue("x").id
@@ -478,7 +471,6 @@ def test_status_counts_a_task_requeued_by_a_killed_requeue_as_it_is(env: Env) ->
     assert counts_of(env) == {"READY": 0, "SUCCESSFUL": 1, "FAILED": 0}  # FAILED: 1, for good
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STALE_SUMMARY_BUG)
 def test_prune_never_deletes_a_task_requeued_by_a_killed_requeue(env: Env) -> None:
     flaky = Flaky(env)
     # Enqueued by a process that exits: its segment is sealed, as prune needs.
