@@ -9,6 +9,7 @@ without reading their result files again::
     counts      per queue, the kept tasks that ended SUCCESSFUL and FAILED
     finished    per status, when the first and the last kept task ended so
     failures    the newest failures, each with its exception line
+    minutes     per minute of the last hour, the tasks that ended SUCCESSFUL and FAILED
     pruned      tasks whose results were deleted
 
 A finished task stays finished, except when an operator re-queues it, which deletes the
@@ -45,6 +46,8 @@ __all__ = ["Failure", "SegmentSummary", "Survey", "survey"]
 
 #: How many of the newest failures a summary (and ``procpool_status``) keeps.
 RECENT_FAILURES = 10
+#: How far back a summary counts finished tasks per minute (the status page's chart).
+MINUTES_KEPT = 60
 
 
 @dataclass(slots=True, kw_only=True)
@@ -84,6 +87,8 @@ class SegmentSummary:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     finished: dict[str, list[float]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    #: Minute (POSIX time // 60, as text for JSON) -> status -> tasks that ended then.
+    minutes: dict[str, dict[str, int]] = field(default_factory=dict)
     pruned: int = 0
 
     @property
@@ -106,6 +111,14 @@ class SegmentSummary:
             self.failures.append(Failure.of(record, state))
             self.failures.sort(key=lambda failure: failure.finished_at, reverse=True)
             del self.failures[RECENT_FAILURES:]
+        minute = int(at // 60)
+        if minute > time.time() // 60 - MINUTES_KEPT:
+            by_status = self.minutes.setdefault(str(minute), {})
+            by_status[state.status] = by_status.get(state.status, 0) + 1
+
+    def forget_old_minutes(self, now: float) -> None:
+        oldest = int(now // 60) - MINUTES_KEPT
+        self.minutes = {key: value for key, value in self.minutes.items() if int(key) > oldest}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -274,6 +287,7 @@ def _summarize(
             summary.unfinished.append(j.parse_id(item.id)[1])
             unfinished.append((item, state))
     summary.markers = [id_ for id_ in summary.markers if not _is_over(journal, id_)]
+    summary.forget_old_minutes(time.time())
     return summary, unfinished
 
 

@@ -72,6 +72,8 @@ class Status:
     supervisors: list[Heartbeat]
     recent_failures: list[history.Failure]
     quarantined: list[QuarantinedRecord]
+    #: The last hour, a minute at a time, oldest first: (minute's start, ended per status).
+    finished_per_minute: list[tuple[datetime, Counter[str]]] = field(default_factory=list)
 
     def live_supervisors(self) -> list[Heartbeat]:
         return [beat for beat in self.supervisors if beat.is_live(self.generated_at)]
@@ -109,6 +111,7 @@ def collect(backend: Any) -> Status:
         running=[],
         supervisors=supervisors,
         recent_failures=_recent_failures(survey),
+        finished_per_minute=_finished_per_minute(survey, now),
         quarantined=quarantined_records(journal),
     )
     for summary in survey.summaries.values():
@@ -157,6 +160,20 @@ def _supervisors(journal: j.Journal, alias: str) -> list[Heartbeat]:
         (beat for beat in beats if beat is not None and beat.backend == alias),
         key=lambda beat: beat.started_at,
     )
+
+
+def _finished_per_minute(
+    survey: history.Survey, now: datetime
+) -> list[tuple[datetime, Counter[str]]]:
+    last = int(now.timestamp() // 60)
+    minutes = {
+        minute: Counter[str]() for minute in range(last - history.MINUTES_KEPT + 1, last + 1)
+    }
+    for summary in survey.summaries.values():
+        for minute, by_status in summary.minutes.items():
+            if int(minute) in minutes:
+                minutes[int(minute)].update(by_status)
+    return [(datetime.fromtimestamp(minute * 60, UTC), count) for minute, count in minutes.items()]
 
 
 def _recent_failures(survey: history.Survey) -> list[history.Failure]:
@@ -248,6 +265,14 @@ def to_json(status: Status) -> dict[str, Any]:
                 "attempts": failure.attempts,
             }
             for failure in status.recent_failures
+        ],
+        "finished_per_minute": [
+            {
+                "minute": _time(minute),
+                "SUCCESSFUL": count[j.SUCCESSFUL],
+                "FAILED": count[j.FAILED],
+            }
+            for minute, count in status.finished_per_minute
         ],
         "quarantined": [
             {

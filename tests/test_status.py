@@ -257,6 +257,14 @@ def test_status_counts_every_status_per_queue_after_a_mixed_run(
     )
     assert document["recent_failures"] == newest_first
 
+    minutes = document["finished_per_minute"]
+    assert len(minutes) == 60
+    starts = [at(minute["minute"]) for minute in minutes]
+    assert starts == [starts[0] + timedelta(minutes=n) for n in range(60)]
+    assert starts[-1] <= generated_at < starts[-1] + timedelta(minutes=1)
+    assert sum(minute["SUCCESSFUL"] for minute in minutes) == 2
+    assert sum(minute["FAILED"] for minute in minutes) == 2
+
     segment, offset = journal.parse_id(run.not_importable)
     assert document["quarantined"] == [
         {
