@@ -43,6 +43,10 @@ def requeue(
     journal: j.Journal, ids: Iterable[str], *, backend_alias: str, dry_run: bool = False
 ) -> list[Requeued]:
     """Re-queue each FAILED task of ``ids``; refuse the others, saying why."""
+    if not journal.path.is_dir():  # nothing was ever enqueued: no task to find
+        return [
+            Requeued(id=each, refused="there is no task of this id in the journal") for each in ids
+        ]
     outcomes = []
     with journal.history_lock():
         for record_id in ids:
