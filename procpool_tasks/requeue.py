@@ -101,6 +101,8 @@ def failed_tasks(
     Reads only the segments whose summaries count failures (and those without one). The
     summaries it brings up to date are kept, except in a ``dry_run``, which writes nothing.
     """
+    if not journal.path.is_dir():
+        return  # nothing was ever enqueued
     if dry_run:
         survey = history.survey(journal, write=False)
     else:
