@@ -10,11 +10,13 @@ import contextlib
 import functools
 import logging
 import os
+import pickle
 import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from multiprocessing.connection import Connection
 from traceback import format_exception
 from types import FrameType
 from typing import Any
@@ -30,7 +32,15 @@ from .lifeline import die_with_process
 from .results import build_task_result, load_task
 from .sqlite import apply_sqlite_defaults
 
-__all__ = ["ChildSettings", "Job", "Outcome", "TaskTimeoutError", "init_child", "run_job"]
+__all__ = [
+    "ChildSettings",
+    "Job",
+    "Outcome",
+    "TaskTimeoutError",
+    "init_child",
+    "run_job",
+    "serve",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +75,13 @@ class ChildSettings:
 
     verbosity: int
     supervisor_pid: int
-    started: Any  # a multiprocessing SimpleQueue: (task id, pid) as each task starts
     sqlite_defaults: bool = True  # see ``sqlite``: make concurrent tasks wait for locks
-
-
-_settings: ChildSettings | None = None
+    max_tasks: int | None = None  # leave after this many tasks (--max-tasks-per-child)
+    max_memory_mib: float | None = None  # leave past this RSS (--max-memory-per-child)
 
 
 def init_child(settings: ChildSettings) -> None:
     """Prepare a fresh worker process: Django, logging, and signals left to the supervisor."""
-    global _settings
-    _settings = settings
     # Ctrl+C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A killed supervisor must not leave this process running its task (which the next
@@ -88,6 +94,39 @@ def init_child(settings: ChildSettings) -> None:
     configure_child_logging(settings.verbosity)
 
 
+def serve(conn: Connection, settings: ChildSettings) -> None:
+    """A worker process: run the jobs that come down ``conn``, one at a time.
+
+    Sends back each outcome with whether the process leaves after it: after
+    ``max_tasks_per_child`` tasks, or once a task left it over ``max_memory_mib`` of
+    resident memory (the task keeps its outcome); the pool starts another in its place.
+    It exits when the supervisor closes the pipe.
+    """
+    init_child(settings)
+    ran = 0
+    while True:
+        try:
+            # From our own supervisor, over a private pipe: never data from the journal.
+            job = pickle.loads(conn.recv_bytes())  # noqa: S301
+        except EOFError:
+            return
+        try:
+            outcome = run_job(job)
+        except BaseException as error:  # the job could not be run at all
+            outcome = Outcome(
+                status=journal.FAILED,
+                finished_at=timezone.now(),
+                error=_failed(error).error,
+            )
+        ran += 1
+        leaving = (settings.max_tasks is not None and ran >= settings.max_tasks) or (
+            settings.max_memory_mib is not None and outcome.memory_mib > settings.max_memory_mib
+        )
+        conn.send_bytes(pickle.dumps((outcome, leaving), protocol=pickle.HIGHEST_PROTOCOL))
+        if leaving:
+            return
+
+
 def configure_child_logging(verbosity: int) -> None:
     """Show the framework's own log lines: failures at -v 1, everything at -v 2."""
     level = {0: logging.CRITICAL, 1: logging.WARNING}.get(verbosity, logging.DEBUG)
@@ -98,8 +137,6 @@ def configure_child_logging(verbosity: int) -> None:
 
 def run_job(job: Job) -> Outcome:
     """Run one task as Django's request cycle would: fresh connections before and after."""
-    if _settings is not None:
-        _settings.started.put((job.record.id, os.getpid()))
     close_old_connections()
     try:
         with _time_limit(job.timeout):

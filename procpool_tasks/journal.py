@@ -1552,8 +1552,10 @@ class ResultLog:
         self._size = 0
 
     def close(self, *, remove: bool) -> None:
-        """Close the log; with ``remove``, delete it once what it covers is on disk."""
+        """Close the log (and its Journal); with ``remove``, delete it once what it covers
+        is on disk."""
         os.close(self._fd)
+        self._journal.close()
         if remove:
             if self._size:
                 os.sync()

@@ -1,88 +1,173 @@
-"""The process pool: CPython's ``ProcessPoolExecutor``, with a memory limit per process.
+"""The worker processes: a small pool of our own, one pipe per process.
 
-``max_tasks_per_child`` replaces a worker process after N tasks; nothing in the executor
-replaces one that has grown too big. A process here measures its resident memory after
-each task (``Outcome.memory_mib``) and, past the limit, leaves the way a process at its
-task count does: it sends the result with its pid as the one that exits, and the
-executor joins it and starts another. The task that pushed it over keeps its outcome.
+CPython's ``ProcessPoolExecutor`` puts two threads (a feeder and a manager), a shared
+queue lock and a wake-up pipe between the supervisor and its processes; that round trip
+cost more than a no-op task and took a core's worth of the supervisor's time. Here each
+worker process has its own duplex pipe: the supervisor sends a job to a process it knows
+is idle, and a single selector in its main thread (``supervisor``) tells it when an
+outcome arrives and when a process exits (its sentinel). So it always knows which
+process runs which task: a death, a timeout or a memory limit concerns one process.
 
-The executor has no public hook for the function its processes run, so ``_spawn_process``
-(CPython 3.11 to 3.13) is overridden to start ``_work``, the executor's own worker loop
-with that one check added; it uses the executor's private ``_sendback_result`` and
-``_ExceptionWithTraceback`` to speak the same protocol.
+Processes are forked from the forkserver, whose preload has set up Django
+(``_preload``): they start fast, share its pages copy-on-write, and inherit none of the
+supervisor's threads, locks, signal handlers or connections. A process leaves after its
+outcome when it ran ``max_tasks_per_child`` tasks or grew past ``max_memory_mib``
+(``execution.serve`` decides), and the pool starts another in its place.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor, _base
-from concurrent.futures import process as _executor
+import contextlib
+import logging
+import pickle
+import selectors
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
-__all__ = ["WorkerPool"]
+from . import execution
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Pool", "WorkerProcess"]
+
+#: A process that dies before it takes a task (a project that does not set up) is
+#: started again no sooner than this, so that a broken project does not spin.
+RESPAWN_BACKOFF_S = 1.0
 
 
-class WorkerPool(ProcessPoolExecutor):
-    """A process pool whose processes leave after a task that took them past
-    ``max_memory_mib`` of resident memory (None: no limit)."""
+@dataclass(eq=False, slots=True)
+class WorkerProcess:
+    """One worker process and the pipe to it; ``task_id`` is what it runs (None: idle)."""
 
-    def __init__(self, *, max_memory_mib: float | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._max_memory_mib = max_memory_mib
+    process: Any  # multiprocessing's Process of the forkserver context
+    conn: Connection
+    task_id: str | None = None
+    ran: int = 0  # tasks it finished
+    leaving: bool = False  # said it exits after this outcome
 
-    def _spawn_process(self) -> None:
-        if self._max_memory_mib is None:
-            super()._spawn_process()  # type: ignore[misc]
-            return
-        executor: Any = self  # its attributes are private, and untyped in typeshed
-        process = executor._mp_context.Process(
-            target=_work,
-            args=(
-                executor._call_queue,
-                executor._result_queue,
-                executor._initializer,
-                executor._initargs,
-                executor._max_tasks_per_child,
-                self._max_memory_mib,
-            ),
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+
+class Pool:
+    """``size`` worker processes, their pipes and sentinels registered with ``selector``.
+
+    The selector's ``data`` for a pipe is ``("outcome", worker)``, for a sentinel
+    ``("exit", worker)``: the supervisor's loop hands them back to ``receive`` and
+    ``reap``.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        context: Any,
+        settings: execution.ChildSettings,
+        selector: selectors.BaseSelector,
+    ) -> None:
+        self.size = size
+        self._context = context
+        self._settings = settings
+        self._selector = selector
+        self.workers: list[WorkerProcess] = []
+        self._next_start = 0.0
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def fill(self) -> None:
+        """Start processes until there are ``size``, unless a recent one died at start."""
+        now = time.monotonic()
+        while len(self.workers) < self.size and now >= self._next_start:
+            self._start()
+
+    def _start(self) -> None:
+        parent, child = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=execution.serve, args=(child, self._settings), name="procpool-worker"
         )
         process.start()
-        executor._processes[process.pid] = process
+        child.close()
+        worker = WorkerProcess(process, parent)
+        self.workers.append(worker)
+        self._selector.register(parent, selectors.EVENT_READ, ("outcome", worker))
+        self._selector.register(process.sentinel, selectors.EVENT_READ, ("exit", worker))
 
+    def idle(self) -> list[WorkerProcess]:
+        return [worker for worker in self.workers if worker.task_id is None and not worker.leaving]
 
-def _work(
-    call_queue: Any,
-    result_queue: Any,
-    initializer: Any,
-    initargs: tuple[Any, ...],
-    max_tasks: int | None,
-    max_memory_mib: float,
-) -> None:
-    """The executor's worker loop, leaving after a task that ends over the memory limit."""
-    if initializer is not None:
+    def seconds_to_next_start(self) -> float | None:
+        """When ``fill`` may start a process again after one died at start; None: now."""
+        if len(self.workers) >= self.size:
+            return None
+        return max(0.0, self._next_start - time.monotonic())
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def send(self, worker: WorkerProcess, job: execution.Job) -> bool:
+        """Hand ``job`` to an idle process; False if it is gone (its exit says so next)."""
+        worker.task_id = job.record.id
         try:
-            initializer(*initargs)
-        except BaseException:
-            _base.LOGGER.critical("Exception in initializer:", exc_info=True)
-            return  # the executor sees the process gone and marks the pool broken
-    tasks_run = 0
-    while True:
-        call_item = call_queue.get(block=True)
-        if call_item is None:
-            result_queue.put(os.getpid())  # a clean shutdown
-            return
-        tasks_run += 1
-        outcome: dict[str, Any]
+            worker.conn.send_bytes(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            return False
+        return True
+
+    def receive(self, worker: WorkerProcess) -> execution.Outcome | None:
+        """The outcome the process sent, or None if its pipe closed (it exited)."""
         try:
-            outcome = {"result": call_item.fn(*call_item.args, **call_item.kwargs)}
-        except BaseException as error:
-            trace = error.__traceback__
-            outcome = {"exception": _executor._ExceptionWithTraceback(error, trace)}  # type: ignore[arg-type]
-        used_mib = getattr(outcome.get("result"), "memory_mib", 0.0)
-        leaving = (max_tasks is not None and tasks_run >= max_tasks) or used_mib > max_memory_mib
-        _executor._sendback_result(
-            result_queue, call_item.work_id, exit_pid=os.getpid() if leaving else None, **outcome
-        )
-        del outcome, call_item
-        if leaving:
-            return
+            # Our own worker process, over a private pipe: trusted as much as the code.
+            outcome, leaving = pickle.loads(worker.conn.recv_bytes())  # noqa: S301
+        except (EOFError, OSError):
+            self._selector.unregister(worker.conn)
+            return None
+        worker.task_id = None
+        worker.ran += 1
+        worker.leaving = leaving
+        assert isinstance(outcome, execution.Outcome)  # noqa: S101 (our own child sent it)
+        return outcome
+
+    def reap(self, worker: WorkerProcess) -> int:
+        """Forget a process that exited; return its exit code (negative: a signal)."""
+        worker.process.join()
+        exit_code = worker.process.exitcode
+        self._forget(worker)
+        return int(exit_code if exit_code is not None else -signal.SIGKILL)
+
+    def delay_starts(self) -> None:
+        """Start no process for a while: one died before it took a task."""
+        self._next_start = time.monotonic() + RESPAWN_BACKOFF_S
+
+    def _forget(self, worker: WorkerProcess) -> None:
+        for fileobj in (worker.conn, worker.process.sentinel):
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(fileobj)
+        worker.conn.close()
+        with contextlib.suppress(ValueError):
+            self.workers.remove(worker)
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def terminate(self, workers: Iterable[WorkerProcess], grace_s: float) -> dict[int, int]:
+        """SIGTERM, then SIGKILL after ``grace_s``; the exit code of each, by pid."""
+        workers = list(workers)
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                worker.process.terminate()
+        deadline = time.monotonic() + grace_s
+        for worker in workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+        return {worker.pid: self.reap(worker) for worker in workers}
+
+    def close(self) -> None:
+        """Let every process go: each exits when its pipe closes (idle ones at once)."""
+        workers = list(self.workers)
+        for worker in workers:
+            self._forget(worker)
+        for worker in workers:
+            worker.process.join()

@@ -1,0 +1,89 @@
+"""A supervisor's helper threads, each with a Journal of its own, away from its claims.
+
+``SparePreparer`` makes each queued task's result file ahead of its claim: creating a
+file (a new inode) cost more than the rest of a claim on ext4, and the claim then only
+links the spare into place. ``HistoryKeeper`` keeps the journal's history now and every
+``HISTORY_INTERVAL_S``: segment summaries, segments marked done, pruning by retention
+(``history``); it skips a pass while another process holds the history lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Mapping
+
+from . import history, journal
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HISTORY_INTERVAL_S", "HistoryKeeper", "SparePreparer"]
+
+#: How often a supervisor brings the history's summaries up to date, marks finished
+#: segments done and prunes by retention (one supervisor of a journal at a time).
+HISTORY_INTERVAL_S = 60.0
+
+
+class SparePreparer:
+    """Makes spare result files for queued tasks, on another core than the claims."""
+
+    def __init__(self, journal_: journal.Journal) -> None:
+        self._journal = journal.Journal(journal_.path, durable=journal_.durable)
+        self._ids: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="procpool-prepare", daemon=True).start()
+
+    def prepare(self, record_id: str) -> None:
+        self._ids.put(record_id)
+
+    def stop(self) -> None:
+        self._ids.put(None)
+
+    def _run(self) -> None:
+        self._journal.keep_directories_open()
+        try:
+            while (record_id := self._ids.get()) is not None:
+                # A spare not made in time is no matter: the claim creates the file.
+                with contextlib.suppress(OSError):
+                    self._journal.prepare_result_file(record_id)
+        finally:
+            self._journal.close()
+
+
+class HistoryKeeper:
+    """Summarizes, marks done and prunes the history, now and every minute."""
+
+    def __init__(self, journal_: journal.Journal, retention: Mapping[str, float]) -> None:
+        self._journal = journal.Journal(journal_.path, durable=journal_.durable)
+        self._retention = retention
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, name="procpool-history", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._pass()
+                self._stop.wait(HISTORY_INTERVAL_S)
+        finally:
+            self._journal.close()
+
+    def _pass(self) -> None:
+        try:
+            with history.history_writer(self._journal, blocking=False) as held:
+                if not held:
+                    return
+                survey = history.survey(self._journal, write=True, retention=self._retention)
+        except OSError as error:
+            logger.warning("Cannot keep the journal's history: %s", error)
+            return
+        if survey.pruned:
+            logger.info(
+                "Pruned %d task(s) past their retention (%s); %d segment(s) removed",
+                sum(survey.pruned.values()),
+                ", ".join(f"{count} {status}" for status, count in sorted(survey.pruned.items())),
+                survey.pruned_segments,
+            )

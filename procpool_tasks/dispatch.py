@@ -1,0 +1,276 @@
+"""Running tasks: claims, the pool's processes, outcomes, deaths and time limits.
+
+A claim marks READY tasks RUNNING under the journal's claim lock, at most one per idle
+process, so each task is claimed by exactly one supervisor; each is then sent to an idle
+process of the pool (``pool``). An outcome goes to ``Outcomes``. A process that dies
+while it runs a task fails that task (``WorkerProcessDied``, or the timeout error when
+the supervisor killed it for ignoring its time limit); SIGTERM from outside (a process
+manager stopping every process of the service) re-runs it instead. Either way the
+process pool is replaced, as the Guarantees promise: the tasks running in the other
+processes are stopped and run again as a new attempt, whatever ``max_attempts`` says
+(each death fails the task that caused it, so this ends).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import execution, journal, states
+from .outcomes import Outcomes
+from .pool import Pool, WorkerProcess
+from .ready import ReadySet
+from .recovery import Recovery
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Dispatcher", "InFlight"]
+
+#: How long a retry of a claim that could not be written waits.
+CLAIM_RETRY_S = 0.5
+#: How long past its time limit a task that ignores the limit is killed.
+TIMEOUT_KILL_GRACE_S = 2.0
+#: When the pool is replaced, how long its other processes get between SIGTERM and SIGKILL.
+REPLACE_GRACE_S = 5.0
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A task sent to a process, and what the supervisor needs to know about it."""
+
+    record: journal.Record
+    state: journal.State  # RUNNING, as claimed
+    worker: WorkerProcess
+    timeout: float | None
+    started: float = field(default_factory=time.monotonic)
+    kill_at: float | None = None  # monotonic; past it, the process is killed
+
+
+class Dispatcher:
+    """Claims ready tasks for idle processes and follows them until they end."""
+
+    def __init__(
+        self,
+        config: Any,  # supervisor.SupervisorConfig
+        journal_: journal.Journal,
+        instance: str,
+        ready: ReadySet,
+        outcomes: Outcomes,
+        recovery: Recovery,
+        quarantine: Callable[[journal.Quarantined], None],
+    ) -> None:
+        self._config = config
+        self._quarantine = quarantine
+        self._journal = journal_
+        self._instance = instance
+        self._ready = ready
+        self._outcomes = outcomes
+        self._recovery = recovery
+        self.pool: Pool | None = None
+        self.in_flight: dict[str, InFlight] = {}
+        self.claimed = 0
+        self._claims_paused_until = 0.0
+        self._timed_out: set[int] = set()  # pids killed for running past their time limit
+
+    # -- claiming and sending ----------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Claim the best ready tasks, one per idle process, and send them."""
+        if self.pool is None or time.monotonic() < self._claims_paused_until:
+            return
+        self.pool.fill()
+        idle = self.pool.idle()
+        if self._config.max_tasks is not None:
+            idle = idle[: max(0, self._config.max_tasks - self.claimed)]
+        while idle and self._ready.has_due():
+            picked = self._ready.take(len(idle))
+            for record, running in self._claim(picked):
+                self._send(idle.pop(), record, running)
+            if self._claims_paused_until:
+                return
+
+    def _claim(self, records: list[journal.Record]) -> list[tuple[journal.Record, journal.State]]:
+        """Mark READY tasks RUNNING under the claim lock: each is claimed exactly once."""
+        claimed = []
+        with self._journal.claim_lock():
+            for index, record in enumerate(records):
+                state = self._recovery.read_state(record.id)
+                if state is not None and state.status != journal.READY:
+                    continue  # another supervisor claimed it, or it finished
+                running = states.running(record, state, self._config.worker_id, self._instance)
+                try:
+                    self._journal.write_state(running)
+                except OSError as error:
+                    self._pause_claims(records[index:], error)
+                    break
+                claimed.append((record, running))
+        self.claimed += len(claimed)
+        return claimed
+
+    def _pause_claims(self, unclaimed: list[journal.Record], error: OSError) -> None:
+        logger.error("Cannot claim tasks (%s); trying again in %ss", error, CLAIM_RETRY_S)
+        for record in unclaimed:
+            self._ready.push(record)
+        self._claims_paused_until = time.monotonic() + CLAIM_RETRY_S
+
+    def seconds_to_claims(self) -> float | None:
+        """How long claims stay paused after a failed claim write; None if they are not."""
+        if not self._claims_paused_until:
+            return None
+        left = self._claims_paused_until - time.monotonic()
+        if left <= 0:
+            self._claims_paused_until = 0.0
+            return None
+        return left
+
+    def _send(self, worker: WorkerProcess, record: journal.Record, running: journal.State) -> None:
+        assert self.pool is not None  # noqa: S101 (dispatch checked)
+        logger.info(
+            "Task id=%s path=%s queue=%s state=RUNNING attempt=%d",
+            record.id,
+            record.task_path,
+            record.queue_name,
+            len(running.worker_ids),
+        )
+        timeout = self._config.options_for(record).timeout
+        flight = InFlight(record, running, worker, timeout)
+        if timeout:
+            # The process raises at the limit; a task that ignores it is killed this much
+            # later. Counted from now: an idle process starts the task at once.
+            flight.kill_at = flight.started + timeout + TIMEOUT_KILL_GRACE_S
+        self.in_flight[record.id] = flight
+        self.pool.send(worker, execution.Job(record, running, timeout))  # a dead one: on_exit
+
+    # -- what comes back ---------------------------------------------------------------------
+
+    def on_outcome(self, worker: WorkerProcess) -> None:
+        """A process sent the outcome of its task (or closed its pipe: ``on_exit`` follows)."""
+        assert self.pool is not None  # noqa: S101 (only a pool's pipe is watched)
+        task_id = worker.task_id
+        outcome = self.pool.receive(worker)
+        if outcome is None or task_id is None:
+            return
+        flight = self.in_flight.pop(task_id)
+        if outcome.unloadable:
+            self._quarantine_record(flight.record, outcome)
+        self._note_memory(worker, outcome)
+        policy = self._config.options_for(flight.record).retry
+        self._outcomes.task_ended(flight.record, flight.state, outcome, policy)
+        if not outcome.retry:
+            self._log_finished(flight, outcome.status)
+
+    def on_exit(self, worker: WorkerProcess) -> None:
+        """A process exited: as it said it would, or it died (see the module docstring)."""
+        assert self.pool is not None  # noqa: S101 (only a pool's sentinel is watched)
+        if worker.leaving:
+            self.pool.reap(worker)
+            return
+        task_id = worker.task_id
+        exit_code = self.pool.reap(worker)
+        flight = self.in_flight.pop(task_id, None) if task_id else None
+        if flight is not None:
+            self._on_death(flight, worker.pid, exit_code)
+        elif worker.ran == 0:
+            self.pool.delay_starts()  # it died starting up: a broken project must not spin
+        self._replace_pool({worker.pid: exit_code})
+
+    def _on_death(self, flight: InFlight, pid: int, exit_code: int) -> None:
+        record, running = flight.record, flight.state
+        timed_out = pid in self._timed_out
+        if exit_code == -signal.SIGTERM and not timed_out:
+            # Nothing of ours sends a running process SIGTERM: a process manager stopping
+            # every process of the service did (systemd's default KillMode). A stop, not
+            # a crash of the task: it runs again, as after a forced stop.
+            error = states.error(
+                states.TaskInterrupted,
+                f"The worker process (pid {pid}) running the task was stopped by SIGTERM "
+                "from outside the worker (a process manager stopping every process?)",
+            )
+            self._outcomes.rerun_or_fail(record, running, error)
+            return
+        error = states.death_error(pid, exit_code, timed_out, flight.timeout)
+        self._outcomes.fail(record, running, error)
+        logger.error(
+            "Task id=%s path=%s queue=%s state=FAILED: %s",
+            record.id,
+            record.task_path,
+            record.queue_name,
+            error.traceback.strip(),
+        )
+
+    def _replace_pool(self, deaths: dict[int, int]) -> None:
+        """Stop every other process of the pool; their tasks run again as a new attempt."""
+        assert self.pool is not None  # noqa: S101 (a death came from it)
+        logger.error("A worker process died; replacing the process pool")
+        others = list(self.pool.workers)
+        self.pool.terminate(others, REPLACE_GRACE_S)
+        error = states.interruption_error(deaths, self._timed_out)
+        for worker in others:
+            flight = self.in_flight.pop(worker.task_id, None) if worker.task_id else None
+            if flight is not None:
+                self._outcomes.rerun(flight.record, flight.state, error)
+        self._timed_out.clear()
+
+    # -- time limits -------------------------------------------------------------------------
+
+    def kill_overdue(self) -> None:
+        now = time.monotonic()
+        for flight in self.in_flight.values():
+            if flight.kill_at is not None and flight.kill_at <= now:
+                flight.kill_at = None
+                pid = flight.worker.pid
+                logger.warning(
+                    "Task id=%s ignored its timeout; killing pid=%s", flight.record.id, pid
+                )
+                self._timed_out.add(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def seconds_to_next_kill(self) -> float | None:
+        kills = [f.kill_at for f in self.in_flight.values() if f.kill_at is not None]
+        return max(0.0, min(kills) - time.monotonic()) if kills else None
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def stop_processes_now(self, grace_s: float) -> None:
+        """A forced stop: the processes go (SIGTERM, then SIGKILL); their tasks stay
+        RUNNING, for the next supervisor to recover."""
+        if self.pool is not None:
+            self.pool.terminate(list(self.pool.workers), grace_s)
+
+    # -- logging -----------------------------------------------------------------------------
+
+    def _quarantine_record(self, record: journal.Record, outcome: execution.Outcome) -> None:
+        segment, offset = journal.parse_id(record.id)
+        reason = outcome.error.traceback.strip().splitlines()[-1] if outcome.error else "?"
+        self._quarantine(
+            journal.Quarantined(segment, offset, reason, journal.encode_record(record))
+        )
+
+    def _note_memory(self, worker: WorkerProcess, outcome: execution.Outcome) -> None:
+        limit = self._config.max_memory_per_child
+        if limit is not None and outcome.memory_mib > limit:
+            logger.info(
+                "Worker process pid=%s uses %.0f MiB, over --max-memory-per-child %g MiB; "
+                "replacing it",
+                worker.pid,
+                outcome.memory_mib,
+                limit,
+            )
+
+    def _log_finished(self, flight: InFlight, status: str) -> None:
+        logger.log(
+            logging.INFO if status == journal.SUCCESSFUL else logging.WARNING,
+            "Task id=%s path=%s queue=%s state=%s duration=%.3fs",
+            flight.record.id,
+            flight.record.task_path,
+            flight.record.queue_name,
+            status,
+            time.monotonic() - flight.started,
+        )

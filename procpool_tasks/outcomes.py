@@ -1,0 +1,174 @@
+"""What a supervisor decides about a task that stopped running, and when it counts.
+
+Every decision is a new state handed to the committer (``committer``): the task's own
+outcome, a retry after its backoff, a re-run after an interruption, FAILED when its
+process died or its attempts ran out, or READY again when it never started. Nothing is
+acted on before its state is durable: a task re-queued is queued again (here, and for
+the other supervisors by a re-queue marker) and ``task_finished`` is sent for a FAILED
+state the supervisor decided, only once ``committed`` hands the state back.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from . import compat, execution, journal, states
+from .committer import Committer
+from .options import RetryPolicy
+from .ready import ReadySet
+from .results import TaskNotLoadable, build_task_result, load_task
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Outcomes"]
+
+
+class Outcomes:
+    """Turns what happened to tasks into states, and acts on them once committed."""
+
+    def __init__(
+        self,
+        journal_: journal.Journal,
+        committer: Committer,
+        ready: ReadySet,
+        *,
+        max_attempts: int,
+        sender: Any,
+    ) -> None:
+        self._journal = journal_
+        self._committer = committer
+        self._ready = ready
+        self._max_attempts = max_attempts
+        self._sender = sender  # the backend's class, for task_finished
+        self._records: dict[str, journal.Record] = {}  # of states not yet committed
+        self._announce: set[str] = set()  # ids whose FAILED is ours to announce
+        #: Ids this supervisor re-queued for a retry (a batch waits for them).
+        self.retrying: set[str] = set()
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def finish(self, record: journal.Record, state: journal.State) -> None:
+        """Queue a state for the next group commit."""
+        self._records[state.id] = record
+        self._committer.submit([state])
+
+    def task_ended(
+        self,
+        record: journal.Record,
+        running: journal.State,
+        outcome: execution.Outcome,
+        policy: RetryPolicy | None,
+    ) -> None:
+        """The task's own outcome: as it is, or a retry by its ``policy``."""
+        if outcome.retry:
+            self.retry_later(record, running, outcome.error, policy=policy)
+            return
+        self.finish(
+            record,
+            states.finished(
+                running, outcome.status, outcome.finished_at, outcome.error, outcome.return_value
+            ),
+        )
+
+    def retry_later(
+        self,
+        record: journal.Record,
+        running: journal.State,
+        error: journal.TaskError | None,
+        *,
+        policy: RetryPolicy | None,
+    ) -> None:
+        """READY again after the backoff of its retry policy, with this attempt's error."""
+        attempt = len(running.worker_ids)
+        delay = policy.delay_after(attempt) if policy else 0.0
+        errors = running.errors if error is None else (*running.errors, error)
+        run_after = timezone.now() + timedelta(seconds=delay)
+        self.finish(record, states.ready_again(running, errors=errors, run_after=run_after))
+        self.retrying.add(record.id)
+        logger.warning(
+            "Task id=%s path=%s queue=%s state=READY: attempt %d of %d raised %s; "
+            "retrying in %.1fs",
+            record.id,
+            record.task_path,
+            record.queue_name,
+            attempt,
+            policy.attempts if policy else attempt,
+            error.traceback.strip().splitlines()[-1] if error else "an error",
+            delay,
+        )
+
+    def fail(self, record: journal.Record, state: journal.State, error: journal.TaskError) -> None:
+        """FAILED by the supervisor (its process died, or never ran it); it announces it."""
+        self._announce.add(record.id)
+        self.finish(record, states.failed(state, error))
+
+    def rerun(self, record: journal.Record, state: journal.State, error: journal.TaskError) -> None:
+        """A new attempt of an interrupted task, with what interrupted it."""
+        self.finish(record, states.ready_again(state, errors=(*state.errors, error)))
+        logger.warning(
+            "Task id=%s path=%s queue=%s re-queued as attempt %d: %s",
+            record.id,
+            record.task_path,
+            record.queue_name,
+            len(state.worker_ids) + 1,
+            error.traceback.strip(),
+        )
+
+    def rerun_or_fail(
+        self, record: journal.Record, state: journal.State, error: journal.TaskError
+    ) -> None:
+        """A new attempt while attempts remain (``max_attempts``), else FAILED."""
+        if len(state.worker_ids) < self._max_attempts:
+            self.rerun(record, state, error)
+            return
+        self.fail(record, state, error)
+        logger.error(
+            "Task id=%s path=%s queue=%s state=FAILED after %d attempt(s): %s",
+            record.id,
+            record.task_path,
+            record.queue_name,
+            len(state.worker_ids),
+            error.traceback.strip(),
+        )
+
+    def unclaim(self, record: journal.Record, state: journal.State) -> None:
+        """Queue again a claimed task that never started: no attempt was made."""
+        worker_ids = state.worker_ids[:-1]
+        self.finish(
+            record,
+            states.ready_again(
+                state,
+                worker_ids=worker_ids,
+                started_at=state.started_at if worker_ids else None,
+                last_attempted_at=state.last_attempted_at if worker_ids else None,
+            ),
+        )
+
+    # -- once durable ------------------------------------------------------------------------
+
+    def on_committed(self) -> None:
+        """Act on the states the committer made durable since the last call."""
+        for state in self._committer.committed():
+            record = self._records.pop(state.id)
+            if state.status == journal.READY:
+                self._ready.push(record, state.run_after)
+                try:
+                    self._journal.append_requeue(record.id)  # wakes the other supervisors
+                except OSError as error:
+                    logger.warning("Cannot announce re-queued task id=%s: %s", record.id, error)
+            elif state.id in self._announce:
+                self._announce.discard(state.id)
+                self._send_finished(record, state)
+
+    def _send_finished(self, record: journal.Record, state: journal.State) -> None:
+        try:
+            result = build_task_result(record, state, load_task(record))
+            compat.task_finished.send(sender=self._sender, task_result=result)
+        except TaskNotLoadable:
+            pass  # no Task to report it with; its record was quarantined
+        except Exception:
+            logger.exception("A task_finished receiver failed for task id=%s", record.id)

@@ -1,0 +1,139 @@
+"""How a task's state changes: the values a supervisor writes, and the errors it records.
+
+Pure functions of the old state and what happened; the supervisor's modules decide when.
+Every change makes a new ``version``, so that a replayed or re-published state never
+overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from . import journal
+from .execution import TaskTimeoutError
+
+__all__ = [
+    "TaskInterrupted",
+    "WorkerProcessDied",
+    "death_error",
+    "error",
+    "failed",
+    "finished",
+    "interruption_error",
+    "ready_again",
+    "running",
+]
+
+
+class TaskInterrupted(RuntimeError):
+    """The supervisor running a task stopped before the task finished."""
+
+
+class WorkerProcessDied(RuntimeError):
+    """The worker process running a task died (killed, crashed, out of memory)."""
+
+
+# The documented names: procpool_tasks.supervisor.TaskInterrupted, WorkerProcessDied.
+TaskInterrupted.__module__ = WorkerProcessDied.__module__ = "procpool_tasks.supervisor"
+
+
+def running(
+    record: journal.Record, state: journal.State | None, worker_id: str, instance: str
+) -> journal.State:
+    """A new attempt, claimed by supervisor ``instance`` for worker ``worker_id``."""
+    now = timezone.now()
+    return journal.State(
+        id=record.id,
+        status=journal.RUNNING,
+        version=(state.version if state else 0) + 1,
+        worker_ids=(*(state.worker_ids if state else ()), worker_id),
+        owner=instance,
+        started_at=(state.started_at if state else None) or now,
+        last_attempted_at=now,
+        errors=state.errors if state else (),
+    )
+
+
+def finished(
+    running_state: journal.State,
+    status: str,
+    finished_at: datetime,
+    task_error: journal.TaskError | None,
+    return_value: Any,
+) -> journal.State:
+    """The attempt ended with the task's own outcome."""
+    errors = running_state.errors if task_error is None else (*running_state.errors, task_error)
+    return replace(
+        running_state,
+        status=status,
+        version=running_state.version + 1,
+        owner=None,
+        finished_at=finished_at,
+        errors=errors,
+        return_value=return_value,
+    )
+
+
+def ready_again(state: journal.State, **changes: Any) -> journal.State:
+    """READY once more: a retry, a re-run after an interruption, or an unclaim."""
+    return replace(state, status=journal.READY, version=state.version + 1, owner=None, **changes)
+
+
+def failed(state: journal.State, task_error: journal.TaskError) -> journal.State:
+    """FAILED by the supervisor's decision: its process died, or its attempts ran out."""
+    return replace(
+        state,
+        status=journal.FAILED,
+        version=state.version + 1,
+        owner=None,
+        finished_at=timezone.now(),
+        errors=(*state.errors, task_error),
+    )
+
+
+def death_error(
+    pid: int, exit_code: int, timed_out: bool, task_timeout: float | None
+) -> journal.TaskError:
+    """Why a task whose own process died ended FAILED."""
+    if timed_out:
+        return error(
+            TaskTimeoutError,
+            f"The task exceeded its timeout of {task_timeout or 0:g}s and did not stop; "
+            f"its worker process (pid {pid}) was killed",
+        )
+    how = how_it_died(exit_code, timed_out=False)
+    return error(WorkerProcessDied, f"The worker process (pid {pid}) running the task {how}")
+
+
+def interruption_error(exit_codes: dict[int, int], timed_out: set[int]) -> journal.TaskError:
+    """For a task stopped only because another process of its pool died."""
+    deaths = " and ".join(
+        f"(pid {pid}) {how_it_died(code, timed_out=pid in timed_out)}"
+        for pid, code in sorted(exit_codes.items())
+    )
+    return error(
+        TaskInterrupted,
+        f"Another worker process {deaths or 'died'}; the process pool was replaced and this "
+        "task was stopped before it finished",
+    )
+
+
+def how_it_died(exit_code: int, *, timed_out: bool) -> str:
+    if timed_out:
+        return "was killed for running past its timeout"
+    if exit_code < 0:
+        name = signal.Signals(-exit_code).name
+        hint = " (perhaps out of memory?)" if -exit_code == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {exit_code}"
+
+
+def error(exception_class: type[BaseException], message: str) -> journal.TaskError:
+    """A TaskError the supervisor records, shaped like a one-line traceback."""
+    path = f"{exception_class.__module__}.{exception_class.__qualname__}"
+    return journal.TaskError(exception_class_path=path, traceback=f"{path}: {message}\n")
