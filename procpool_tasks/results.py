@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import datetime
 from typing import Any
 
 from django.utils.module_loading import import_string
@@ -19,21 +21,29 @@ def load_task(record: journal.Record) -> Any:
     Raises TaskNotLoadable for anything that is not a framework ``Task``: the worker
     never calls a plain function, class or module attribute named by a record.
     """
+    return _task_as_enqueued(
+        record.task_path, record.priority, record.queue_name, record.run_after, record.backend
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _task_as_enqueued(
+    task_path: str, priority: int, queue_name: str, run_after: datetime | None, backend: str
+) -> Any:
+    """The Task of a path, as ``using()`` makes it: cached, as Tasks are immutable and
+    ``using()`` validates the task again every time (a third of a short task's cost)."""
     try:
-        task = import_string(record.task_path)
+        task = import_string(task_path)
     except ImportError as error:
-        raise TaskNotLoadable(f"{record.task_path!r} cannot be imported: {error}") from error
+        raise TaskNotLoadable(f"{task_path!r} cannot be imported: {error}") from error
     if not isinstance(task, compat.Task):
         raise TaskNotLoadable(
-            f"{record.task_path!r} is a {type(task).__name__}, not a Task; only functions "
+            f"{task_path!r} is a {type(task).__name__}, not a Task; only functions "
             "decorated with @task can be enqueued and run"
         )
     try:
         return task.using(
-            priority=record.priority,
-            queue_name=record.queue_name,
-            run_after=record.run_after,
-            backend=record.backend,
+            priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
         )
     except compat.InvalidTask:
         # The settings changed since enqueue (a queue was removed, ...): the record
