@@ -1,9 +1,10 @@
 """The workloads of the report, run on one system at a time.
 
 (a) enqueue from 1 and from 4 processes; (b) drain of queued no-op tasks by 2 worker
-processes; (c) idle end-to-end latency; (d) worker RSS idle and after many tasks;
-(e) growth: enqueue, claim and ``get_result`` with a history of finished tasks, and
-start-up with many ready tasks; (f) recovery after SIGKILL of the supervisor.
+processes, and by 4 (more processes than the development machine's 2 cores); (c) idle
+end-to-end latency; (d) worker RSS idle and after many tasks; (e) growth: enqueue, claim
+and ``get_result`` with a history of finished tasks, and start-up with many ready tasks;
+(f) recovery after SIGKILL of the supervisor.
 
 Each returns ``{workload key: Figure}``; a figure is the median of ``Sizes.repeats``
 repeats, each on a fresh project unless the workload says otherwise.
@@ -31,6 +32,8 @@ class Sizes:
 
     repeats: int = 3
     processes: int = 2
+    #: The second drain's worker processes (and bare pool's): more than 2 cores.
+    many_processes: int = 4
     #: The physical limits: files created and appends, pool round trips, notifications.
     limit_files: int = 2_000
     limit_tasks: int = 5_000
@@ -105,6 +108,13 @@ def workloads(sizes: Sizes) -> list[Workload]:
             "enqueue",
         ),
         Workload("drain", f"drain {sizes.drain_n:,} no-op tasks, {p}", "tasks/s", True, "drain"),
+        Workload(
+            "drain_4",
+            f"drain {sizes.drain_n:,} no-op tasks, {sizes.many_processes} processes",
+            "tasks/s",
+            True,
+            "drain_4",
+        ),
         Workload("latency_p50", "idle end-to-end latency p50", "ms", False, "latency"),
         Workload("latency_p99", "idle end-to-end latency p99", "ms", False, "latency"),
         Workload("rss_idle", f"worker RSS, {n} processes, idle", "MiB", False, "rss"),
@@ -157,7 +167,7 @@ def workloads(sizes: Sizes) -> list[Workload]:
     return rows
 
 
-GROUPS = ("enqueue", "drain", "latency", "rss", "growth", "startup", "recovery")
+GROUPS = ("enqueue", "drain", "drain_4", "latency", "rss", "growth", "startup", "recovery")
 
 
 @dataclass
@@ -195,10 +205,13 @@ def measure(group: str, system: System, run: Run) -> dict[str, Figure]:
     return MEASURES[group](system, run)
 
 
-def _workers(project: projects.Project, system: System, run: Run) -> list[processes.Started]:
+def _workers(
+    project: projects.Project, system: System, run: Run, *, count: int | None = None
+) -> list[processes.Started]:
+    """Start the system's workers for ``count`` processes (default: ``Sizes.processes``)."""
     return [
         project.start_django(*command, name="worker")
-        for command in system.worker_commands(run.sizes.processes)
+        for command in system.worker_commands(count or run.sizes.processes)
     ]
 
 
@@ -248,15 +261,21 @@ def measure_enqueue(system: System, run: Run) -> dict[str, Figure]:
 
 
 def _drain(
-    project: projects.Project, system: System, run: Run, ids_file: Path, *, cap_s: float
+    project: projects.Project,
+    system: System,
+    run: Run,
+    ids_file: Path,
+    *,
+    cap_s: float,
+    count: int | None = None,
 ) -> dict[str, Any]:
-    """Start the workers on queued tasks and wait for them all.
+    """Start the workers (for ``count`` processes) on queued tasks and wait for them all.
 
     The rate counts from the first task seen finished to the last, so that no system's
     start-up is in it, whether or not its results say when a task started.
     """
     launched = time.time()
-    _workers(project, system, run)
+    _workers(project, system, run, count=count)
     try:
         outcome = _wait(project, ids_file, timeout=cap_s)
     finally:
@@ -266,18 +285,35 @@ def _drain(
     return outcome
 
 
-def measure_drain(system: System, run: Run) -> dict[str, Figure]:
+def _drain_rate(system: System, run: Run, key: str, *, n: int, count: int) -> Figure:
+    """Tasks/s of a drain of ``n`` queued tasks by workers for ``count`` processes, each
+    repeat on a fresh project."""
     rates, notes = [], []
     for repeat in range(run.sizes.repeats):
-        with run.project(system, f"drain-{repeat}") as project:
+        with run.project(system, f"{key}-{repeat}") as project:
             ids_file = project.path("drain.ids")
-            _enqueue(project, run.sizes.drain_n, ids_file, warmup=0)
-            outcome = _drain(project, system, run, ids_file, cap_s=run.sizes.drain_cap_s)
+            _enqueue(project, n, ids_file, warmup=0)
+            outcome = _drain(
+                project, system, run, ids_file, cap_s=run.sizes.drain_cap_s, count=count
+            )
         rates.append(outcome["rate"])
         if outcome["timed_out"]:
             notes.append(f"cut at {run.sizes.drain_cap_s:g} s: {_describe(outcome['statuses'])}")
             break
-    return {"drain": Figure.of(rates, note="; ".join(notes) or None)}
+    return Figure.of(rates, note="; ".join(notes) or None)
+
+
+def measure_drain(system: System, run: Run) -> dict[str, Figure]:
+    sizes = run.sizes
+    return {"drain": _drain_rate(system, run, "drain", n=sizes.drain_n, count=sizes.processes)}
+
+
+def measure_drain_4(system: System, run: Run) -> dict[str, Figure]:
+    """The same drain by workers for more processes than cores."""
+    sizes = run.sizes
+    return {
+        "drain_4": _drain_rate(system, run, "drain4", n=sizes.drain_n, count=sizes.many_processes)
+    }
 
 
 # -- (c) latency ---------------------------------------------------------------------------
@@ -516,6 +552,7 @@ def _describe(statuses: dict[str, int]) -> str:
 MEASURES: dict[str, Callable[[System, Run], dict[str, Figure]]] = {
     "enqueue": measure_enqueue,
     "drain": measure_drain,
+    "drain_4": measure_drain_4,
     "latency": measure_latency,
     "rss": measure_rss,
     "growth": measure_growth,

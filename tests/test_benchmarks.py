@@ -31,6 +31,7 @@ WORKLOADS = [
     "enqueue_1",
     "enqueue_4",
     "drain",
+    "drain_4",
     "latency_p50",
     "latency_p99",
     "rss_idle",
@@ -49,6 +50,7 @@ LIMITS = [
     "durable_append",
     "file_create",
     "pool_round_trip",
+    "pool_round_trip_4",
     "watch_p50",
     "watch_p99",
 ]
