@@ -18,10 +18,10 @@ from typing import Any
 from .limits import LIMITS
 from .stats import Figure
 from .systems import REFERENCE, System
-from .workloads import Sizes, Workload, workloads
+from .workloads import SLEEP_TASK_MS, Sizes, Workload, ideal_sleep_drain_rate, workloads
 
 TABLES = (
-    ("Throughput and latency", ("enqueue", "drain", "drain_4", "latency")),
+    ("Throughput and latency", ("enqueue", "drain", "drain_4", "drain_sleep10", "latency")),
     ("Memory, start-up and recovery", ("rss", "startup", "recovery")),
     ("Growth with a history of finished tasks", ("growth",)),
 )
@@ -148,6 +148,14 @@ def targets(results: Results) -> list[Target]:
         v("drain_4", pp),
         lim["pool_round_trip_4"].value if "pool_round_trip_4" in lim else None,
         0.4,
+    )
+    ideal = ideal_sleep_drain_rate(results.sizes)
+    at_least(
+        f"drain of {SLEEP_TASK_MS} ms tasks >= 90% of the ideal {results.sizes.processes} "
+        f"processes / {SLEEP_TASK_MS} ms ({ideal:,.0f} tasks/s)",
+        v("drain_sleep10", pp),
+        ideal,
+        0.9,
     )
     at_most("idle latency p50 <= 5 ms", v("latency_p50", pp), 5, "ms")
     at_most("idle latency p99 <= 50 ms", v("latency_p99", pp), 50, "ms")

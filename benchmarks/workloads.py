@@ -1,10 +1,10 @@
 """The workloads of the report, run on one system at a time.
 
 (a) enqueue from 1 and from 4 processes; (b) drain of queued no-op tasks by 2 worker
-processes, and by 4 (more processes than the development machine's 2 cores); (c) idle
-end-to-end latency; (d) worker RSS idle and after many tasks; (e) growth: enqueue, claim
-and ``get_result`` with a history of finished tasks, and start-up with many ready tasks;
-(f) recovery after SIGKILL of the supervisor.
+processes, and by 4 (more processes than the development machine's 2 cores), and of
+tasks that sleep 10 ms by 2; (c) idle end-to-end latency; (d) worker RSS idle and after
+many tasks; (e) growth: enqueue, claim and ``get_result`` with a history of finished
+tasks, and start-up with many ready tasks; (f) recovery after SIGKILL of the supervisor.
 
 Each returns ``{workload key: Figure}``; a figure is the median of ``Sizes.repeats``
 repeats, each on a fresh project unless the workload says otherwise.
@@ -25,6 +25,9 @@ from . import processes, projects
 from .stats import Figure, percentile
 from .systems import System
 
+#: How long each task of the ``drain_sleep10`` workload sleeps.
+SLEEP_TASK_MS = 10
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -42,6 +45,8 @@ class Sizes:
     enqueue_clients: int = 4
     enqueue_per_client_n: int = 1_000
     drain_n: int = 2_000
+    #: Tasks of the 10 ms drain: about 3 s of it at the ideal rate, processes / 10 ms.
+    sleep_drain_n: int = 600
     latency_n: int = 200
     #: A round trip may take a poll interval (db_worker: 1 s, huey: up to 10 s); past
     #: this many seconds per system the latency figures use the round trips made so far.
@@ -72,6 +77,7 @@ class Sizes:
             enqueue_n=100,
             enqueue_per_client_n=40,
             drain_n=50,
+            sleep_drain_n=40,
             latency_n=10,
             latency_budget_s=1.5,
             rss_warmup_n=5,
@@ -114,6 +120,14 @@ def workloads(sizes: Sizes) -> list[Workload]:
             "tasks/s",
             True,
             "drain_4",
+        ),
+        Workload(
+            "drain_sleep10",
+            f"drain {sizes.sleep_drain_n:,} tasks of {SLEEP_TASK_MS} ms, {p} "
+            f"(ideal: {ideal_sleep_drain_rate(sizes):,.0f})",
+            "tasks/s",
+            True,
+            "drain_sleep10",
         ),
         Workload("latency_p50", "idle end-to-end latency p50", "ms", False, "latency"),
         Workload("latency_p99", "idle end-to-end latency p99", "ms", False, "latency"),
@@ -167,7 +181,17 @@ def workloads(sizes: Sizes) -> list[Workload]:
     return rows
 
 
-GROUPS = ("enqueue", "drain", "drain_4", "latency", "rss", "growth", "startup", "recovery")
+GROUPS = (
+    "enqueue",
+    "drain",
+    "drain_4",
+    "drain_sleep10",
+    "latency",
+    "rss",
+    "growth",
+    "startup",
+    "recovery",
+)
 
 
 @dataclass
@@ -205,6 +229,11 @@ def measure(group: str, system: System, run: Run) -> dict[str, Figure]:
     return MEASURES[group](system, run)
 
 
+def ideal_sleep_drain_rate(sizes: Sizes) -> float:
+    """Tasks/s of the 10 ms drain if each process did nothing but sleep: processes / 10 ms."""
+    return sizes.processes * 1000 / SLEEP_TASK_MS
+
+
 def _workers(
     project: projects.Project, system: System, run: Run, *, count: int | None = None
 ) -> list[processes.Started]:
@@ -216,7 +245,8 @@ def _workers(
 
 
 def _enqueue(project: projects.Project, n: int, ids_file: Path, **arguments: Any) -> Any:
-    """Enqueue ``n`` no-op tasks from the project's client; their ids go to ``ids_file``."""
+    """Enqueue ``n`` tasks (no-op ones unless ``sleep_ms=``) from the project's client;
+    their ids go to ``ids_file``."""
     return project.client().call("enqueue", n=n, ids_file=str(ids_file), **arguments)
 
 
@@ -285,14 +315,16 @@ def _drain(
     return outcome
 
 
-def _drain_rate(system: System, run: Run, key: str, *, n: int, count: int) -> Figure:
-    """Tasks/s of a drain of ``n`` queued tasks by workers for ``count`` processes, each
-    repeat on a fresh project."""
+def _drain_rate(
+    system: System, run: Run, key: str, *, n: int, count: int, sleep_ms: float | None = None
+) -> Figure:
+    """Tasks/s of a drain of ``n`` queued tasks (no-op, or sleeping ``sleep_ms``) by
+    workers for ``count`` processes, each repeat on a fresh project."""
     rates, notes = [], []
     for repeat in range(run.sizes.repeats):
         with run.project(system, f"{key}-{repeat}") as project:
             ids_file = project.path("drain.ids")
-            _enqueue(project, n, ids_file, warmup=0)
+            _enqueue(project, n, ids_file, warmup=0, sleep_ms=sleep_ms)
             outcome = _drain(
                 project, system, run, ids_file, cap_s=run.sizes.drain_cap_s, count=count
             )
@@ -314,6 +346,22 @@ def measure_drain_4(system: System, run: Run) -> dict[str, Figure]:
     return {
         "drain_4": _drain_rate(system, run, "drain4", n=sizes.drain_n, count=sizes.many_processes)
     }
+
+
+def measure_drain_sleep10(system: System, run: Run) -> dict[str, Figure]:
+    """A drain of tasks that sleep 10 ms; the JSON keeps its share of the ideal rate."""
+    sizes = run.sizes
+    figure = _drain_rate(
+        system,
+        run,
+        "sleep10",
+        n=sizes.sleep_drain_n,
+        count=sizes.processes,
+        sleep_ms=SLEEP_TASK_MS,
+    )
+    if figure.value is not None:
+        figure.extra["of_ideal"] = figure.value / ideal_sleep_drain_rate(sizes)
+    return {"drain_sleep10": figure}
 
 
 # -- (c) latency ---------------------------------------------------------------------------
@@ -553,6 +601,7 @@ MEASURES: dict[str, Callable[[System, Run], dict[str, Figure]]] = {
     "enqueue": measure_enqueue,
     "drain": measure_drain,
     "drain_4": measure_drain_4,
+    "drain_sleep10": measure_drain_sleep10,
     "latency": measure_latency,
     "rss": measure_rss,
     "growth": measure_growth,
@@ -560,4 +609,13 @@ MEASURES: dict[str, Callable[[System, Run], dict[str, Figure]]] = {
     "recovery": measure_recovery,
 }
 
-__all__ = ["GROUPS", "Run", "Sizes", "Workload", "measure", "workloads"]
+__all__ = [
+    "GROUPS",
+    "SLEEP_TASK_MS",
+    "Run",
+    "Sizes",
+    "Workload",
+    "ideal_sleep_drain_rate",
+    "measure",
+    "workloads",
+]

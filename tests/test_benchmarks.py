@@ -32,6 +32,7 @@ WORKLOADS = [
     "enqueue_4",
     "drain",
     "drain_4",
+    "drain_sleep10",
     "latency_p50",
     "latency_p99",
     "rss_idle",
