@@ -104,6 +104,12 @@ def targets(results: Results) -> list[Target]:
         else:
             found.append(Target(text, f"×{a / b:.2f}", a / b >= minimum))
 
+    def at_most_ratio(text: str, a: float | None, b: float | None, maximum: float) -> None:
+        if a is None or not b:
+            found.append(Target(text, "not measured", None))
+        else:
+            found.append(Target(text, f"×{a / b:.2f}", a / b <= maximum))
+
     def at_most(text: str, value: float | None, maximum: float, unit: str) -> None:
         if value is None:
             found.append(Target(text, "not measured", None))
@@ -159,16 +165,15 @@ def targets(results: Results) -> list[Target]:
     )
     at_most("idle latency p50 <= 5 ms", v("latency_p50", pp), 5, "ms")
     at_most("idle latency p99 <= 50 ms", v("latency_p99", pp), 50, "ms")
-    rss, huey_rss = v("rss_idle", pp), v("rss_idle", "huey-sqlite")
-    if rss is None or not huey_rss:
-        found.append(Target("worker RSS <= 1.5x huey's consumer", "not measured", None))
-    else:
-        found.append(
-            Target(
-                "worker RSS <= 1.5x huey's consumer",
-                f"×{rss / huey_rss:.2f}",
-                rss / huey_rss <= 1.5,
-            )
+    rss = v("rss_idle", pp)
+    at_most_ratio("worker RSS <= 1.5x huey's consumer", rss, v("rss_idle", "huey-sqlite"), 1.5)
+    for key, when in (("pss_idle", "idle"), ("pss_after", "after many tasks")):
+        at_most_ratio(
+            f"worker PSS, {when}, <= 1.2x django-tasks-db's, both with "
+            f"{results.sizes.processes} processes",
+            v(key, pp),
+            v(key, "db"),
+            1.2,
         )
     after = v("rss_after", pp)
     if rss is None or after is None:
@@ -223,7 +228,8 @@ def markdown(results: Results) -> str:
         + (f"; {results.jobs} systems measured at once" if results.jobs > 1 else "")
         + f"; {results.duration_s / 60:.1f} min.",
         "",
-        f"Each cell: the median of {sizes.repeats} repeat(s) (RSS: of 3 samples), ± half "
+        f"Each cell: the median of {sizes.repeats} repeat(s) (RSS and PSS: of "
+        f"{sizes.rss_samples} sample(s)), ± half "
         "the range of the repeats as a percentage of the median, and in brackets the ratio "
         f"to {_label(results, REFERENCE)}. Units are in the column heads.",
         "",

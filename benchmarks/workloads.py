@@ -2,9 +2,10 @@
 
 (a) enqueue from 1 and from 4 processes; (b) drain of queued no-op tasks by 2 worker
 processes, and by 4 (more processes than the development machine's 2 cores), and of
-tasks that sleep 10 ms by 2; (c) idle end-to-end latency; (d) worker RSS idle and after
-many tasks; (e) growth: enqueue, claim and ``get_result`` with a history of finished
-tasks, and start-up with many ready tasks; (f) recovery after SIGKILL of the supervisor.
+tasks that sleep 10 ms by 2; (c) idle end-to-end latency; (d) worker memory, RSS and PSS,
+idle and after many tasks; (e) growth: enqueue, claim and ``get_result`` with a history
+of finished tasks, and start-up with many ready tasks; (f) recovery after SIGKILL of the
+supervisor.
 
 Each returns ``{workload key: Figure}``; a figure is the median of ``Sizes.repeats``
 repeats, each on a fresh project unless the workload says otherwise.
@@ -132,9 +133,17 @@ def workloads(sizes: Sizes) -> list[Workload]:
         Workload("latency_p50", "idle end-to-end latency p50", "ms", False, "latency"),
         Workload("latency_p99", "idle end-to-end latency p99", "ms", False, "latency"),
         Workload("rss_idle", f"worker RSS, {n} processes, idle", "MiB", False, "rss"),
+        Workload("pss_idle", f"worker PSS, {n} processes, idle", "MiB", False, "rss"),
         Workload(
             "rss_after",
             f"worker RSS, {n} processes, after {sizes.rss_tasks_n:,} tasks",
+            "MiB",
+            False,
+            "rss",
+        ),
+        Workload(
+            "pss_after",
+            f"worker PSS, {n} processes, after {sizes.rss_tasks_n:,} tasks",
             "MiB",
             False,
             "rss",
@@ -390,10 +399,10 @@ def measure_latency(system: System, run: Run) -> dict[str, Figure]:
     }
 
 
-# -- (d) RSS -------------------------------------------------------------------------------
+# -- (d) RSS and PSS -----------------------------------------------------------------------
 
 
-def _sample_memory(started: list[processes.Started], sizes: Sizes) -> list[Any]:
+def _sample_memory(started: list[processes.Started], sizes: Sizes) -> list[processes.TreeMemory]:
     time.sleep(sizes.rss_settle_s)  # let the workers settle into idle
     found = []
     for _ in range(sizes.rss_samples):
@@ -403,7 +412,8 @@ def _sample_memory(started: list[processes.Started], sizes: Sizes) -> list[Any]:
 
 
 def measure_rss(system: System, run: Run) -> dict[str, Figure]:
-    """The workers' process tree, idle after a warm-up and again after many tasks."""
+    """The workers' process tree, idle after a warm-up and again after many tasks: RSS,
+    and PSS from the same samples."""
     sizes = run.sizes
     with run.project(system, "rss") as project:
         workers = _workers(project, system, run)
@@ -416,22 +426,27 @@ def measure_rss(system: System, run: Run) -> dict[str, Figure]:
         outcome = _wait(project, many, timeout=max(600, sizes.rss_tasks_n / 5))
         after = _sample_memory(workers, sizes)
 
-    def figure(memory: list[Any], note: str | None = None) -> Figure:
-        return Figure.of(
-            [m.rss_mib for m in memory],
-            note=note,
-            pss_mib=[m.pss_mib for m in memory],
-            processes=[m.processes for m in memory],
+    figures: dict[str, Figure] = {}
+    for kind in ("rss", "pss"):
+        then, now = _mib(idle, kind), _mib(after, kind)
+        if then is None or now is None:
+            unreadable = next(m.pss_unreadable for m in [*idle, *after] if m.pss_unreadable)
+            figures[f"{kind}_idle"] = figures[f"{kind}_after"] = Figure.unavailable(unreadable)
+            continue
+        note = f"{100 * (now[-1] / then[-1] - 1):+.0f}% vs idle; {after[-1].processes} processes"
+        if outcome["timed_out"]:
+            note += f"; not all finished: {_describe(outcome['statuses'])}"
+        figures[f"{kind}_idle"] = Figure.of(
+            then, note=f"{idle[-1].processes} processes", processes=[m.processes for m in idle]
         )
+        figures[f"{kind}_after"] = Figure.of(now, note=note, processes=[m.processes for m in after])
+    return figures
 
-    growth = 100 * (after[-1].rss_mib / idle[-1].rss_mib - 1)
-    note = f"{growth:+.0f}% vs idle; {after[-1].processes} processes"
-    if outcome["timed_out"]:
-        note += f"; not all finished: {_describe(outcome['statuses'])}"
-    return {
-        "rss_idle": figure(idle, f"{idle[-1].processes} processes"),
-        "rss_after": figure(after, note),
-    }
+
+def _mib(samples: list[processes.TreeMemory], kind: str) -> list[float] | None:
+    """The RSS or PSS (``kind``) of each sample in MiB; None if a PSS could not be read."""
+    found = [m.rss_mib if kind == "rss" else m.pss_mib for m in samples]
+    return None if None in found else [value or 0.0 for value in found]
 
 
 # -- (e) growth and start-up ---------------------------------------------------------------

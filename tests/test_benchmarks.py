@@ -36,7 +36,9 @@ WORKLOADS = [
     "latency_p50",
     "latency_p99",
     "rss_idle",
+    "pss_idle",
     "rss_after",
+    "pss_after",
     *(
         f"growth_{what}_{level}"
         for level in (0, 1)
