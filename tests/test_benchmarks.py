@@ -6,6 +6,7 @@ how to install them; the harness is run as a user would, in a subprocess.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -138,6 +139,53 @@ def test_missing_peers_and_chart_say_how_to_install_them(
     else:
         png = Path(stderr.rsplit("PNG: ", 1)[1].strip())
         assert png.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT_S + 60)
+def test_compare_of_a_run_with_itself_finds_no_ratio_moved(
+    quick_run: tuple[str, str, dict[str, Any]], tmp_path: Path
+) -> None:
+    _, _, results = quick_run
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(results))
+    rows, summary = _compare(now=run, then=run)
+    assert rows, "no ratio in both runs"
+    assert all(row.endswith(" | +0% | no |") for row in rows), rows
+    assert summary == f"0 of {len(rows)} ratios moved more than 10%."
+
+
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT_S + 60)
+def test_compare_says_which_ratio_moved_and_whether_for_the_better(
+    quick_run: tuple[str, str, dict[str, Any]], tmp_path: Path
+) -> None:
+    _, _, results = quick_run
+    now, then = tmp_path / "now.json", tmp_path / "then.json"
+    now.write_text(json.dumps(results))
+    earlier = copy.deepcopy(results)
+    # Then, the non-durable enqueue was 1.5x as far ahead of the durable one as now.
+    earlier["figures"]["enqueue_1"]["procpool-nondurable"]["value"] *= 1.5
+    then.write_text(json.dumps(earlier))
+    rows, summary = _compare(now=now, then=then)
+    moved = [row for row in rows if not row.endswith(" | no |")]
+    assert len(moved) == 1, rows
+    assert moved[0].startswith('| enqueue, 1 process | procpool_tasks ("durable": False) | ')
+    assert moved[0].endswith(" | -33% | yes, better |"), moved
+    assert summary == f"1 of {len(rows)} ratios moved more than 10%."
+
+
+def _compare(*, now: Path, then: Path) -> tuple[list[str], str]:
+    """``python -m benchmarks --compare THEN --json NOW``: its table rows and last line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--compare", str(then), "--json", str(now)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stdout.strip().splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| workload")]
+    return rows, lines[-1]
 
 
 def _sections(markdown: str) -> dict[str, list[str]]:
