@@ -17,4 +17,5 @@ Modules, one concern each::
     stats.py       a figure: the median of repeats and their spread
     machine.py     what a run ran on: CPU, memory, the disk measured, versions
     report.py      the Markdown table, the JSON results and the PNG chart
+    compare.py     --compare: this run's ratios to procpool_tasks against an earlier run's
 """

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import limits, machine, report, systems, workloads
+from . import compare, limits, machine, report, systems, workloads
 from .stats import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,11 +99,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where the throwaway projects go, on the disk to measure (default: a temp dir)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the projects and their logs")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="THEN.json",
+        help="measure nothing: compare the results at --json (default as above) with those "
+        "of an earlier run, e.g. docs/benchmarks.json; print each system's ratio to "
+        "procpool_tasks (durable) then and now, and whether it moved more than "
+        f"{compare.MOVED:.0%}",
+    )
+    options = parser.parse_args(argv)
+    if options.compare:
+        for path in (options.compare, _json_path(options)):
+            if not path.is_file():
+                parser.error(
+                    f"--compare: {path} is no results file; run python -m benchmarks first "
+                    "or give --json the run to compare"
+                )
+    return options
+
+
+def _json_path(options: argparse.Namespace) -> Path:
+    path: Path = options.json or (QUICK_JSON if options.quick else DEFAULT_JSON)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    if options.compare:
+        print(compare.markdown(_json_path(options), options.compare), end="")
+        return 0
     sizes = workloads.Sizes.quick() if options.quick else workloads.Sizes()
     if options.repeats:
         sizes = dataclasses.replace(sizes, repeats=options.repeats)
@@ -116,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.workloads:
         wanted = {group.strip() for group in options.workloads.split(",")}
         groups = tuple(g for g in workloads.GROUPS if g in wanted)
-    json_path = options.json or (QUICK_JSON if options.quick else DEFAULT_JSON)
+    json_path = _json_path(options)
     workdir = Path(tempfile.mkdtemp(prefix="procpool-bench-", dir=options.workdir))
     progress = Progress(total=1 + len(chosen) * len(groups))
     run = workloads.Run(sizes=sizes, directory=workdir, say=progress.say)

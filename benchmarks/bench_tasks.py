@@ -28,6 +28,12 @@ def noop() -> None:
 
 
 @task()
+def sleep_ms(ms: float) -> None:
+    """Sleep ``ms`` milliseconds: a task long enough that the pool, not the queue, limits."""
+    time.sleep(ms / 1000)
+
+
+@task()
 def echo(value: Any) -> Any:
     """Return the argument: a round trip of data through the queue."""
     return value

@@ -54,16 +54,21 @@ def _read_ids(path: str) -> list[str]:
 
 
 def op_enqueue(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Enqueue ``n`` no-op tasks as fast as one process can; time them."""
-    from benchmarks.bench_tasks import noop
+    """Enqueue ``n`` tasks as fast as one process can; time them. No-op tasks, or with
+    ``sleep_ms``, tasks that sleep that many milliseconds."""
+    from benchmarks.bench_tasks import noop, sleep_ms
 
+    task: Any = noop
+    args: tuple[Any, ...] = ()
+    if arguments.get("sleep_ms") is not None:
+        task, args = sleep_ms, (arguments["sleep_ms"],)
     if arguments.get("priority") is not None:
-        noop = noop.using(priority=arguments["priority"])
+        task = task.using(priority=arguments["priority"])
     for _ in range(arguments.get("warmup", 3)):
-        noop.enqueue()  # opens connections, files, imports: not what is measured
+        task.enqueue(*args)  # opens connections, files, imports: not what is measured
     n = arguments["n"]
     start = time.monotonic()
-    ids = [noop.enqueue().id for _ in range(n)]
+    ids = [task.enqueue(*args).id for _ in range(n)]
     end = time.monotonic()
     _write_ids(arguments.get("ids_file"), ids)
     return {"n": n, "start": start, "end": end}

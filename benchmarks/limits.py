@@ -41,6 +41,12 @@ LIMITS = [
     Limit(
         "pool_round_trip", "bare ProcessPoolExecutor no-op round trip, 2 processes", "tasks/s", True
     ),
+    Limit(
+        "pool_round_trip_4",
+        "bare ProcessPoolExecutor no-op round trip, 4 processes",
+        "tasks/s",
+        True,
+    ),
     Limit("watch_p50", "watchfiles notification latency p50 (debounce=1, step=1)", "ms", False),
     Limit("watch_p99", "watchfiles notification latency p99 (debounce=1, step=1)", "ms", False),
 ]
@@ -157,7 +163,12 @@ def measure_limits(base: Path, *, sizes: Sizes, say: Callable[[str], None]) -> d
             samples["durable_create"].append(durable_creates_per_s(directory / "create", files))
             samples["durable_append"].append(durable_appends_per_s(directory, files))
             samples["file_create"].append(file_creates_per_s(directory / "plain", files))
-            samples["pool_round_trip"].append(pool_round_trips_per_s(sizes.limit_tasks))
+            samples["pool_round_trip"].append(
+                pool_round_trips_per_s(sizes.limit_tasks, sizes.processes)
+            )
+            samples["pool_round_trip_4"].append(
+                pool_round_trips_per_s(sizes.limit_tasks, sizes.many_processes)
+            )
             latencies = watch_latencies_ms(directory / "watch", sizes.limit_notifications)
             samples["watch_p50"].append(percentile(latencies, 50))
             samples["watch_p99"].append(percentile(latencies, 99))

@@ -95,32 +95,50 @@ def tree(pids: Iterable[int]) -> list[int]:
     return sorted(found)
 
 
-def _status_kib(pid: int, field: str, file: str = "status") -> int:
-    try:
-        text = Path(f"/proc/{pid}/{file}").read_text()
-    except OSError:
-        return 0
+def _field_kib(text: str, field: str) -> int:
     for line in text.splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
 
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        return _field_kib(Path(f"/proc/{pid}/status").read_text(), field)
+    except OSError:
+        return 0  # gone meanwhile
+
+
 @dataclass(frozen=True)
 class TreeMemory:
     """Memory of a process tree in MiB: RSS counts shared pages once per process, PSS
-    splits them between the processes that share them."""
+    splits them between the processes that share them (so forked children that share
+    their parent's pages add only what they changed)."""
 
     processes: int
     rss_mib: float
-    pss_mib: float
+    #: None if a live process's PSS could not be read; ``pss_unreadable`` says why.
+    pss_mib: float | None
+    pss_unreadable: str | None = None
 
 
 def tree_memory(pids: Iterable[int]) -> TreeMemory:
     members = tree(pids)
     rss = sum(_status_kib(pid, "VmRSS") for pid in members)
-    pss = sum(_status_kib(pid, "Pss", "smaps_rollup") for pid in members)
-    return TreeMemory(len(members), rss / 1024, pss / 1024)
+    pss, unreadable = 0, None
+    for pid in members:
+        path = Path(f"/proc/{pid}/smaps_rollup")
+        try:
+            pss += _field_kib(path.read_text(), "Pss")
+        except OSError as error:
+            # A process gone meanwhile has no memory left to count; one still there that
+            # cannot be read would make the sum a silent undercount.
+            if Path(f"/proc/{pid}").exists():
+                unreadable = (
+                    f"n/a: cannot read {path} ({error.strerror}); PSS needs Linux 4.14 or "
+                    "later and the benchmark running as the workers' user or root"
+                )
+    return TreeMemory(len(members), rss / 1024, None if unreadable else pss / 1024, unreadable)
 
 
 def kill_tree(pids: Iterable[int], signum: int = signal.SIGKILL) -> None:

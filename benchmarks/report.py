@@ -18,10 +18,10 @@ from typing import Any
 from .limits import LIMITS
 from .stats import Figure
 from .systems import REFERENCE, System
-from .workloads import Sizes, Workload, workloads
+from .workloads import SLEEP_TASK_MS, Sizes, Workload, ideal_sleep_drain_rate, workloads
 
 TABLES = (
-    ("Throughput and latency", ("enqueue", "drain", "latency")),
+    ("Throughput and latency", ("enqueue", "drain", "drain_4", "drain_sleep10", "latency")),
     ("Memory, start-up and recovery", ("rss", "startup", "recovery")),
     ("Growth with a history of finished tasks", ("growth",)),
 )
@@ -104,6 +104,12 @@ def targets(results: Results) -> list[Target]:
         else:
             found.append(Target(text, f"×{a / b:.2f}", a / b >= minimum))
 
+    def at_most_ratio(text: str, a: float | None, b: float | None, maximum: float) -> None:
+        if a is None or not b:
+            found.append(Target(text, "not measured", None))
+        else:
+            found.append(Target(text, f"×{a / b:.2f}", a / b <= maximum))
+
     def at_most(text: str, value: float | None, maximum: float, unit: str) -> None:
         if value is None:
             found.append(Target(text, "not measured", None))
@@ -142,18 +148,32 @@ def targets(results: Results) -> list[Target]:
         lim["pool_round_trip"].value if "pool_round_trip" in lim else None,
         0.4,
     )
+    at_least(
+        f"drain with {results.sizes.many_processes} processes >= 40% of the bare "
+        f"{results.sizes.many_processes}-process pool round trip",
+        v("drain_4", pp),
+        lim["pool_round_trip_4"].value if "pool_round_trip_4" in lim else None,
+        0.4,
+    )
+    ideal = ideal_sleep_drain_rate(results.sizes)
+    at_least(
+        f"drain of {SLEEP_TASK_MS} ms tasks >= 90% of the ideal {results.sizes.processes} "
+        f"processes / {SLEEP_TASK_MS} ms ({ideal:,.0f} tasks/s)",
+        v("drain_sleep10", pp),
+        ideal,
+        0.9,
+    )
     at_most("idle latency p50 <= 5 ms", v("latency_p50", pp), 5, "ms")
     at_most("idle latency p99 <= 50 ms", v("latency_p99", pp), 50, "ms")
-    rss, huey_rss = v("rss_idle", pp), v("rss_idle", "huey-sqlite")
-    if rss is None or not huey_rss:
-        found.append(Target("worker RSS <= 1.5x huey's consumer", "not measured", None))
-    else:
-        found.append(
-            Target(
-                "worker RSS <= 1.5x huey's consumer",
-                f"×{rss / huey_rss:.2f}",
-                rss / huey_rss <= 1.5,
-            )
+    rss = v("rss_idle", pp)
+    at_most_ratio("worker RSS <= 1.5x huey's consumer", rss, v("rss_idle", "huey-sqlite"), 1.5)
+    for key, when in (("pss_idle", "idle"), ("pss_after", "after many tasks")):
+        at_most_ratio(
+            f"worker PSS, {when}, <= 1.2x django-tasks-db's, both with "
+            f"{results.sizes.processes} processes",
+            v(key, pp),
+            v(key, "db"),
+            1.2,
         )
     after = v("rss_after", pp)
     if rss is None or after is None:
@@ -208,7 +228,8 @@ def markdown(results: Results) -> str:
         + (f"; {results.jobs} systems measured at once" if results.jobs > 1 else "")
         + f"; {results.duration_s / 60:.1f} min.",
         "",
-        f"Each cell: the median of {sizes.repeats} repeat(s) (RSS: of 3 samples), ± half "
+        f"Each cell: the median of {sizes.repeats} repeat(s) (RSS and PSS: of "
+        f"{sizes.rss_samples} sample(s)), ± half "
         "the range of the repeats as a percentage of the median, and in brackets the ratio "
         f"to {_label(results, REFERENCE)}. Units are in the column heads.",
         "",

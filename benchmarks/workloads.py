@@ -1,9 +1,11 @@
 """The workloads of the report, run on one system at a time.
 
 (a) enqueue from 1 and from 4 processes; (b) drain of queued no-op tasks by 2 worker
-processes; (c) idle end-to-end latency; (d) worker RSS idle and after many tasks;
-(e) growth: enqueue, claim and ``get_result`` with a history of finished tasks, and
-start-up with many ready tasks; (f) recovery after SIGKILL of the supervisor.
+processes, and by 4 (more processes than the development machine's 2 cores), and of
+tasks that sleep 10 ms by 2; (c) idle end-to-end latency; (d) worker memory, RSS and PSS,
+idle and after many tasks; (e) growth: enqueue, claim and ``get_result`` with a history
+of finished tasks, and start-up with many ready tasks; (f) recovery after SIGKILL of the
+supervisor.
 
 Each returns ``{workload key: Figure}``; a figure is the median of ``Sizes.repeats``
 repeats, each on a fresh project unless the workload says otherwise.
@@ -24,6 +26,9 @@ from . import processes, projects
 from .stats import Figure, percentile
 from .systems import System
 
+#: How long each task of the ``drain_sleep10`` workload sleeps.
+SLEEP_TASK_MS = 10
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -31,6 +36,8 @@ class Sizes:
 
     repeats: int = 3
     processes: int = 2
+    #: The second drain's worker processes (and bare pool's): more than 2 cores.
+    many_processes: int = 4
     #: The physical limits: files created and appends, pool round trips, notifications.
     limit_files: int = 2_000
     limit_tasks: int = 5_000
@@ -39,6 +46,8 @@ class Sizes:
     enqueue_clients: int = 4
     enqueue_per_client_n: int = 1_000
     drain_n: int = 2_000
+    #: Tasks of the 10 ms drain: about 3 s of it at the ideal rate, processes / 10 ms.
+    sleep_drain_n: int = 600
     latency_n: int = 200
     #: A round trip may take a poll interval (db_worker: 1 s, huey: up to 10 s); past
     #: this many seconds per system the latency figures use the round trips made so far.
@@ -53,7 +62,8 @@ class Sizes:
     #: How long the workers run on a freshly added history before it is measured.
     history_settle_s: float = 15.0
     startup_ready_n: int = 100_000
-    #: Recovery slower than this is reported as "not recovered within ...".
+    #: Recovery slower than this is reported as "not recovered within ...". A quick run
+    #: keeps it: on a loaded machine the restart alone (Python, Django) can take seconds.
     recovery_cap_s: float = 10.0
     #: Drains slower than this are cut short and reported as such.
     drain_cap_s: float = 300.0
@@ -68,6 +78,7 @@ class Sizes:
             enqueue_n=100,
             enqueue_per_client_n=40,
             drain_n=50,
+            sleep_drain_n=40,
             latency_n=10,
             latency_budget_s=1.5,
             rss_warmup_n=5,
@@ -78,7 +89,6 @@ class Sizes:
             growth_probe_n=20,
             history_settle_s=0.5,
             startup_ready_n=500,
-            recovery_cap_s=2.5,
             drain_cap_s=30.0,
         )
 
@@ -105,12 +115,35 @@ def workloads(sizes: Sizes) -> list[Workload]:
             "enqueue",
         ),
         Workload("drain", f"drain {sizes.drain_n:,} no-op tasks, {p}", "tasks/s", True, "drain"),
+        Workload(
+            "drain_4",
+            f"drain {sizes.drain_n:,} no-op tasks, {sizes.many_processes} processes",
+            "tasks/s",
+            True,
+            "drain_4",
+        ),
+        Workload(
+            "drain_sleep10",
+            f"drain {sizes.sleep_drain_n:,} tasks of {SLEEP_TASK_MS} ms, {p} "
+            f"(ideal: {ideal_sleep_drain_rate(sizes):,.0f})",
+            "tasks/s",
+            True,
+            "drain_sleep10",
+        ),
         Workload("latency_p50", "idle end-to-end latency p50", "ms", False, "latency"),
         Workload("latency_p99", "idle end-to-end latency p99", "ms", False, "latency"),
         Workload("rss_idle", f"worker RSS, {n} processes, idle", "MiB", False, "rss"),
+        Workload("pss_idle", f"worker PSS, {n} processes, idle", "MiB", False, "rss"),
         Workload(
             "rss_after",
             f"worker RSS, {n} processes, after {sizes.rss_tasks_n:,} tasks",
+            "MiB",
+            False,
+            "rss",
+        ),
+        Workload(
+            "pss_after",
+            f"worker PSS, {n} processes, after {sizes.rss_tasks_n:,} tasks",
             "MiB",
             False,
             "rss",
@@ -157,7 +190,17 @@ def workloads(sizes: Sizes) -> list[Workload]:
     return rows
 
 
-GROUPS = ("enqueue", "drain", "latency", "rss", "growth", "startup", "recovery")
+GROUPS = (
+    "enqueue",
+    "drain",
+    "drain_4",
+    "drain_sleep10",
+    "latency",
+    "rss",
+    "growth",
+    "startup",
+    "recovery",
+)
 
 
 @dataclass
@@ -195,15 +238,24 @@ def measure(group: str, system: System, run: Run) -> dict[str, Figure]:
     return MEASURES[group](system, run)
 
 
-def _workers(project: projects.Project, system: System, run: Run) -> list[processes.Started]:
+def ideal_sleep_drain_rate(sizes: Sizes) -> float:
+    """Tasks/s of the 10 ms drain if each process did nothing but sleep: processes / 10 ms."""
+    return sizes.processes * 1000 / SLEEP_TASK_MS
+
+
+def _workers(
+    project: projects.Project, system: System, run: Run, *, count: int | None = None
+) -> list[processes.Started]:
+    """Start the system's workers for ``count`` processes (default: ``Sizes.processes``)."""
     return [
         project.start_django(*command, name="worker")
-        for command in system.worker_commands(run.sizes.processes)
+        for command in system.worker_commands(count or run.sizes.processes)
     ]
 
 
 def _enqueue(project: projects.Project, n: int, ids_file: Path, **arguments: Any) -> Any:
-    """Enqueue ``n`` no-op tasks from the project's client; their ids go to ``ids_file``."""
+    """Enqueue ``n`` tasks (no-op ones unless ``sleep_ms=``) from the project's client;
+    their ids go to ``ids_file``."""
     return project.client().call("enqueue", n=n, ids_file=str(ids_file), **arguments)
 
 
@@ -248,15 +300,21 @@ def measure_enqueue(system: System, run: Run) -> dict[str, Figure]:
 
 
 def _drain(
-    project: projects.Project, system: System, run: Run, ids_file: Path, *, cap_s: float
+    project: projects.Project,
+    system: System,
+    run: Run,
+    ids_file: Path,
+    *,
+    cap_s: float,
+    count: int | None = None,
 ) -> dict[str, Any]:
-    """Start the workers on queued tasks and wait for them all.
+    """Start the workers (for ``count`` processes) on queued tasks and wait for them all.
 
     The rate counts from the first task seen finished to the last, so that no system's
     start-up is in it, whether or not its results say when a task started.
     """
     launched = time.time()
-    _workers(project, system, run)
+    _workers(project, system, run, count=count)
     try:
         outcome = _wait(project, ids_file, timeout=cap_s)
     finally:
@@ -266,18 +324,53 @@ def _drain(
     return outcome
 
 
-def measure_drain(system: System, run: Run) -> dict[str, Figure]:
+def _drain_rate(
+    system: System, run: Run, key: str, *, n: int, count: int, sleep_ms: float | None = None
+) -> Figure:
+    """Tasks/s of a drain of ``n`` queued tasks (no-op, or sleeping ``sleep_ms``) by
+    workers for ``count`` processes, each repeat on a fresh project."""
     rates, notes = [], []
     for repeat in range(run.sizes.repeats):
-        with run.project(system, f"drain-{repeat}") as project:
+        with run.project(system, f"{key}-{repeat}") as project:
             ids_file = project.path("drain.ids")
-            _enqueue(project, run.sizes.drain_n, ids_file, warmup=0)
-            outcome = _drain(project, system, run, ids_file, cap_s=run.sizes.drain_cap_s)
+            _enqueue(project, n, ids_file, warmup=0, sleep_ms=sleep_ms)
+            outcome = _drain(
+                project, system, run, ids_file, cap_s=run.sizes.drain_cap_s, count=count
+            )
         rates.append(outcome["rate"])
         if outcome["timed_out"]:
             notes.append(f"cut at {run.sizes.drain_cap_s:g} s: {_describe(outcome['statuses'])}")
             break
-    return {"drain": Figure.of(rates, note="; ".join(notes) or None)}
+    return Figure.of(rates, note="; ".join(notes) or None)
+
+
+def measure_drain(system: System, run: Run) -> dict[str, Figure]:
+    sizes = run.sizes
+    return {"drain": _drain_rate(system, run, "drain", n=sizes.drain_n, count=sizes.processes)}
+
+
+def measure_drain_4(system: System, run: Run) -> dict[str, Figure]:
+    """The same drain by workers for more processes than cores."""
+    sizes = run.sizes
+    return {
+        "drain_4": _drain_rate(system, run, "drain4", n=sizes.drain_n, count=sizes.many_processes)
+    }
+
+
+def measure_drain_sleep10(system: System, run: Run) -> dict[str, Figure]:
+    """A drain of tasks that sleep 10 ms; the JSON keeps its share of the ideal rate."""
+    sizes = run.sizes
+    figure = _drain_rate(
+        system,
+        run,
+        "sleep10",
+        n=sizes.sleep_drain_n,
+        count=sizes.processes,
+        sleep_ms=SLEEP_TASK_MS,
+    )
+    if figure.value is not None:
+        figure.extra["of_ideal"] = figure.value / ideal_sleep_drain_rate(sizes)
+    return {"drain_sleep10": figure}
 
 
 # -- (c) latency ---------------------------------------------------------------------------
@@ -306,10 +399,10 @@ def measure_latency(system: System, run: Run) -> dict[str, Figure]:
     }
 
 
-# -- (d) RSS -------------------------------------------------------------------------------
+# -- (d) RSS and PSS -----------------------------------------------------------------------
 
 
-def _sample_memory(started: list[processes.Started], sizes: Sizes) -> list[Any]:
+def _sample_memory(started: list[processes.Started], sizes: Sizes) -> list[processes.TreeMemory]:
     time.sleep(sizes.rss_settle_s)  # let the workers settle into idle
     found = []
     for _ in range(sizes.rss_samples):
@@ -319,7 +412,8 @@ def _sample_memory(started: list[processes.Started], sizes: Sizes) -> list[Any]:
 
 
 def measure_rss(system: System, run: Run) -> dict[str, Figure]:
-    """The workers' process tree, idle after a warm-up and again after many tasks."""
+    """The workers' process tree, idle after a warm-up and again after many tasks: RSS,
+    and PSS from the same samples."""
     sizes = run.sizes
     with run.project(system, "rss") as project:
         workers = _workers(project, system, run)
@@ -332,22 +426,27 @@ def measure_rss(system: System, run: Run) -> dict[str, Figure]:
         outcome = _wait(project, many, timeout=max(600, sizes.rss_tasks_n / 5))
         after = _sample_memory(workers, sizes)
 
-    def figure(memory: list[Any], note: str | None = None) -> Figure:
-        return Figure.of(
-            [m.rss_mib for m in memory],
-            note=note,
-            pss_mib=[m.pss_mib for m in memory],
-            processes=[m.processes for m in memory],
+    figures: dict[str, Figure] = {}
+    for kind in ("rss", "pss"):
+        then, now = _mib(idle, kind), _mib(after, kind)
+        if then is None or now is None:
+            unreadable = next(m.pss_unreadable for m in [*idle, *after] if m.pss_unreadable)
+            figures[f"{kind}_idle"] = figures[f"{kind}_after"] = Figure.unavailable(unreadable)
+            continue
+        note = f"{100 * (now[-1] / then[-1] - 1):+.0f}% vs idle; {after[-1].processes} processes"
+        if outcome["timed_out"]:
+            note += f"; not all finished: {_describe(outcome['statuses'])}"
+        figures[f"{kind}_idle"] = Figure.of(
+            then, note=f"{idle[-1].processes} processes", processes=[m.processes for m in idle]
         )
+        figures[f"{kind}_after"] = Figure.of(now, note=note, processes=[m.processes for m in after])
+    return figures
 
-    growth = 100 * (after[-1].rss_mib / idle[-1].rss_mib - 1)
-    note = f"{growth:+.0f}% vs idle; {after[-1].processes} processes"
-    if outcome["timed_out"]:
-        note += f"; not all finished: {_describe(outcome['statuses'])}"
-    return {
-        "rss_idle": figure(idle, f"{idle[-1].processes} processes"),
-        "rss_after": figure(after, note),
-    }
+
+def _mib(samples: list[processes.TreeMemory], kind: str) -> list[float] | None:
+    """The RSS or PSS (``kind``) of each sample in MiB; None if a PSS could not be read."""
+    found = [m.rss_mib if kind == "rss" else m.pss_mib for m in samples]
+    return None if None in found else [value or 0.0 for value in found]
 
 
 # -- (e) growth and start-up ---------------------------------------------------------------
@@ -516,6 +615,8 @@ def _describe(statuses: dict[str, int]) -> str:
 MEASURES: dict[str, Callable[[System, Run], dict[str, Figure]]] = {
     "enqueue": measure_enqueue,
     "drain": measure_drain,
+    "drain_4": measure_drain_4,
+    "drain_sleep10": measure_drain_sleep10,
     "latency": measure_latency,
     "rss": measure_rss,
     "growth": measure_growth,
@@ -523,4 +624,13 @@ MEASURES: dict[str, Callable[[System, Run], dict[str, Figure]]] = {
     "recovery": measure_recovery,
 }
 
-__all__ = ["GROUPS", "Run", "Sizes", "Workload", "measure", "workloads"]
+__all__ = [
+    "GROUPS",
+    "SLEEP_TASK_MS",
+    "Run",
+    "Sizes",
+    "Workload",
+    "ideal_sleep_drain_rate",
+    "measure",
+    "workloads",
+]

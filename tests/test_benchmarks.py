@@ -6,6 +6,7 @@ how to install them; the harness is run as a user would, in a subprocess.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -31,10 +32,14 @@ WORKLOADS = [
     "enqueue_1",
     "enqueue_4",
     "drain",
+    "drain_4",
+    "drain_sleep10",
     "latency_p50",
     "latency_p99",
     "rss_idle",
+    "pss_idle",
     "rss_after",
+    "pss_after",
     *(
         f"growth_{what}_{level}"
         for level in (0, 1)
@@ -49,12 +54,15 @@ LIMITS = [
     "durable_append",
     "file_create",
     "pool_round_trip",
+    "pool_round_trip_4",
     "watch_p50",
     "watch_p99",
 ]
 #: The Markdown tables, each with a row per system.
 TABLES = ["### Throughput and latency", "### Memory, start-up and recovery", "### Growth"]
 SECTIONS = [*TABLES, "### Targets"]
+#: A quick run takes 2-3 minutes on a 2-core machine busy with other test runs.
+QUICK_RUN_TIMEOUT_S = 420
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +77,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, dict[
         env=env,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=QUICK_RUN_TIMEOUT_S,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -78,7 +86,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, dict[
     return done.stdout, done.stderr, json.loads(json_path.read_text())
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT_S + 60)
 def test_quick_run_reports_every_system_in_every_table(
     quick_run: tuple[str, str, dict[str, Any]],
 ) -> None:
@@ -93,7 +101,7 @@ def test_quick_run_reports_every_system_in_every_table(
     assert len(targets) == 1 + len(results["targets"]) > 1, targets  # a head, a row each
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT_S + 60)
 def test_quick_run_writes_every_workload_and_limit_to_json(
     quick_run: tuple[str, str, dict[str, Any]],
 ) -> None:
@@ -115,7 +123,7 @@ def test_quick_run_writes_every_workload_and_limit_to_json(
         assert results["figures"][workload]["procpool"]["value"] is not None, workload
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT_S + 60)
 def test_missing_peers_and_chart_say_how_to_install_them(
     quick_run: tuple[str, str, dict[str, Any]],
 ) -> None:
@@ -131,6 +139,53 @@ def test_missing_peers_and_chart_say_how_to_install_them(
     else:
         png = Path(stderr.rsplit("PNG: ", 1)[1].strip())
         assert png.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT_S + 60)
+def test_compare_of_a_run_with_itself_finds_no_ratio_moved(
+    quick_run: tuple[str, str, dict[str, Any]], tmp_path: Path
+) -> None:
+    _, _, results = quick_run
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(results))
+    rows, summary = _compare(now=run, then=run)
+    assert rows, "no ratio in both runs"
+    assert all(row.endswith(" | +0% | no |") for row in rows), rows
+    assert summary == f"0 of {len(rows)} ratios moved more than 10%."
+
+
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT_S + 60)
+def test_compare_says_which_ratio_moved_and_whether_for_the_better(
+    quick_run: tuple[str, str, dict[str, Any]], tmp_path: Path
+) -> None:
+    _, _, results = quick_run
+    now, then = tmp_path / "now.json", tmp_path / "then.json"
+    now.write_text(json.dumps(results))
+    earlier = copy.deepcopy(results)
+    # Then, the non-durable enqueue was 1.5x as far ahead of the durable one as now.
+    earlier["figures"]["enqueue_1"]["procpool-nondurable"]["value"] *= 1.5
+    then.write_text(json.dumps(earlier))
+    rows, summary = _compare(now=now, then=then)
+    moved = [row for row in rows if not row.endswith(" | no |")]
+    assert len(moved) == 1, rows
+    assert moved[0].startswith('| enqueue, 1 process | procpool_tasks ("durable": False) | ')
+    assert moved[0].endswith(" | -33% | yes, better |"), moved
+    assert summary == f"1 of {len(rows)} ratios moved more than 10%."
+
+
+def _compare(*, now: Path, then: Path) -> tuple[list[str], str]:
+    """``python -m benchmarks --compare THEN --json NOW``: its table rows and last line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--compare", str(then), "--json", str(now)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stdout.strip().splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| workload")]
+    return rows, lines[-1]
 
 
 def _sections(markdown: str) -> dict[str, list[str]]:
