@@ -50,6 +50,7 @@ class InFlight:
     timeout: float | None
     started: float = field(default_factory=time.monotonic)
     kill_at: float | None = None  # monotonic; past it, the process is killed
+    sent: bool = True  # False: its process was gone before it got the task
 
 
 class Dispatcher:
@@ -84,7 +85,11 @@ class Dispatcher:
         """Claim the best ready tasks, one per idle process, and send them."""
         if self.pool is None or time.monotonic() < self._claims_paused_until:
             return
-        self.pool.fill()
+        try:
+            self.pool.fill()
+        except OSError as error:  # out of processes or memory: try again a little later
+            logger.error("Cannot start a worker process: %s", error)
+            self.pool.delay_starts()
         idle = self.pool.idle()
         if self._config.max_tasks is not None:
             idle = idle[: max(0, self._config.max_tasks - self.claimed)]
@@ -145,7 +150,8 @@ class Dispatcher:
             # later. Counted from now: an idle process starts the task at once.
             flight.kill_at = flight.started + timeout + TIMEOUT_KILL_GRACE_S
         self.in_flight[record.id] = flight
-        self.pool.send(worker, execution.Job(record, running, timeout))  # a dead one: on_exit
+        if not self.pool.send(worker, execution.Job(record, running, timeout)):
+            flight.sent = False  # the process is gone: its exit un-claims the task
 
     # -- what comes back ---------------------------------------------------------------------
 
@@ -168,6 +174,8 @@ class Dispatcher:
     def on_exit(self, worker: WorkerProcess) -> None:
         """A process exited: as it said it would, or it died (see the module docstring)."""
         assert self.pool is not None  # noqa: S101 (only a pool's sentinel is watched)
+        if worker.task_id is not None and worker.conn.poll(0):
+            self.on_outcome(worker)  # its last outcome came with its exit: that first
         if worker.leaving:
             self.pool.reap(worker)
             return
@@ -182,6 +190,9 @@ class Dispatcher:
 
     def _on_death(self, flight: InFlight, pid: int, exit_code: int) -> None:
         record, running = flight.record, flight.state
+        if not flight.sent:
+            self._outcomes.unclaim(record, running)  # never started: no attempt was made
+            return
         timed_out = pid in self._timed_out
         if exit_code == -signal.SIGTERM and not timed_out:
             # Nothing of ours sends a running process SIGTERM: a process manager stopping

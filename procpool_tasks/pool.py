@@ -122,7 +122,8 @@ class Pool:
             # Our own worker process, over a private pipe: trusted as much as the code.
             outcome, leaving = pickle.loads(worker.conn.recv_bytes())  # noqa: S301
         except (EOFError, OSError):
-            self._selector.unregister(worker.conn)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(worker.conn)  # its exit follows
             return None
         worker.task_id = None
         worker.ran += 1
