@@ -105,6 +105,8 @@ class Dispatcher:
         claimed = []
         with self._journal.claim_lock():
             for index, record in enumerate(records):
+                if self._outcomes.is_pending(record.id):
+                    continue  # re-queued, not committed yet: pushed again once it is
                 state = self._recovery.read_state(record.id)
                 if state is not None and state.status != journal.READY:
                     continue  # another supervisor claimed it, or it finished

@@ -51,8 +51,20 @@ class Outcomes:
 
     # -- decisions ---------------------------------------------------------------------------
 
+    def is_pending(self, task_id: str) -> bool:
+        """Whether a state decided for this task is not committed yet.
+
+        Its result file still shows the state before (RUNNING, say): a task seen twice
+        meanwhile (its segment line and a re-queue marker, when recovering) must not be
+        decided on twice.
+        """
+        return task_id in self._records
+
     def finish(self, record: journal.Record, state: journal.State) -> None:
         """Queue a state for the next group commit."""
+        if state.id in self._records:  # a bug: the first decision stands
+            logger.error("Task id=%s: a second state before the first was committed", state.id)
+            return
         self._records[state.id] = record
         self._committer.submit([state])
 

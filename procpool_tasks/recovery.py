@@ -86,6 +86,8 @@ class Recovery:
 
     def recover(self, record: journal.Record) -> None:
         """Re-queue (or fail, after max_attempts) a task whose supervisor died."""
+        if self._outcomes.is_pending(record.id):
+            return  # recovered already; its new state is on its way to the disk
         with self._journal.claim_lock():
             state = self.read_state(record.id)
             if state is None or state.status != journal.RUNNING or self.is_alive(state.owner):
