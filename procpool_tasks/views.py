@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
@@ -83,6 +82,11 @@ def _viewers_only(view: View) -> View:
                 "'django.contrib.auth.middleware.AuthenticationMiddleware' in MIDDLEWARE"
             )
         if not user.is_authenticated:
+            # Imported here, as django.contrib.auth.decorators does: the module loads
+            # auth's models, so importing it up front would tie importing the views to
+            # django.contrib.auth being installed (the benchmarks render without it).
+            from django.contrib.auth.views import redirect_to_login
+
             return redirect_to_login(request.get_full_path())
         if not may_view(user):
             raise PermissionDenied("This user may not see the task status page")
