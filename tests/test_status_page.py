@@ -365,6 +365,7 @@ def test_a_journal_not_made_yet_shows_empty_tables(env: Env, users: Users) -> No
     assert page.rows("failures") == [["No task failed."]]
     assert page.rows("quarantined") == [["Nothing is quarantined."]]
     assert page.chart_minutes == []
+    assert page.texts["finished-summary"] == "No task finished in the last hour."
     assert not env.journal.exists()  # a look makes nothing
 
 

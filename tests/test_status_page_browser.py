@@ -28,6 +28,9 @@ from tests.status_site import (
 )
 from tests.test_status import COUNTS
 
+#: A server, a worker and a few Chromium runs each: more than most tests on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCREENSHOT_SIZE = (1280, 1400)
 
