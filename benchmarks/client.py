@@ -270,6 +270,44 @@ def _synthesize_db(count: int, *, finished: bool) -> list[str]:
     return ids
 
 
+class _StaffUser:
+    """Who the status page is rendered for: a staff user, without auth's database."""
+
+    is_authenticated = True
+    is_active = True
+    is_staff = True
+
+    def get_username(self) -> str:
+        return "bench"
+
+
+def op_status_page(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Time GETs of the status page (``procpool_tasks.urls``) in this process, as a web
+    process serves them: the view, its survey of the journal and its template; the
+    first, which imports and compiles them, is left out."""
+    from django.test import RequestFactory
+
+    from procpool_tasks import views
+
+    factory = RequestFactory()
+
+    def get() -> Any:
+        request = factory.get("/tasks/", {"refresh": "0"})
+        request.user = _StaffUser()  # type: ignore[assignment]  # what the view reads of it
+        response = views.status_page(request)
+        if response.status_code != 200:
+            raise RuntimeError(f"the status page answered {response.status_code}")
+        return response
+
+    get()
+    seconds = []
+    for _ in range(arguments["repeats"]):
+        start = time.perf_counter()
+        response = get()
+        seconds.append(time.perf_counter() - start)
+    return {"seconds": seconds, "bytes": len(response.content)}
+
+
 OPERATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "enqueue": op_enqueue,
     "enqueue_interruptible": op_enqueue_interruptible,
@@ -278,6 +316,7 @@ OPERATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "latency": op_latency,
     "get_result": op_get_result,
     "synthesize": op_synthesize,
+    "status_page": op_status_page,
 }
 
 

@@ -201,6 +201,12 @@ def targets(results: Results) -> list[Target]:
         "s",
     )
     at_most(
+        f"status page with {results.sizes.growth_levels[-1]:,} finished < 1 s",
+        v(f"growth_status_page_{last}", pp),
+        1,
+        "s",
+    )
+    at_most(
         f"start-up with {results.sizes.startup_ready_n:,} ready tasks < 5 s",
         v("startup_ready", pp),
         5,

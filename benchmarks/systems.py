@@ -133,6 +133,16 @@ class ProcPool(System):
             "OPTIONS": {"path": str(directory / "journal"), "durable": self.durable},
         }
 
+    def extra_settings(self, directory: Path) -> dict[str, Any]:
+        # The status page, as a project mounts it; rendered in the client (a web process).
+        return {
+            "ROOT_URLCONF": "benchmarks.urls",
+            "ALLOWED_HOSTS": ["testserver"],
+            "TEMPLATES": [
+                {"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}
+            ],
+        }
+
     def worker_commands(self, processes: int) -> list[list[str]]:
         return [["procpool_worker", "--processes", str(processes)]]
 

@@ -175,6 +175,13 @@ def workloads(sizes: Sizes) -> list[Workload]:
                 False,
                 "growth",
             ),
+            Workload(
+                f"growth_status_page_{index}",
+                f"status page GET {history}",
+                "s",
+                False,
+                "growth",
+            ),
         ]
     rows += [
         Workload("startup_1", "worker start-up with 1 ready task", "s", False, "startup"),
@@ -486,6 +493,9 @@ def measure_growth(system: System, run: Run) -> dict[str, Figure]:
                 get_result.append(1e6 * outcome["seconds"] / outcome["n"])
                 history += sizes.growth_probe_n + 3  # and the warm-up enqueues
             figures[f"growth_status_{index}"] = _status_time(project, system, sizes.repeats)
+            figures[f"growth_status_page_{index}"] = _status_page_time(
+                project, system, sizes.repeats
+            )
             figures[f"growth_enqueue_{index}"] = Figure.of(enqueue)
             figures[f"growth_claim_{index}"] = Figure.of(claim)
             figures[f"growth_get_result_{index}"] = Figure.of(get_result)
@@ -508,6 +518,15 @@ def _status_time(project: projects.Project, system: System, repeats: int) -> Fig
         project.manage("procpool_status", "--json")
         seconds.append(time.perf_counter() - start)
     return Figure.of(seconds)
+
+
+def _status_page_time(project: projects.Project, system: System, repeats: int) -> Figure:
+    """Seconds to render the status page in a web process (the client, Django set up):
+    what each of its refreshes costs, after a first GET."""
+    if system.kind != "procpool":
+        return Figure.unavailable("n/a: no status page")
+    outcome = project.client().call("status_page", repeats=repeats)
+    return Figure.of(outcome["seconds"], page_bytes=outcome["bytes"])
 
 
 def _startup(

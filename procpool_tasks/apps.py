@@ -1,8 +1,9 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class ProcPoolTasksConfig(AppConfig):
-    """The ``procpool_tasks`` app: the ``procpool_worker`` command and system checks."""
+    """The ``procpool_tasks`` app: the commands, the status page and system checks."""
 
     name = "procpool_tasks"
     label = "procpool_tasks"
@@ -10,4 +11,6 @@ class ProcPoolTasksConfig(AppConfig):
 
     def ready(self) -> None:
         # The framework's check (registered on import) runs each backend's check().
-        from . import compat  # noqa: F401
+        from . import compat, status_page  # noqa: F401
+
+        checks.register(status_page.check_settings)

@@ -150,6 +150,8 @@ class BackendOptions:
     #: Task path -> the options given for it (checked; a retry policy merged over
     #: ``retry``); what is not given comes from the defaults above.
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The status page's requeue and drop buttons (``procpool_tasks.urls``); off: read-only.
+    admin_actions: bool = False
 
     def for_task(self, task_path: str, *, timeout: float | None = None) -> TaskOptions:
         """The retry policy, timeout and enqueue-on-commit choice of one task.
@@ -192,6 +194,7 @@ class BackendOptions:
             retry=retry,
             enqueue_on_commit=get("enqueue_on_commit", _boolean, False),
             task_options=get("task_options", lambda w, v: _task_options(w, v, retry), {}),
+            admin_actions=get("admin_actions", _boolean, False),
         )
 
 

@@ -21,7 +21,7 @@ from . import history
 from . import journal as j
 from .heartbeat import Heartbeat
 
-__all__ = ["COUNTED", "SCHEMA_VERSION", "Status", "collect", "to_json"]
+__all__ = ["COUNTED", "SCHEMA_VERSION", "Status", "age_text", "collect", "to_json"]
 
 SCHEMA_VERSION = 1
 #: What is counted per queue. READY is due now; DEFERRED is READY with a run_after in the
@@ -302,3 +302,16 @@ def _time(moment: datetime | None) -> str | None:
 
 def _age(moment: datetime | None, now: datetime) -> float | None:
     return None if moment is None else round(max(0.0, (now - moment).total_seconds()), 3)
+
+
+def age_text(moment: datetime | None, now: datetime) -> str:
+    """How long before ``now`` ``moment`` was, as the tables and the status page say it:
+    ``0.8s``, ``12m``, ``3.5h``; ``-`` for no moment."""
+    if moment is None:
+        return "-"
+    seconds = max(0.0, (now - moment).total_seconds())
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

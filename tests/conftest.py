@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,9 +185,10 @@ def _tasks_setting(journal: Path) -> dict[str, Any]:
     return tasks
 
 
-@pytest.fixture
-def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
-    """A private journal, used by this test process and every worker it starts."""
+@contextmanager
+def private_env(tmp_path: Path) -> Iterator[Env]:
+    """A private journal under ``tmp_path``, used by this process and every worker it starts;
+    what it started is reaped at the end (``env``, and ``python -m tests.make_screenshot``)."""
     journal = tmp_path / "journal"
     variables = {
         **os.environ,
@@ -209,3 +211,10 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
                 worker.reap()
                 # pytest shows this only when the test failed.
                 print(f"--- worker {worker.args} output ---\n{worker.output}")  # noqa: T201
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    """A private journal, used by this test process and every worker it starts."""
+    with private_env(tmp_path) as test_env:
+        yield test_env

@@ -7,7 +7,8 @@ the end. A missing program fails the test with the command that installs it
 
     redis_server     "redis://127.0.0.1:PORT/0"
     postgres_server  PostgresServer: host, port, user, name, conninfo, django_database
-    chromium         Chromium: dom(url), text(url), screenshot(url, path)
+    chromium         Chromium: dom(url), text(url), screenshot(url, path); each can turn
+                     JavaScript off (javascript=False) and take more switches
 
 Chromium runs once per call, headless, from the command line (``--dump-dom``,
 ``--screenshot``): no driver whose version must match Debian's browser, and nothing that
@@ -16,6 +17,7 @@ could try to download a browser of its own. Pages that need clicks would need a 
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -24,7 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -301,6 +303,10 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--hide-scrollbars",
 )  # fmt: skip
+#: A profile's preferences that block every page's JavaScript, as a person can turn it off.
+#: (``--blink-settings=scriptEnabled=false`` would also stop ``--dump-dom``, which reads
+#: the DOM with a script of its own; the content setting blocks only the page's.)
+JAVASCRIPT_OFF_PREFERENCES = {"profile": {"default_content_setting_values": {"javascript": 2}}}
 #: Virtual time: the page's timers and requests run this long, without waiting in real time.
 VIRTUAL_TIME_BUDGET_MS = 5000
 
@@ -354,23 +360,45 @@ class Chromium:
     binary: Path
     scratch: Path
 
-    def dom(self, url: str) -> str:
-        """The page's DOM as HTML once it has loaded and its scripts have run."""
-        return self._run(url, "--dump-dom")
+    def dom(self, url: str, *, javascript: bool = True, switches: Sequence[str] = ()) -> str:
+        """The page's DOM as HTML once it has loaded and its scripts have run.
 
-    def text(self, url: str) -> str:
+        ``javascript=False``: the page's scripts are blocked. ``switches``: more of
+        Chromium's flags.
+        """
+        return self._run(url, "--dump-dom", *switches, javascript=javascript)
+
+    def text(self, url: str, *, javascript: bool = True, switches: Sequence[str] = ()) -> str:
         """The page's rendered text (see ``visible_text``)."""
-        return visible_text(self.dom(url))
+        return visible_text(self.dom(url, javascript=javascript, switches=switches))
 
-    def screenshot(self, url: str, path: Path, *, width: int = 1280, height: int = 800) -> Path:
+    def screenshot(
+        self,
+        url: str,
+        path: Path,
+        *,
+        width: int = 1280,
+        height: int = 800,
+        javascript: bool = True,
+        switches: Sequence[str] = (),
+    ) -> Path:
         """Save a PNG of the page's top ``width`` x ``height`` pixels at ``path``."""
-        self._run(url, f"--screenshot={path}", f"--window-size={width},{height}")
+        self._run(
+            url,
+            f"--screenshot={path}",
+            f"--window-size={width},{height}",
+            *switches,
+            javascript=javascript,
+        )
         if not path.is_file():
             pytest.fail(f"chromium wrote no screenshot to {path}")
         return path
 
-    def _run(self, url: str, *switches: str) -> str:
+    def _run(self, url: str, *switches: str, javascript: bool = True) -> str:
         profile = Path(tempfile.mkdtemp(prefix="profile-", dir=self.scratch))
+        if not javascript:
+            (profile / "Default").mkdir()
+            (profile / "Default" / "Preferences").write_text(json.dumps(JAVASCRIPT_OFF_PREFERENCES))
         command = [
             str(self.binary), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
             f"--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}", *switches, url,

@@ -21,6 +21,8 @@ TIME_ZONE = "UTC"
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "procpool_tasks",
     "tests",
 ]
@@ -28,6 +30,32 @@ if django.VERSION < (6,):
     INSTALLED_APPS.insert(0, "django_tasks")
 # The reload tests install an app of their own, written into a temporary directory.
 INSTALLED_APPS += filter(None, os.environ.get("PROCPOOL_TEST_EXTRA_APPS", "").split(","))
+
+# The status page (tests/urls.py mounts it), as a project would set it up.
+ROOT_URLCONF = "tests.urls"
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 
 DATABASES = {
     "default": {

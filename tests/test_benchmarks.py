@@ -43,7 +43,7 @@ WORKLOADS = [
     *(
         f"growth_{what}_{level}"
         for level in (0, 1)
-        for what in ("enqueue", "claim", "get_result", "startup", "status")
+        for what in ("enqueue", "claim", "get_result", "startup", "status", "status_page")
     ),
     "startup_1",
     "startup_ready",

@@ -135,6 +135,12 @@ def test_chromium_renders_text_that_the_pages_scripts_write(
     assert chromium.text(page_url) == "Served statically Written by script After a timer"
 
 
+def test_chromium_with_javascript_off_shows_the_page_as_served(
+    chromium: Chromium, page_url: str
+) -> None:
+    assert chromium.text(page_url, javascript=False) == "Served statically"
+
+
 def test_chromium_saves_a_png_screenshot_of_the_requested_size(
     chromium: Chromium, page_url: str, tmp_path: Path
 ) -> None:

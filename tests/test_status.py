@@ -98,6 +98,12 @@ class MixedRun:
 
 @pytest.fixture
 def mixed_run(env: Env) -> Iterator[MixedRun]:
+    yield from run_mixed(env)
+
+
+def run_mixed(env: Env) -> Iterator[MixedRun]:
+    """The mixed run, for as long as the generator is not closed (the status page's tests
+    use it too)."""
     deploy = Deploy(env)
     deploy.deploy()
     not_importable = deploy.enqueue_greet("world")

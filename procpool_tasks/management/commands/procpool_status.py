@@ -154,7 +154,7 @@ def render(current: status.Status) -> str:
                 [
                     name,
                     *(queue.counts[key] for key in status.COUNTED),
-                    _ago(queue.oldest_ready_at, now),
+                    status.age_text(queue.oldest_ready_at, now),
                 ]
                 for name, queue in [*current.queues.items(), ("(all)", current.total())]
             ],
@@ -171,7 +171,7 @@ def render(current: status.Status) -> str:
                     beat.processes,
                     "*" if beat.queues is None else ",".join(beat.queues),
                     _when(beat.started_at),
-                    _ago(beat.beat_at, now),
+                    status.age_text(beat.beat_at, now),
                     "yes" if beat.is_live(now) else "NO",
                 ]
                 for beat in current.supervisors
@@ -188,7 +188,7 @@ def render(current: status.Status) -> str:
                     task.queue_name,
                     task.worker_id + ("" if task.supervisor_live else " (supervisor gone)"),
                     task.attempt,
-                    _ago(task.started_at, now),
+                    status.age_text(task.started_at, now),
                 ]
                 for task in current.running
             ],
@@ -231,14 +231,3 @@ def _table(heads: list[str], rows: list[list[Any]]) -> list[str]:
 
 def _when(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S %Z}"
-
-
-def _ago(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return "-"
-    seconds = max(0.0, (now - moment).total_seconds())
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
