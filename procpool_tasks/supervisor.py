@@ -6,9 +6,10 @@ Flow::
            cannot write (read-only, full, a planted symlink) exits 3 before any claim
     start  replay the result logs of every dead supervisor; read every segment into the
            ready heap, recovering tasks a dead supervisor left RUNNING
-    loop   wait for one event (journal changed, task finished, signal) or the next due
-           run_after; read new segment lines; group-commit the finished tasks' states
-           (one WAL sync); claim the best ready tasks, one per free process, and submit
+    loop   enqueue the periodic tasks due now (``periodic``); wait for one event (journal
+           changed, task finished, signal), the next due run_after or the next tick; read
+           new segment lines; group-commit the finished tasks' states (one WAL sync);
+           claim the best ready tasks, one per free process, and submit
     stop   first SIGTERM/SIGINT: claim nothing more, let running tasks finish, exit 0;
            second: terminate the children; their tasks stay RUNNING and the next
            supervisor to start recovers them
@@ -43,7 +44,7 @@ import watchfiles
 from django.db import connections
 from django.utils import timezone
 
-from . import compat, execution, history, journal, sqlite
+from . import compat, execution, history, journal, periodic, sqlite
 from .backend import ProcPoolBackend
 from .heartbeat import HEARTBEAT_INTERVAL_S, HOST, Heartbeat
 from .options import TaskOptions
@@ -172,6 +173,7 @@ class Supervisor:
         self._instance_lock = self.journal.worker_lock(self.instance)
         self._started_at = timezone.now()
         self._next_beat = 0.0
+        self._schedules = None if config.batch else periodic.Scheduler(config.backend, self.journal)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -262,6 +264,7 @@ class Supervisor:
                     len(self._in_flight),
                 )
                 return EXIT_FORCED_STOP
+            self._fire_schedules()
             self._submit_ready()
             if self._is_batch_done():
                 logger.info(
@@ -320,7 +323,14 @@ class Supervisor:
             timeout = min(timeout, max(0.0, self._waiting[0][0] - time.time()))
         if self._deadlines:
             timeout = min(timeout, max(0.0, min(self._deadlines.values()) - time.monotonic()))
+        if self._schedules is not None and not self._stopping:
+            timeout = min(timeout, self._schedules.seconds_to_next_look())
         return min(timeout, max(0.0, self._next_beat - time.monotonic()))
+
+    def _fire_schedules(self) -> None:
+        """Enqueue the periodic tasks due now (``periodic``), and read them in at once."""
+        if self._schedules is not None and not self._stopping and self._schedules.fire_due():
+            self._read_journal()
 
     def _beat(self) -> None:
         """Write this supervisor's heartbeat (see ``heartbeat``); a failure only logs."""

@@ -1,16 +1,434 @@
-"""Periodic tasks (``OPTIONS["schedule"]``): the system checks, one test per check id, with
-the full message and hint.
+"""Periodic tasks (``OPTIONS["schedule"]``) fired by real supervisors: once per tick across
+supervisors sharing a journal, once after a supervisor is killed while firing, catch-up
+after downtime, the time zone of cron schedules, and the system checks.
+
+Schedules fire ``every`` 1 second, so that a test sees several ticks in a few seconds.
+Which ticks fired is read from the journal: each fired record carries its marker,
+``<name>@<tick>``. Supervisors are killed at a chosen point of a fire by
+``tests.crash_at``. The arithmetic of fire times (cron, DST) is tested in
+``test_schedule.py``; ``ticks_to_fire`` is tested here without a worker.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import os
+import re
+import signal
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from procpool_tasks import journal
 from procpool_tasks.backend import ProcPoolBackend
-from tests.conftest import Env
+from procpool_tasks.periodic import Scheduler, ticks_to_fire
+from procpool_tasks.schedule import CronExpression, Every
+from tests import tasks
+from tests.conftest import Env, Worker, wait_for
+from tests.crash_at import CRASH_AT_CALL_VARIABLE, CRASH_AT_VARIABLE
+
+NAME = "tick"
+EVERY_SECOND = {"task": "tests.tasks.add", "every": 1, "args": [1, 2]}
+SECOND = timedelta(seconds=1)
+#: The worker's line for a tick it fired, without its time and level.
+FIRED = re.compile(
+    r"Fired periodic task id=(?P<id>\S+) path=(?P<path>\S+) queue=(?P<queue>\S+) "
+    r"marker=(?P<marker>\S+)(?P<catching_up> \(catching up on the ticks missed since \S+\))?"
+)
+
+
+def set_schedules(env: Env, time_zone: str | None = None, **schedules: Any) -> None:
+    """Give every process this test starts these schedules (and this TIME_ZONE)."""
+    env.variables["PROCPOOL_TEST_OPTIONS"] = json.dumps({"schedule": schedules})
+    if time_zone is not None:
+        env.variables["PROCPOOL_TEST_TIME_ZONE"] = time_zone
+
+
+def tick_of(marker: str) -> datetime:
+    return datetime.fromisoformat(marker.partition("@")[2].removesuffix("Z")).replace(tzinfo=UTC)
+
+
+def iso(moment: datetime) -> str:
+    """A tick as markers and log lines write it."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+
+
+def fired(env: Env, name: str = NAME) -> dict[datetime, list[str]]:
+    """The ids of the task records in the journal, per tick of the schedule ``name``."""
+    records: dict[datetime, list[str]] = defaultdict(list)
+    reader = journal.Journal(env.journal)
+    if not reader.segments_dir.exists():
+        return records
+    tail = journal.SegmentTail(reader)
+    for segment in reader.all_segment_names():
+        for item in tail.read_segment(segment):
+            if isinstance(item, journal.Record) and item.schedule is not None:
+                if item.schedule.startswith(f"{name}@"):
+                    records[tick_of(item.schedule)].append(item.id)
+    return records
+
+
+def fired_after(env: Env, moment: datetime) -> list[datetime]:
+    return sorted(tick for tick in fired(env) if tick > moment)
+
+
+def fire_lines(output: str) -> list[re.Match[str]]:
+    return [match for line in output.splitlines() if (match := FIRED.search(line))]
+
+
+def twice_or_never(env: Env) -> dict[datetime, int]:
+    """Ticks whose records are not exactly one: empty when every tick fired once."""
+    return {tick: len(ids) for tick, ids in fired(env).items() if len(ids) != 1}
+
+
+def start_live_worker(env: Env, *args: str, module: str = "django") -> Worker:
+    """A worker that has written its first heartbeat (and so watches its schedules)."""
+    workers = env.journal / "workers"
+    before = set(workers.glob("*.json")) if workers.exists() else set()
+    worker = env.start_worker("--processes", "1", *args, module=module)
+    wait_for(
+        lambda: workers.exists() and set(workers.glob("*.json")) - before,
+        what="the worker's first heartbeat",
+    )
+    return worker
+
+
+def start_killed_at(env: Env, point: str, call: int) -> Worker:
+    """A worker that SIGKILLs itself at ``point`` of its ``call``-th time there."""
+    env.variables[CRASH_AT_VARIABLE] = point
+    env.variables[CRASH_AT_CALL_VARIABLE] = str(call)
+    try:
+        return env.start_worker("--processes", "1", module="tests.crash_at")
+    finally:
+        del env.variables[CRASH_AT_VARIABLE], env.variables[CRASH_AT_CALL_VARIABLE]
+
+
+def run_everything_fired(env: Env) -> list[Any]:
+    """Run what is still READY, then give the result of every tick's task."""
+    env.run_batch("--processes", "1")
+    return [tasks.add.get_result(ids[0]) for _, ids in sorted(fired(env).items())]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- once per tick --------------------------------------------------------------------------
+
+
+def test_two_supervisors_on_one_journal_fire_each_tick_once_and_skip_none(env: Env) -> None:
+    set_schedules(env, tick=EVERY_SECOND)
+    first = start_live_worker(env, "--worker-id", "first")
+    second = start_live_worker(env, "--worker-id", "second")
+    both_watch = now()
+
+    wait_for(lambda: len(fired_after(env, both_watch)) >= 5, what="5 ticks with both running")
+    assert first.stop() == 0
+    assert second.stop() == 0
+
+    assert twice_or_never(env) == {}
+    ticks = sorted(fired(env))
+    assert ticks == [ticks[0] + n * SECOND for n in range(len(ticks))]
+    lines = fire_lines(first.output) + fire_lines(second.output)
+    assert sorted(tick_of(line["marker"]) for line in lines) == ticks
+    assert {(line["path"], line["queue"], line["catching_up"]) for line in lines} == {
+        ("tests.tasks.add", "default", None)
+    }
+    results = run_everything_fired(env)
+    assert {(str(result.status), result.return_value) for result in results} == {("SUCCESSFUL", 3)}
+
+
+# --- killed while firing -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("point", "written"),
+    [
+        pytest.param("after:write_firing", False, id="before-the-record"),
+        pytest.param("after:append", True, id="after-the-record"),
+        pytest.param("after:write_fired", True, id="after-recording-it"),
+    ],
+)
+def test_a_supervisor_killed_while_firing_leaves_each_tick_fired_once(
+    env: Env, point: str, written: bool
+) -> None:
+    set_schedules(env, tick=EVERY_SECOND)
+    # Killed in its second fire, so that the schedule has fired once before.
+    killed = start_killed_at(env, point, call=2)
+    assert killed.wait() == -signal.SIGKILL
+    firing = journal.Journal(env.journal).read_firing(NAME)
+    assert firing is not None
+    first_tick = firing.tick - SECOND
+    assert {tick: len(ids) for tick, ids in fired(env).items()} == (
+        {first_tick: 1, firing.tick: 1} if written else {first_tick: 1}
+    )
+
+    survivor = start_live_worker(env)
+    wait_for(lambda: len(fired_after(env, firing.tick)) >= 2, what="2 ticks after the kill")
+    assert survivor.stop() == 0
+
+    assert twice_or_never(env) == {}
+    assert journal.Journal(env.journal).read_firing(NAME) is None
+    messages = [line for line in survivor.output.splitlines() if "Schedule tick:" in line]
+    if point == "after:write_firing":
+        assert firing.tick not in fired(env) or fired(env)[firing.tick] != [firing.task_id]
+        assert [m.split(" WARNING ", 1)[1] for m in messages] == [
+            f"Schedule tick: a supervisor stopped while firing tick {iso(firing.tick)}, "
+            "before its task was written; the tick was not fired"
+        ]
+        caught_up = [line for line in fire_lines(survivor.output) if line["catching_up"]]
+        assert [line["catching_up"] for line in caught_up] == [
+            f" (catching up on the ticks missed since {iso(first_tick)})"
+        ]
+    elif point == "after:append":
+        assert fired(env)[firing.tick] == [firing.task_id]
+        assert [m.split(" WARNING ", 1)[1] for m in messages] == [
+            f"Schedule tick: tick {iso(firing.tick)} was enqueued as task id={firing.task_id}, "
+            "but its supervisor stopped (or failed to write) before recording it; recorded "
+            "now, not fired again"
+        ]
+    else:
+        assert fired(env)[firing.tick] == [firing.task_id]
+        assert messages == []
+    results = run_everything_fired(env)
+    assert {str(result.status) for result in results} == {"SUCCESSFUL"}
+
+
+def make_quiet(segment: Path) -> None:
+    """Make a segment look untouched for longer than QUIET_S, as if a minute had passed."""
+    past = now().timestamp() - journal.QUIET_S - 60
+    os.utime(segment, (past, past))
+
+
+def test_prune_keeps_the_segment_of_a_fire_cut_short_until_a_supervisor_resolved_it(
+    env: Env,
+) -> None:
+    set_schedules(env, tick=EVERY_SECOND)
+    killed = start_killed_at(env, "after:append", call=1)
+    assert killed.wait() == -signal.SIGKILL
+    firing = journal.Journal(env.journal).read_firing(NAME)
+    assert firing is not None
+    assert firing.task_id is not None
+    segment = env.journal / "segments" / f"{firing.task_id.partition('-')[0]}.log"
+    env.run_batch("--processes", "1")  # runs the fired task; a batch fires nothing
+    make_quiet(segment)
+
+    kept = env.manage("procpool_prune", "--older-than", "0.01s")
+
+    assert kept.stdout.startswith("Deleted 0 task(s)")
+    assert segment.exists()
+    survivor = start_live_worker(env)
+    wait_for(lambda: not (env.journal / "schedules" / f"{NAME}.firing").exists(), what="resolve")
+    assert survivor.stop() == 0
+    make_quiet(segment)
+    env.manage("procpool_prune", "--older-than", "0.01s")
+    assert not segment.exists()
+    assert journal.Journal(env.journal).read_fired(NAME) is not None
+    assert firing.tick not in fired(env)  # pruned with its segment, and not fired again
+
+
+def test_a_damaged_schedule_state_is_replaced_and_counts_its_ticks_up_to_now_as_fired(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = ProcPoolBackend(
+        alias="default",
+        params={"OPTIONS": {"path": str(env.journal), "schedule": {NAME: EVERY_SECOND}}},
+    )
+    backend.journal.ensure()
+    (env.journal / "schedules" / f"{NAME}.json").write_text('{"tick": "yesterday"')
+    scheduler = Scheduler(backend, backend.journal)
+
+    before = now()
+    assert scheduler.fire_due() == 0
+
+    replaced = backend.journal.read_fired(NAME)
+    assert replaced is not None
+    assert (replaced.task_id, before <= replaced.tick <= now()) == (None, True)
+    [record] = [r for r in caplog.records if r.name == "procpool_tasks.periodic"]
+    assert record.getMessage().startswith(
+        f"Schedule tick: its state in {env.journal / 'schedules'} is damaged (not a "
+        "schedule's fire: "
+    )
+    assert record.getMessage().endswith("); counting its ticks up to now as fired")
+    wait_for(scheduler.fire_due, what="the next tick to fire")
+    assert list(fired(env)) == [fired_tick := max(fired(env))]
+    assert fired_tick > replaced.tick
+    backend.journal.close()
+
+
+# --- downtime -------------------------------------------------------------------------------
+
+
+def stopped_after_a_fire(env: Env) -> datetime:
+    """Run a supervisor until it fired, stop it, and wait for 2 more ticks to pass."""
+    worker = start_live_worker(env)
+    wait_for(lambda: fired(env), what="a first fire")
+    assert worker.stop() == 0
+    last = max(fired(env))
+    # The downtime must span ticks: wait for the clock, not for anything the code does.
+    wait_for(lambda: now() > last + 2.2 * SECOND, what="2 ticks of downtime")
+    return last
+
+
+def test_a_supervisor_started_after_downtime_fires_the_latest_missed_tick_once(env: Env) -> None:
+    set_schedules(env, tick=EVERY_SECOND)
+    last = stopped_after_a_fire(env)
+
+    restarted = start_live_worker(env)
+    wait_for(lambda: len(fire_lines(restarted.output)) >= 2, what="a catch-up and a tick")
+    assert restarted.stop() == 0
+
+    lines = fire_lines(restarted.output)
+    caught_up = tick_of(lines[0]["marker"])
+    assert lines[0]["catching_up"] == f" (catching up on the ticks missed since {iso(last)})"
+    assert [line["catching_up"] for line in lines[1:]] == [None] * (len(lines) - 1)
+    assert caught_up >= last + 2 * SECOND
+    assert fired_after(env, last)[:2] == [caught_up, caught_up + SECOND]
+    assert twice_or_never(env) == {}
+
+
+def test_with_catch_up_false_a_supervisor_skips_the_ticks_missed_while_down(env: Env) -> None:
+    set_schedules(env, tick={**EVERY_SECOND, "catch_up": False})
+    last = stopped_after_a_fire(env)
+
+    restarted = start_live_worker(env)
+    wait_for(lambda: len(fire_lines(restarted.output)) >= 2, what="2 ticks after the restart")
+    assert restarted.stop() == 0
+
+    skipped = re.search(
+        rf"INFO Schedule tick: skipped the ticks missed since {re.escape(iso(last))}, up to "
+        r"(\S+) \(catch_up is False\)",
+        restarted.output,
+    )
+    assert skipped is not None, restarted.output
+    latest_skipped = tick_of(f"@{skipped[1]}")
+    assert latest_skipped >= last + 2 * SECOND
+    lines = fire_lines(restarted.output)
+    assert [line["catching_up"] for line in lines] == [None] * len(lines)
+    assert fired_after(env, last)[0] == latest_skipped + SECOND
+    assert twice_or_never(env) == {}
+
+
+# --- cron in TIME_ZONE -----------------------------------------------------------------------
+
+
+def latest_local_3am(zone: ZoneInfo, moment: datetime) -> datetime:
+    """The last 03:00 on the clocks of ``zone`` at or before ``moment``, in UTC."""
+    local = moment.astimezone(zone)
+    today = local.replace(hour=3, minute=0, second=0, microsecond=0)
+    day = today if today <= local else (today - timedelta(days=1)).replace(hour=3)
+    return day.astimezone(UTC)
+
+
+@pytest.mark.parametrize("use_tz", [True, False], ids=["USE_TZ", "no-USE_TZ"])
+def test_cron_schedules_follow_time_zone_and_catch_up_once_on_days_missed(
+    env: Env, use_tz: bool
+) -> None:
+    zone = ZoneInfo("America/New_York")
+    set_schedules(
+        env,
+        "America/New_York",
+        nightly={"task": "tests.tasks.add", "cron": "0 3 * * *", "args": [2, 2]},
+    )
+    env.variables["PROCPOOL_TEST_USE_TZ"] = "1" if use_tz else "0"
+    seeded = journal.Journal(env.journal)
+    seeded.ensure()
+    three_days_ago = latest_local_3am(zone, now()) - timedelta(days=3)
+    seeded.write_fired(
+        "nightly",
+        journal.Fire(tick=three_days_ago, task_id="0123456789abcdef-0", fired_at=three_days_ago),
+    )
+
+    started = now()
+    worker = start_live_worker(env)
+    wait_for(lambda: "state=SUCCESSFUL" in worker.output, what="the missed 03:00 to run")
+    assert worker.stop() == 0
+
+    expected = latest_local_3am(zone, started)
+    assert {tick: len(ids) for tick, ids in fired(env, "nightly").items()} == {expected: 1}
+    assert expected.astimezone(zone).hour == 3
+    [line] = fire_lines(worker.output)
+    assert line["marker"] == f"nightly@{iso(expected)}"
+    assert line["catching_up"] == f" (catching up on the ticks missed since {iso(three_days_ago)})"
+    [task_id] = fired(env, "nightly")[expected]
+    assert f"Task id={task_id} path=tests.tasks.add queue=default state=SUCCESSFUL" in worker.output
+
+
+# --- which ticks fire, without a worker ----------------------------------------------------
+
+
+START = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
+
+
+def to_fire(
+    schedule: Any = None,
+    *,
+    last: datetime | None,
+    at: datetime,
+    since: datetime = START,
+    catch_up: bool = True,
+) -> tuple[datetime | None, list[datetime]]:
+    return ticks_to_fire(
+        schedule or Every(seconds=10),
+        last_tick=last,
+        now=at,
+        watching_since=since,
+        tz=UTC,
+        catch_up=catch_up,
+    )
+
+
+def test_each_tick_since_the_last_fires_once_even_when_the_supervisor_woke_late() -> None:
+    assert to_fire(last=START, at=START + 10 * SECOND) == (None, [START + 10 * SECOND])
+    assert to_fire(last=START, at=START + 35 * SECOND) == (
+        None,
+        [START + 10 * SECOND, START + 20 * SECOND, START + 30 * SECOND],
+    )
+    assert to_fire(last=START + 30 * SECOND, at=START + 35 * SECOND) == (None, [])
+
+
+def test_a_new_schedule_fires_from_its_first_tick_after_the_supervisor_started() -> None:
+    since = START + 15 * SECOND
+    assert to_fire(last=None, at=START + 25 * SECOND, since=since) == (None, [START + 20 * SECOND])
+    assert to_fire(last=None, at=since, since=since) == (None, [])
+
+
+def test_ticks_missed_while_no_supervisor_ran_fire_once_or_never() -> None:
+    since = START + timedelta(hours=1, seconds=5)
+    at = since + SECOND
+    latest_missed = START + timedelta(hours=1)
+    assert to_fire(last=START, at=at, since=since) == (latest_missed, [])
+    assert to_fire(last=START, at=at, since=since, catch_up=False) == (None, [])
+    # Past the grace of a minute, a tick counts as missed even for a running supervisor.
+    late = START + timedelta(minutes=10)
+    assert to_fire(last=START, at=late, since=START) == (
+        late - timedelta(minutes=1),
+        [late - timedelta(seconds=50) + n * 10 * SECOND for n in range(6)],
+    )
+
+
+def test_no_tick_fires_while_the_clock_is_behind_the_last_fired_one() -> None:
+    assert to_fire(last=START + timedelta(hours=1), at=START + 30 * SECOND) == (None, [])
+
+
+def test_cron_ticks_are_fired_in_the_given_time_zone() -> None:
+    cron = CronExpression.parse("0 3 * * *")
+    zone = ZoneInfo("America/New_York")
+    at = datetime(2026, 3, 8, 12, tzinfo=UTC)  # the day New York springs forward
+    missed, on_time = ticks_to_fire(
+        cron,
+        last_tick=at - timedelta(days=3),
+        now=at,
+        watching_since=at,
+        tz=zone,
+        catch_up=True,
+    )
+    assert (missed, on_time) == (datetime(2026, 3, 8, 7, tzinfo=UTC), [])
+
 
 # --- system checks -------------------------------------------------------------------------
 
@@ -280,3 +698,16 @@ def test_a_schedule_with_a_priority_out_of_range_is_check_error_e015(env: Env) -
             "Give a whole number from -100 to 100 (higher runs first), or None for the task's own.",
         )
     ]
+
+
+def test_a_worker_with_a_schedule_check_error_refuses_to_start(env: Env) -> None:
+    set_schedules(env, nightly={"task": "tests.tasks.add", "cron": "0 3 * * *", "every": 60})
+
+    worker = env.start_worker("--processes", "1")
+
+    assert worker.wait() == 1
+    assert (
+        f"(procpool_tasks.E012) {WHERE}['nightly'] gives both 'cron' and 'every'; a "
+        "schedule has one of them" in worker.output
+    )
+    assert fired(env, "nightly") == {}
