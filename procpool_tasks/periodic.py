@@ -61,7 +61,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -88,9 +88,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "RETRY_S",
+    "ScheduleStatus",
     "Scheduler",
     "check_schedules",
     "parse_schedule",
+    "schedule_statuses",
     "ticks_to_fire",
 ]
 
@@ -374,6 +376,73 @@ class Scheduler:
             compat.task_enqueued.send(type(self._backend), task_result=result)
         except Exception:
             logger.exception("A task_enqueued receiver failed for task id=%s", record.id)
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleStatus:
+    """One schedule as ``procpool_status`` shows it."""
+
+    name: str
+    task_path: str
+    cron: str | None
+    every: float | None
+    queue_name: str | None  # None: the task's own, which does not import
+    catch_up: bool
+    last_fire: journal.Fire | None
+    #: The first tick after now; None if the schedule cannot fire (see the checks).
+    next_tick: datetime | None
+    tz: tzinfo = field(default=UTC)
+
+
+def schedule_statuses(backend: Any, now: datetime) -> list[ScheduleStatus]:
+    """The backend's schedules with their last fire and next tick, by name; reads only."""
+    tz = timezone.get_default_timezone()
+    statuses = []
+    for name, options in sorted(backend.backend_options.schedule.items()):
+        try:
+            next_tick: datetime | None = parse_schedule(options).next_after(now, tz)
+        except ValueError:  # CronError too
+            next_tick = None
+        statuses.append(
+            ScheduleStatus(
+                name=name,
+                task_path=options.task_path,
+                cron=options.cron,
+                every=options.every,
+                queue_name=options.queue_name or _own_queue(options.task_path),
+                catch_up=options.catch_up,
+                last_fire=_last_fire(backend.journal, name),
+                next_tick=next_tick,
+                tz=tz,
+            )
+        )
+    return statuses
+
+
+def _last_fire(journal_: journal.Journal, name: str) -> journal.Fire | None:
+    """As ``Scheduler._last_tick`` resolves it, without writing (or locking) anything."""
+    if not journal_.path.is_dir():
+        return None
+    try:
+        last = journal_.read_fired(name)
+        firing = journal_.read_firing(name)
+    except ValueError:
+        return None
+    if firing is not None and firing.task_id and (last is None or firing.tick > last.tick):
+        if journal_.has_line_at(firing.task_id):
+            return firing
+    return last
+
+
+def _own_queue(task_path: str) -> str | None:
+    with contextlib.suppress(ImportError):
+        task = import_string(task_path)
+        if isinstance(task, compat.Task):
+            return str(task.queue_name)
+    return None
 
 
 # --- system checks ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Periodic tasks (``OPTIONS["schedule"]``) fired by real supervisors: once per tick across
 supervisors sharing a journal, once after a supervisor is killed while firing, catch-up
-after downtime, the time zone of cron schedules, and the system checks.
+after downtime, the time zone of cron schedules, ``procpool_status`` and the system checks.
 
 Schedules fire ``every`` 1 second, so that a test sees several ticks in a few seconds.
 Which ticks fired is read from the journal: each fired record carries its marker,
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import jsonschema
 import pytest
 
 from procpool_tasks import journal
@@ -30,6 +31,7 @@ from procpool_tasks.schedule import CronExpression, Every
 from tests import tasks
 from tests.conftest import Env, Worker, wait_for
 from tests.crash_at import CRASH_AT_CALL_VARIABLE, CRASH_AT_VARIABLE
+from tests.test_status import SCHEMA_PATH, table_rows
 
 NAME = "tick"
 EVERY_SECOND = {"task": "tests.tasks.add", "every": 1, "args": [1, 2]}
@@ -356,6 +358,76 @@ def test_cron_schedules_follow_time_zone_and_catch_up_once_on_days_missed(
     assert line["catching_up"] == f" (catching up on the ticks missed since {iso(three_days_ago)})"
     [task_id] = fired(env, "nightly")[expected]
     assert f"Task id={task_id} path=tests.tasks.add queue=default state=SUCCESSFUL" in worker.output
+
+
+# --- procpool_status -----------------------------------------------------------------------
+
+
+def test_status_shows_each_schedule_with_its_last_and_next_tick(env: Env) -> None:
+    set_schedules(
+        env,
+        "Europe/Berlin",
+        tick=EVERY_SECOND,
+        yearly={"task": "tests.tasks.echo", "cron": "0 0 1 1 *", "queue_name": "low"},
+    )
+    worker = start_live_worker(env)
+    wait_for(lambda: fired(env), what="a first fire")
+    assert worker.stop() == 0
+    last_tick, [last_id] = max(fired(env).items())
+
+    document = json.loads(env.manage("procpool_status", "--json").stdout)
+
+    jsonschema.validate(document, json.loads(SCHEMA_PATH.read_text()))
+    generated_at = datetime.fromisoformat(document["generated_at"])
+    fired_at = datetime.fromisoformat(document["schedules"][0]["last_fired_at"])
+    assert last_tick <= fired_at <= generated_at
+    berlin = ZoneInfo("Europe/Berlin")
+    new_year = datetime(generated_at.astimezone(berlin).year + 1, 1, 1, tzinfo=berlin)
+    assert document["schedules"] == [
+        {
+            "name": "tick",
+            "task_path": "tests.tasks.add",
+            "cron": None,
+            "every": 1.0,
+            "queue_name": "default",
+            "catch_up": True,
+            "last_tick": last_tick.isoformat(),
+            "last_task_id": last_id,
+            "last_fired_at": fired_at.isoformat(),
+            "next_tick": (generated_at.replace(microsecond=0) + SECOND).isoformat(),
+        },
+        {
+            "name": "yearly",
+            "task_path": "tests.tasks.echo",
+            "cron": "0 0 1 1 *",
+            "every": None,
+            "queue_name": "low",
+            "catch_up": True,
+            "last_tick": None,
+            "last_task_id": None,
+            "last_fired_at": None,
+            "next_tick": new_year.astimezone(UTC).isoformat(),
+        },
+    ]
+    output = env.manage("procpool_status").stdout
+    lines = output.splitlines()
+    heads = lines[lines.index("Schedules: 2 (times in Europe/Berlin)") + 1]
+    assert heads.split() == words(
+        "NAME", "TASK", "QUEUE", "WHEN", "LAST TICK", "LAST TASK ID", "NEXT TICK"
+    )
+    rows = table_rows(output, "Schedules:")
+    last_local = last_tick.astimezone(berlin)
+    assert rows["tick"][:-3] == words(
+        "tests.tasks.add", "default", "every 1s", f"{last_local:%Y-%m-%d %H:%M:%S %Z}", last_id
+    )
+    assert rows["yearly"] == words(
+        "tests.tasks.echo", "low", "0 0 1 1 *", "-", "-", f"{new_year:%Y-%m-%d %H:%M:%S %Z}"
+    )
+
+
+def words(*cells: str) -> list[str]:
+    """Table cells as ``table_rows`` splits them: a cell with spaces is several words."""
+    return " ".join(cells).split()
 
 
 # --- which ticks fire, without a worker ----------------------------------------------------
