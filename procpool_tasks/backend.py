@@ -14,7 +14,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import compat, journal, sqlite
+from . import compat, journal, periodic, sqlite
 from .journal import Record
 from .options import BackendOptions, is_positive_seconds
 from .results import TaskNotLoadable, build_task_result, load_task
@@ -195,6 +195,7 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             *super().check(**kwargs),
             *self._check_journal(),
             *_check_imports(self),
+            *_check_schedules(self),
             *_check_sqlite(self),
         ]
 
@@ -281,6 +282,13 @@ def _check_imports(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
                 obj=backend,
                 id="procpool_tasks.E004",
             )
+
+
+def _check_schedules(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
+    """What the types of ``OPTIONS["schedule"]`` cannot say (E010-E015, see ``periodic``)."""
+    if backend._options is None:
+        return []
+    return periodic.check_schedules(backend, backend._options.schedule.values())
 
 
 def _import(path: str) -> Any:

@@ -342,6 +342,12 @@ def _prune_segment(
     summary = result.summaries[segment]
     if not summary.is_settled:
         return
+    if segment in journal.firing_segments():
+        # A periodic task's tick counts as fired if its record is in this segment; a
+        # supervisor stopped before it recorded which. The segment stays until one looks
+        # (see ``periodic``): asked after the segment was found done, so a fire noted
+        # before its writer sealed it is seen.
+        return
     kept = {
         status
         for by_status in summary.counts.values()

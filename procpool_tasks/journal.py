@@ -16,6 +16,11 @@ Layout of a journal directory (0700; every file 0600)::
     claim.lock                       taken briefly for every claim and recovery
     history.lock                     taken to change summaries, prune, and re-queue
     quarantine/                      copies of unreadable records, with the reason
+    schedules/<name>.json            the last tick a periodic task's schedule fired, and
+                                     the task id it was enqueued as (``periodic``)
+    schedules/<name>.firing          the same, written durably just before that record:
+                                     the tick counts as fired if the record is there
+    schedules.lock                   taken to fire periodic tasks (one supervisor at a time)
 
 A task id is ``<segment>-<offset in hex>``: where its record starts. So ``get_result``
 reads one result file, or the record itself while no supervisor has touched the task.
@@ -124,6 +129,19 @@ class Record:
     backend: str
     enqueued_at: datetime
     run_after: datetime | None = None
+    #: The marker of the schedule tick that enqueued it, ``<name>@<tick>`` (``periodic``).
+    schedule: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fire:
+    """A tick of a periodic task's schedule, enqueued as the task ``task_id``."""
+
+    tick: datetime
+    #: None in the state that replaced a damaged one: every tick up to ``tick`` counts as
+    #: fired, by tasks unknown.
+    task_id: str | None
+    fired_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,19 +254,20 @@ _EMPTY_ID_PREFIX = b'{"id":""'
 
 
 def encode_record(record: Record) -> bytes:
-    return _dumps(
-        {
-            "id": record.id,
-            "task": record.task_path,
-            "args": record.args,
-            "kwargs": record.kwargs,
-            "priority": record.priority,
-            "queue": record.queue_name,
-            "backend": record.backend,
-            "enqueued_at": _encode_time(record.enqueued_at),
-            "run_after": _encode_time(record.run_after),
-        }
-    )
+    data = {
+        "id": record.id,
+        "task": record.task_path,
+        "args": record.args,
+        "kwargs": record.kwargs,
+        "priority": record.priority,
+        "queue": record.queue_name,
+        "backend": record.backend,
+        "enqueued_at": _encode_time(record.enqueued_at),
+        "run_after": _encode_time(record.run_after),
+    }
+    if record.schedule is not None:
+        data["schedule"] = record.schedule
+    return _dumps(data)
 
 
 def decode_record(data: Mapping[str, Any]) -> Record:
@@ -263,6 +282,7 @@ def decode_record(data: Mapping[str, Any]) -> Record:
         backend=data["backend"],
         enqueued_at=_decode_time(data["enqueued_at"]),  # type: ignore[arg-type]
         run_after=_decode_time(data["run_after"]),
+        schedule=data.get("schedule"),
     )
     types_ok = (
         isinstance(record.task_path, str)
@@ -272,6 +292,7 @@ def decode_record(data: Mapping[str, Any]) -> Record:
         and isinstance(record.queue_name, str)
         and isinstance(record.backend, str)
         and record.enqueued_at is not None
+        and isinstance(record.schedule, str | None)
     )
     if not types_ok:
         raise TypeError("a field has the wrong type")
@@ -326,6 +347,33 @@ def decode_state(data: Mapping[str, Any]) -> State:
         return_value=data["return_value"],
         run_after=_decode_time(data.get("run_after")),
     )
+
+
+def encode_fire(fire: Fire) -> bytes:
+    return _dumps(
+        {
+            "tick": _encode_time(fire.tick),
+            "task_id": fire.task_id,
+            "fired_at": _encode_time(fire.fired_at),
+        }
+    )
+
+
+def decode_fire(data: bytes) -> Fire:
+    """The fire a schedule file holds; ValueError if it is damaged."""
+    try:
+        fields = json.loads(data)
+        task_id = fields["task_id"]
+        fire = Fire(
+            tick=_decode_time(fields["tick"]),  # type: ignore[arg-type]
+            task_id=None if task_id is None else parse_id_checked(task_id),
+            fired_at=_decode_time(fields["fired_at"]),  # type: ignore[arg-type]
+        )
+    except (KeyError, TypeError, ValueError, RecordNotFound) as error:
+        raise ValueError(f"not a schedule's fire: {error!r}") from None
+    if fire.tick.utcoffset() is None or fire.fired_at.utcoffset() is None:
+        raise ValueError("not a schedule's fire: its times are naive")
+    return fire
 
 
 def _frame(payload: bytes) -> bytes:
@@ -463,16 +511,19 @@ def _take_spare(dir_fd: int, name: str) -> None:
         os.unlink(spare, dir_fd=dir_fd)
 
 
-def _write_file_atomically(dir_fd: int, name: str, data: bytes) -> None:
+def _write_file_atomically(dir_fd: int, name: str, data: bytes, *, sync: bool = False) -> None:
     """Replace ``name`` in a directory: readers see the old file or the new, never half.
 
-    Not synced: states that must survive power loss are in a supervisor's WAL first.
+    Not synced unless ``sync`` is set (states that must survive power loss are in a
+    supervisor's WAL first); with it, the new file and its name are on disk on return.
     """
     tmp_name = f".{name}.{os.getpid()}-{next(_tmp_numbers)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
     fd = os.open(tmp_name, flags, _FILE_MODE, dir_fd=dir_fd)
     try:
         _write_all(fd, data)
+        if sync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -483,6 +534,9 @@ def _write_file_atomically(dir_fd: int, name: str, data: bytes) -> None:
         os.unlink(tmp_name, dir_fd=dir_fd)  # it holds the old state now
     else:
         os.replace(tmp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    if sync:
+        # The rename survives power loss only once its directory entry is on disk.
+        os.fsync(dir_fd)
 
 
 _tmp_numbers = itertools.count()
@@ -623,12 +677,18 @@ class _SegmentWriter:
         self._offset = 0
         self._opened_at = 0.0
 
-    def append(self, build_line: Any) -> str:
-        """Append ``build_line(id)`` durably and return the id it was given."""
+    def append(self, build_line: Any, before_write: Any = None) -> str:
+        """Append ``build_line(id)`` durably and return the id it was given.
+
+        ``before_write(id)``, if given, is called once the id is known and before any of
+        the line is written; if it raises, nothing is written.
+        """
         with self._lock:
             if self._needs_new_segment():
                 self._open_new_segment()
             record_id = f"{self._segment}-{self._offset:x}"
+            if before_write is not None:
+                before_write(record_id)
             self._write_durably(build_line(record_id))
             return record_id
 
@@ -914,9 +974,11 @@ class Journal:
         self.wal_dir = self.path / "wal"
         self.workers_dir = self.path / "workers"
         self.quarantine_dir = self.path / "quarantine"
+        self.schedules_dir = self.path / "schedules"
         self._ready = False
         self._claim_lock = ClaimLock(self.path / "claim.lock")
         self._history_lock = ClaimLock(self.path / "history.lock")
+        self._schedule_lock = ClaimLock(self.path / "schedules.lock")
         #: results/<segment> fds kept open by ``keep_directories_open`` (supervisors).
         self._open_results_dirs: dict[str, int] | None = None
 
@@ -946,6 +1008,7 @@ class Journal:
             self.wal_dir,
             self.workers_dir,
             self.quarantine_dir,
+            self.schedules_dir,
         ):
             with contextlib.suppress(FileExistsError):
                 directory.mkdir(mode=_DIR_MODE)
@@ -992,13 +1055,18 @@ class Journal:
                 )
         return writer
 
-    def append(self, record: Record) -> str:
+    def append(self, record: Record, *, before_write: Any = None) -> str:
         """Write ``record`` (its id is replaced) durably; return the id it was given.
 
         Raises OSError (disk full, read-only, ...) with nothing acknowledged: a partial
         line is cut off again, and the segment is never written to afterwards.
+        ``before_write(id)`` is called with the id the record is about to get, before any
+        of it is written (periodic tasks note it durably first; see ``periodic``); what
+        it raises is raised, with nothing written.
         """
-        return self._append(_line_builder(record))
+        build_line = _line_builder(record)
+        record_id: str = self._in_journal(lambda: self._writer().append(build_line, before_write))
+        return record_id
 
     def reserve(
         self, record: Record, callback: Any, owner: Any, in_transaction: Any
@@ -1196,6 +1264,7 @@ class Journal:
         self._open_results_dirs = None
         self._claim_lock.close()
         self._history_lock.close()
+        self._schedule_lock.close()
 
     @contextlib.contextmanager
     def _results_directory(self, segment: str, *, create: bool) -> Iterator[int]:
@@ -1210,6 +1279,22 @@ class Journal:
             kept[segment] = _open_directory(self.path, "results", segment, create=create)
         yield kept[segment]
 
+    def has_line_at(self, record_id: str) -> bool:
+        """Whether a whole line starts where ``record_id`` points (its record, unless the
+        line is damaged); False if the segment is missing or ends before it."""
+        segment, offset = parse_id(record_id)
+        try:
+            with _directory(self.path, "segments", create=False) as dir_fd:
+                fd = os.open(
+                    f"{segment}{_SEGMENT_SUFFIX}", os.O_RDONLY | _OPEN_FLAGS, dir_fd=dir_fd
+                )
+        except FileNotFoundError:
+            return False
+        try:
+            return _read_line_at(fd, offset) is not None
+        finally:
+            os.close(fd)
+
     def claim_lock(self) -> ClaimLock:
         """The journal-wide lock under which a READY task becomes RUNNING (one claim)."""
         return self._claim_lock
@@ -1221,6 +1306,69 @@ class Journal:
         means a summary computed before a re-queue can never be written after it.
         """
         return self._history_lock
+
+    # -- periodic tasks (``periodic``) ------------------------------------------------------
+
+    def schedule_lock(self) -> ClaimLock:
+        """The lock under which a supervisor reads and fires the schedules' ticks."""
+        return self._schedule_lock
+
+    def read_fired(self, name: str) -> Fire | None:
+        """The last tick the schedule ``name`` fired (``<name>.json``), or None.
+
+        Raises ValueError if the file is damaged.
+        """
+        return self._read_fire(f"{name}.json")
+
+    def read_firing(self, name: str) -> Fire | None:
+        """The tick the schedule ``name`` was firing when its supervisor stopped, or None.
+
+        Raises ValueError if the file is damaged.
+        """
+        fire = self._read_fire(f"{name}.firing")
+        if fire is not None and fire.task_id is None:
+            raise ValueError("not a schedule's fire: it names no task id")
+        return fire
+
+    def write_firing(self, name: str, fire: Fire) -> None:
+        """Note, durably, the tick about to be enqueued as ``fire.task_id``."""
+        self._write_fire(f"{name}.firing", fire)
+
+    def write_fired(self, name: str, fire: Fire) -> None:
+        """Record, durably, the tick last enqueued, once its task record is written."""
+        self._write_fire(f"{name}.json", fire)
+
+    def remove_firing(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            with _directory(self.path, "schedules", create=False) as dir_fd:
+                os.unlink(f"{name}.firing", dir_fd=dir_fd)
+
+    def firing_segments(self) -> set[str]:
+        """The segments that a ``<name>.firing`` file names (their records decide whether
+        a tick fired, so they are not pruned while it is there)."""
+        segments = set()
+        try:
+            with _directory(self.path, "schedules", create=False) as dir_fd:
+                for name in os.listdir(dir_fd):
+                    if name.endswith(".firing") and not name.startswith("."):
+                        with contextlib.suppress(OSError, ValueError):
+                            fire = decode_fire(_read_file(name, dir_fd=dir_fd))
+                            if fire.task_id is not None:
+                                segments.add(parse_id(fire.task_id)[0])
+        except FileNotFoundError:
+            pass
+        return segments
+
+    def _read_fire(self, file_name: str) -> Fire | None:
+        try:
+            with _directory(self.path, "schedules", create=False) as dir_fd:
+                return decode_fire(_read_file(file_name, dir_fd=dir_fd))
+        except FileNotFoundError:
+            return None
+
+    def _write_fire(self, file_name: str, fire: Fire) -> None:
+        with _directory(self.path, "schedules", create=True) as dir_fd:
+            _write_file_atomically(dir_fd, file_name, encode_fire(fire), sync=self.durable)
 
     # -- supervisors -----------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 Everything is validated when the backend is made, so that a mistake is a system check
 error (``procpool_tasks.E001``) that names the key and says what it takes, not a failure
 in a worker later. What needs the project's code importable (the exception classes of a
-retry policy, the task paths of ``task_options``) is checked by the system checks.
+retry policy, the task paths of ``task_options`` and ``schedule``) and what a schedule
+means (its cron expression, its arguments, queue and priority) is checked by the system
+checks (``backend``, ``periodic``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import math
 import os
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +25,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 __all__ = [
     "DEFAULT_JOURNAL_DIRNAME",
+    "SCHEDULE_NAME_PATTERN",
     "BackendOptions",
     "RetryPolicy",
+    "ScheduleOptions",
     "TaskOptions",
     "is_positive_seconds",
 ]
@@ -31,6 +36,9 @@ __all__ = [
 DEFAULT_JOURNAL_DIRNAME = ".procpool_tasks"
 #: The finished statuses a retention can be given for.
 RETAINED_STATUSES = ("SUCCESSFUL", "FAILED")
+#: A schedule's name names its files in the journal (``schedules/<name>.json``) and its
+#: ticks' markers (``<name>@<tick>``): no path separators, no hidden files, no ``@``.
+SCHEDULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
 class _Invalid(ValueError):
@@ -135,6 +143,27 @@ class TaskOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleOptions:
+    """One entry of ``OPTIONS["schedule"]``: which task to enqueue, with what, and when.
+
+    Its types are checked here; whether it makes sense (the task imports, the cron
+    expression parses, exactly one of ``cron`` and ``every``, JSON arguments, a queue of
+    QUEUES, a priority in range) is for the system checks (``periodic.check_schedules``).
+    """
+
+    name: str
+    task_path: str
+    cron: str | None = None
+    every: float | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue_name: str | None = None  # None: the task's own
+    priority: int | None = None  # None: the task's own
+    #: Fire the latest tick missed while no supervisor ran, once, when one starts again.
+    catch_up: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BackendOptions:
     """The backend's ``OPTIONS``, checked."""
 
@@ -152,6 +181,8 @@ class BackendOptions:
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: The status page's requeue and drop buttons (``procpool_tasks.urls``); off: read-only.
     admin_actions: bool = False
+    #: Schedule name -> its periodic task (see ``periodic``).
+    schedule: Mapping[str, ScheduleOptions] = field(default_factory=dict)
 
     def for_task(self, task_path: str, *, timeout: float | None = None) -> TaskOptions:
         """The retry policy, timeout and enqueue-on-commit choice of one task.
@@ -195,6 +226,7 @@ class BackendOptions:
             enqueue_on_commit=get("enqueue_on_commit", _boolean, False),
             task_options=get("task_options", lambda w, v: _task_options(w, v, retry), {}),
             admin_actions=get("admin_actions", _boolean, False),
+            schedule=get("schedule", _schedules, {}),
         )
 
 
@@ -266,6 +298,106 @@ _TASK_OPTION_CHECKS: dict[str, Any] = {
     "retry": _own_retry,
     "timeout": lambda where, value, _retry: _seconds_or_none(where, value),
     "enqueue_on_commit": lambda where, value, _retry: _boolean(where, value),
+}
+
+
+_SCHEDULE_EXAMPLE = "{'task': 'myapp.tasks.report', 'cron': '0 3 * * *'}"
+
+
+def _schedules(where: str, value: Any) -> dict[str, ScheduleOptions]:
+    if not isinstance(value, Mapping):
+        raise _Invalid(
+            f"{where} must be a dict of schedule names to schedules such as "
+            f"{{'nightly-report': {_SCHEDULE_EXAMPLE}}}, not {value!r}"
+        )
+    parsed = {}
+    for name, entry in value.items():
+        if not isinstance(name, str) or not SCHEDULE_NAME_PATTERN.fullmatch(name):
+            raise _Invalid(
+                f"{where} has the schedule name {name!r}; a name is 1 to 64 letters, digits, "
+                "'_', '.' and '-', starting with a letter, a digit or '_' (it names files in "
+                "the journal)"
+            )
+        parsed[name] = _schedule(f"{where}[{name!r}]", name, entry)
+    return parsed
+
+
+def _schedule(where: str, name: str, entry: Any) -> ScheduleOptions:
+    if not isinstance(entry, Mapping):
+        raise _Invalid(f"{where} must be a dict such as {_SCHEDULE_EXAMPLE}, not {entry!r}")
+    _refuse_unknown(where, entry, list(_SCHEDULE_CHECKS))
+    if "task" not in entry:
+        raise _Invalid(
+            f"{where} has no 'task'; set it to the dotted path of a @task, such as "
+            "'myapp.tasks.report'"
+        )
+    given = {
+        key: _SCHEDULE_CHECKS[key](f"{where}[{key!r}]", item)
+        for key, item in entry.items()
+        if item is not None or key == "task"
+    }
+    task_path = given.pop("task")
+    return ScheduleOptions(name=name, task_path=task_path, **given)
+
+
+def _schedule_task(where: str, value: Any) -> str:
+    if not isinstance(value, str) or "." not in value:
+        raise _Invalid(
+            f"{where} must be the dotted path of a @task, such as 'myapp.tasks.report', "
+            f"not {value!r}"
+        )
+    return value
+
+
+def _cron_text(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"{where} must be a cron expression such as '0 3 * * *', not {value!r}")
+    return value
+
+
+def _every_seconds(where: str, value: Any) -> float:
+    # A timedelta holds at most 999999999 days; ticks are computed with timedeltas.
+    if not is_positive_seconds(value) or value >= 86400 * 999999999:
+        raise _Invalid(
+            f"{where} must be a number of seconds > 0, such as 300 for every five minutes; "
+            f"not {value!r}"
+        )
+    return float(value)
+
+
+def _arguments(where: str, value: Any) -> list[Any]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise _Invalid(f"{where} must be a list of positional arguments, not {value!r}")
+    return list(value)
+
+
+def _keyword_arguments(where: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Invalid(f"{where} must be a dict of keyword arguments, not {value!r}")
+    return dict(value)
+
+
+def _queue_name(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"{where} must be a queue name, or None for the task's own; not {value!r}")
+    return value
+
+
+def _priority(where: str, value: Any) -> int:
+    if type(value) is not int:
+        raise _Invalid(f"{where} must be a whole number, or None for the task's own; not {value!r}")
+    return value
+
+
+_SCHEDULE_CHECKS: dict[str, Any] = {
+    "task": _schedule_task,
+    "cron": _cron_text,
+    "every": _every_seconds,
+    "args": _arguments,
+    "kwargs": _keyword_arguments,
+    "queue_name": _queue_name,
+    "priority": _priority,
+    "catch_up": _boolean,
 }
 
 

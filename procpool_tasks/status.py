@@ -1,6 +1,7 @@
 """What a journal holds now: counts per queue and status, running tasks, live supervisors,
-recent failures and quarantined records. ``procpool_status`` prints it and the status page
-shows it; ``to_json`` is the document both give (its schema is in the README).
+recent failures, quarantined records and the periodic tasks' schedules. ``procpool_status``
+prints it and the status page shows it; ``to_json`` is the document both give (its schema
+is in the README).
 
 It costs what a survey of the history costs (``history``): finished tasks are counted from
 segment summaries, so the answer does not slow down as they pile up.
@@ -17,7 +18,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import history
+from . import history, periodic
 from . import journal as j
 from .heartbeat import Heartbeat
 
@@ -74,6 +75,8 @@ class Status:
     quarantined: list[QuarantinedRecord]
     #: The last hour, a minute at a time, oldest first: (minute's start, ended per status).
     finished_per_minute: list[tuple[datetime, Counter[str]]] = field(default_factory=list)
+    #: The backend's periodic tasks, by name, with their last fire and next tick.
+    schedules: list[periodic.ScheduleStatus] = field(default_factory=list)
 
     def live_supervisors(self) -> list[Heartbeat]:
         return [beat for beat in self.supervisors if beat.is_live(self.generated_at)]
@@ -113,6 +116,7 @@ def collect(backend: Any) -> Status:
         recent_failures=_recent_failures(survey),
         finished_per_minute=_finished_per_minute(survey, now),
         quarantined=quarantined_records(journal),
+        schedules=periodic.schedule_statuses(backend, now),
     )
     for summary in survey.summaries.values():
         for queue_name, by_status in summary.counts.items():
@@ -285,6 +289,22 @@ def to_json(status: Status) -> dict[str, Any]:
                 "queue_name": bad.queue_name,
             }
             for bad in status.quarantined
+        ],
+        "schedules": [
+            {
+                "name": schedule.name,
+                "task_path": schedule.task_path,
+                "cron": schedule.cron,
+                "every": schedule.every,
+                "queue_name": schedule.queue_name,
+                "catch_up": schedule.catch_up,
+                "last_tick": _time(last.tick if last else None),
+                "last_task_id": last.task_id if last else None,
+                "last_fired_at": _time(last.fired_at if last else None),
+                "next_tick": _time(schedule.next_tick),
+            }
+            for schedule in status.schedules
+            for last in [schedule.last_fire]
         ],
     }
 

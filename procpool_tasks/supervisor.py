@@ -7,9 +7,10 @@ Flow::
     start  start the forkserver (Django loads there meanwhile); recover the supervisors
            that died (replay their result logs); read every segment into the ready set,
            re-queueing the tasks they left RUNNING
-    loop   claim the best ready tasks, one per idle process, and send them (``dispatch``);
-           wait in one selector for an outcome, a process's exit, a journal change, a
-           commit, a signal or the next due ``run_after``; hand finished states to the
+    loop   enqueue the periodic tasks due now (``periodic``); claim the best ready tasks,
+           one per idle process, and send them (``dispatch``); wait in one selector for an
+           outcome, a process's exit, a journal change, a commit, a signal, the next due
+           ``run_after`` or the next tick; hand finished states to the
            committer, which syncs them in groups in a thread of its own
     stop   first SIGTERM/SIGINT: claim nothing more, let running tasks finish, exit 0;
            second: stop the processes at once; their tasks stay RUNNING and the next
@@ -40,7 +41,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from . import execution, journal, sqlite
+from . import execution, journal, periodic, sqlite
 from .backend import ProcPoolBackend
 from .background import HistoryKeeper, SparePreparer
 from .committer import Committer
@@ -128,6 +129,7 @@ class Supervisor:
         self._started_at = timezone.now()
         self._next_beat = 0.0
         self._next_poll = 0.0
+        self._schedules = None if config.batch else periodic.Scheduler(config.backend, self.journal)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -243,6 +245,7 @@ class Supervisor:
             if self._stop_level >= 2:
                 return self._stop_now()
             if not self._stop_level:
+                self._fire_schedules()
                 self.dispatcher.dispatch()
             if self._is_batch_done():
                 logger.info(
@@ -295,9 +298,16 @@ class Supervisor:
         ]
         if not self._stop_level:
             waits.append(self.ready.seconds_to_next_due())
+            if self._schedules is not None:
+                waits.append(self._schedules.seconds_to_next_look())
             pool = self.dispatcher.pool
             waits.append(pool.seconds_to_next_start() if pool is not None else None)
         return max(0.0, min(wait for wait in waits if wait is not None))
+
+    def _fire_schedules(self) -> None:
+        """Enqueue the periodic tasks due now (``periodic``), and read them in at once."""
+        if self._schedules is not None and self._schedules.fire_due():
+            self.intake.read()
 
     def _is_batch_done(self) -> bool:
         if self.dispatcher.in_flight or self.committer.is_busy():

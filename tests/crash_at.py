@@ -1,13 +1,17 @@
 """Run ``django-admin`` killed at a chosen point: ``python -m tests.crash_at procpool_requeue ID``.
 
 The process sends itself SIGKILL as it enters the ``journal.Journal`` method that
-``PROCPOOL_CRASH_AT`` names (e.g. ``write_state``): what it wrote before is on disk as the
-code left it, nothing after is, and no ``finally`` or ``atexit`` runs; a power cut or the
-OOM killer at that line. Locks held by the process are released by the kernel, as then.
+``PROCPOOL_CRASH_AT`` names (e.g. ``write_state``), or as it returns from it with an
+``after:`` prefix (``after:append``): what it wrote before is on disk as the code left it,
+nothing after is, and no ``finally`` or ``atexit`` runs; a power cut or the OOM killer at
+that line. ``PROCPOOL_CRASH_AT_CALL`` (default 1) picks which call of the method, so that
+a supervisor can do its work a few times first. Locks held by the process are released by
+the kernel, as then.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -16,17 +20,34 @@ from typing import Any
 from procpool_tasks import journal
 
 CRASH_AT_VARIABLE = "PROCPOOL_CRASH_AT"
+CRASH_AT_CALL_VARIABLE = "PROCPOOL_CRASH_AT_CALL"
 
 
-def _crash(*args: Any, **kwargs: Any) -> None:
+def _crash() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main() -> None:
-    name = os.environ[CRASH_AT_VARIABLE]
-    if not callable(getattr(journal.Journal, name, None)):
-        raise SystemExit(f"{CRASH_AT_VARIABLE}: journal.Journal has no method {name!r}")
-    setattr(journal.Journal, name, _crash)
+    when, _, name = os.environ[CRASH_AT_VARIABLE].rpartition(":")
+    method = getattr(journal.Journal, name, None)
+    if not callable(method) or when not in ("", "after"):
+        raise SystemExit(
+            f"{CRASH_AT_VARIABLE}: journal.Journal has no method {name!r}, or {when!r} is "
+            "not 'after'"
+        )
+    crash_call = int(os.environ.get(CRASH_AT_CALL_VARIABLE, "1"))
+    calls = itertools.count(1)
+
+    def crash_there(*args: Any, **kwargs: Any) -> Any:
+        call = next(calls)
+        if call == crash_call and not when:
+            _crash()
+        result = method(*args, **kwargs)
+        if call == crash_call:
+            _crash()
+        return result
+
+    setattr(journal.Journal, name, crash_there)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(["django-admin", *sys.argv[1:]])

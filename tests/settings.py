@@ -3,7 +3,8 @@
 Each test points PROCPOOL_TASKS_PATH at its own directory, in the test process and in
 the worker subprocesses it starts, so tests never share a journal. PROCPOOL_TEST_OPTIONS
 (JSON) adds OPTIONS to the default backend, e.g. ``{"max_attempts": 1}`` for one worker,
-and PROCPOOL_TEST_DB_OPTIONS (JSON) replaces the SQLite database's OPTIONS.
+PROCPOOL_TEST_DB_OPTIONS (JSON) replaces the SQLite database's OPTIONS, and
+PROCPOOL_TEST_TIME_ZONE replaces TIME_ZONE (UTC) and PROCPOOL_TEST_USE_TZ=0 turns USE_TZ off.
 """
 
 import json
@@ -15,8 +16,9 @@ import django
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "procpool-tasks-tests"  # noqa: S105 (a test-only key)
 DEBUG = os.environ.get("PROCPOOL_TEST_DEBUG") == "1"
-USE_TZ = True
-TIME_ZONE = "UTC"
+# The periodic tests fire cron schedules in another zone, and without USE_TZ.
+USE_TZ = os.environ.get("PROCPOOL_TEST_USE_TZ", "1") == "1"
+TIME_ZONE = os.environ.get("PROCPOOL_TEST_TIME_ZONE", "UTC")
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

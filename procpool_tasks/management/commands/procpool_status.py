@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import compat, status
+from procpool_tasks import compat, periodic, status
 from procpool_tasks.backend import ProcPoolBackend
 
 from .procpool_worker import positive_seconds, valid_backend_alias
@@ -24,7 +24,8 @@ class Command(BaseCommand):
         "Show a ProcPoolBackend's tasks: per queue the READY (due now), DEFERRED (READY, "
         "run_after in the future), RUNNING, SUCCESSFUL, FAILED and QUARANTINED counts and "
         "the age of the oldest READY task; the running tasks, the live supervisors, the "
-        "recent failures and the quarantined records. With --fail-if-no-worker or "
+        "recent failures, the quarantined records and the periodic tasks' schedules with "
+        "their last and next tick. With --fail-if-no-worker or "
         "--fail-if-older it is a health check: exit 1, with the reason on stderr, when "
         "unhealthy."
     )
@@ -213,8 +214,36 @@ def render(current: status.Status) -> str:
             ["NAME", "TASK", "REASON", "FILE"],
             [[bad.name, bad.task_path or "-", bad.reason, bad.file] for bad in current.quarantined],
         ),
+        "",
+        *_schedules(current.schedules),
     ]
     return "\n".join(lines)
+
+
+def _schedules(schedules: list[periodic.ScheduleStatus]) -> list[str]:
+    """The schedules, their times on the clock of TIME_ZONE (which cron reads)."""
+    if not schedules:
+        return ["Schedules: 0"]
+    tz = schedules[0].tz
+    return [
+        f"Schedules: {len(schedules)} (times in {tz})",
+        *_table(
+            ["NAME", "TASK", "QUEUE", "WHEN", "LAST TICK", "LAST TASK ID", "NEXT TICK"],
+            [
+                [
+                    schedule.name,
+                    schedule.task_path,
+                    schedule.queue_name or "?",
+                    schedule.cron if schedule.cron is not None else f"every {schedule.every:g}s",
+                    _when(last.tick.astimezone(tz)) if last else "-",
+                    last.task_id if last else "-",
+                    _when(schedule.next_tick.astimezone(tz)) if schedule.next_tick else "-",
+                ]
+                for schedule in schedules
+                for last in [schedule.last_fire]
+            ],
+        ),
+    ]
 
 
 def _table(heads: list[str], rows: list[list[Any]]) -> list[str]:
