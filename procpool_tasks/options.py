@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 DEFAULT_JOURNAL_DIRNAME = ".procpool_tasks"
-#: The finished statuses a retention can be given for.
-RETAINED_STATUSES = ("SUCCESSFUL", "FAILED")
+#: The finished statuses a retention can be given for (HANDED_OFF: see ``handoff``).
+RETAINED_STATUSES = ("SUCCESSFUL", "FAILED", "HANDED_OFF")
 
 
 class _Invalid(ValueError):
