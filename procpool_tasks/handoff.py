@@ -83,6 +83,8 @@ class HandedOff:
     backend: str
     target_id: str | None = None
     refused: str | None = None
+    #: Not moved, as a worker here took it meanwhile (it runs here): says so.
+    taken: str | None = None
     #: Left HANDING_OFF by a handoff that was killed; ``found``: its copy was there.
     resumed: bool = False
     found: bool = False
@@ -107,8 +109,9 @@ def hand_off(
     journal: j.Journal = backend.journal
     if not journal.path.is_dir():
         return  # nothing was ever enqueued
-    lock = journal.handoff_lock()
-    if not lock.acquire(blocking=False):
+    # A dry run makes no lock file: with none, no handoff runs.
+    lock = journal.handoff_lock() if not dry_run or journal.has_handoff_lock() else None
+    if lock is not None and not lock.acquire(blocking=False):
         raise HandoffRefused(
             f"another procpool_handoff is running on the journal {journal.path}; wait for "
             "it to finish"
@@ -118,7 +121,8 @@ def hand_off(
         for record, state in _waiting_tasks(journal, backend.alias, queues, dry_run=dry_run):
             yield mover.move(record, state)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _target(backend: Any, alias: str) -> Any:
@@ -211,7 +215,7 @@ class _Mover:
             return outcome
         handing = self._start(record)
         if isinstance(handing, str):
-            return dataclasses.replace(outcome, refused=handing)
+            return dataclasses.replace(outcome, taken=handing)
         task = _task_for(record, handing, self.target)
         try:
             result = task.enqueue(*record.args, **record.kwargs)
@@ -262,7 +266,7 @@ class _Mover:
         with self.journal.history_lock(), self.journal.claim_lock():
             state = self.journal.read_state(record.id)
             if state is not None and state.status not in (j.READY, j.HANDING_OFF):
-                return f"it is {state.status} now (a worker took it meanwhile)"
+                return f"it is {state.status} now: a worker here took it meanwhile"
             handing = j.State(
                 id=record.id,
                 status=j.HANDING_OFF,

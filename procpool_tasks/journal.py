@@ -1285,6 +1285,10 @@ class Journal:
         """
         return self._handoff_lock
 
+    def has_handoff_lock(self) -> bool:
+        """Whether a handoff ever ran here (made its lock file): a dry run makes none."""
+        return (self.path / "handoff.lock").exists()
+
     def history_lock(self) -> ClaimLock:
         """The lock for changing finished history: summaries, pruning, re-queues.
 

@@ -60,10 +60,13 @@ class Command(BaseCommand):
         assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
         queues = parse_queue_names(options["queue_name"], backend)
         target, dry_run = options["target_alias"], options["dry_run"]
-        moved = refused = 0
+        moved = refused = taken = 0
         try:
             for outcome in handoff.hand_off(backend, target, queues=queues, dry_run=dry_run):
-                if outcome.refused is None:
+                if outcome.taken is not None:
+                    taken += 1
+                    self.stdout.write(f"Left {outcome.id} ({outcome.task_path}): {outcome.taken}")
+                elif outcome.refused is None:
                     moved += 1
                     self.stdout.write(_line(outcome, dry_run=dry_run))
                 else:
@@ -78,7 +81,8 @@ class Command(BaseCommand):
                 f"Cannot hand off from the journal {backend.journal.path}: {error}"
             ) from error
         verb = "would be handed off" if dry_run else "handed off"
-        self.stdout.write(f"{moved} task(s) {verb} to {target!r}; {refused} refused")
+        meanwhile = f"; {taken} started here meanwhile" if taken else ""
+        self.stdout.write(f"{moved} task(s) {verb} to {target!r}; {refused} refused{meanwhile}")
         if refused:
             raise SystemExit(EXIT_SOME_REFUSED)
 
