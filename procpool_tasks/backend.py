@@ -183,8 +183,9 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             record = self.journal.read_record(result_id)
         except journal.RecordNotFound:
             raise compat.TaskResultDoesNotExist(self._missing(result_id)) from None
-        if record.backend != self.alias:
+        if not self.owns(record):
             raise compat.TaskResultDoesNotExist(result_id)
+        record = dataclasses.replace(record, backend=self.alias)  # under a former alias
         try:
             state = self.journal.read_state(result_id)
         except journal.JournalError as error:
@@ -198,6 +199,11 @@ class ProcPoolBackend(compat.BaseTaskBackend):
         except TaskNotLoadable as error:
             raise compat.TaskResultDoesNotExist(f"{result_id}: {error}") from error
         return build_task_result(record, state, task)
+
+    def owns(self, record: Record) -> bool:
+        """Whether a record of the journal is this backend's: enqueued under its alias, or
+        under its ``former_alias``."""
+        return record.backend in (self.alias, self.backend_options.former_alias)
 
     def _missing(self, result_id: str) -> str:
         """What to say of an id with no record: a transaction may still hold it."""

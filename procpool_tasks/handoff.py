@@ -118,7 +118,7 @@ def hand_off(
         )
     try:
         mover = _Mover(journal, target, dry_run=dry_run)
-        for record, state in _waiting_tasks(journal, backend.alias, queues, dry_run=dry_run):
+        for record, state in _waiting_tasks(journal, backend, queues, dry_run=dry_run):
             yield mover.move(record, state)
     finally:
         if lock is not None:
@@ -141,7 +141,7 @@ def _target(backend: Any, alias: str) -> Any:
 
 
 def _waiting_tasks(
-    journal: j.Journal, alias: str, queues: frozenset[str] | None, *, dry_run: bool
+    journal: j.Journal, backend: Any, queues: frozenset[str] | None, *, dry_run: bool
 ) -> list[tuple[j.Record, j.State | None]]:
     """READY, deferred and HANDING_OFF tasks of the queues, in the order they would run.
 
@@ -156,7 +156,7 @@ def _waiting_tasks(
     waiting = [
         (record, state)
         for record, state in survey.unfinished
-        if record.backend == alias
+        if backend.owns(record)
         and (queues is None or record.queue_name in queues)
         and (state is None or state.status in (j.READY, j.HANDING_OFF))
     ]

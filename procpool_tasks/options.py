@@ -150,6 +150,10 @@ class BackendOptions:
     #: Task path -> the options given for it (checked; a retry policy merged over
     #: ``retry``); what is not given comes from the defaults above.
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The alias the journal's tasks were enqueued under, when the backend was given
+    #: another one since (its old alias now names the backend they move to, see
+    #: ``handoff``): they are still its own, to read and to hand off.
+    former_alias: str | None = None
 
     def for_task(self, task_path: str, *, timeout: float | None = None) -> TaskOptions:
         """The retry policy, timeout and enqueue-on-commit choice of one task.
@@ -192,7 +196,14 @@ class BackendOptions:
             retry=retry,
             enqueue_on_commit=get("enqueue_on_commit", _boolean, False),
             task_options=get("task_options", lambda w, v: _task_options(w, v, retry), {}),
+            former_alias=get("former_alias", _alias, None),
         )
+
+
+def _alias(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"{where} must be the alias (a string) of a backend in TASKS, not {value!r}")
+    return value
 
 
 def _refuse_unknown(where: str, given: Mapping[str, Any], known: list[str]) -> None:

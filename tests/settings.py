@@ -72,7 +72,12 @@ TASKS = {
     "second": {
         "BACKEND": "procpool_tasks.backend.ProcPoolBackend",
         "QUEUES": [],
-        "OPTIONS": {"path": _JOURNAL + "-second", "durable": False},
+        "OPTIONS": {
+            "path": _JOURNAL + "-second",
+            "durable": False,
+            # PROCPOOL_TEST_SECOND_OPTIONS (JSON): e.g. the default journal, under a new alias.
+            **json.loads(os.environ.get("PROCPOOL_TEST_SECOND_OPTIONS", "{}")),
+        },
     },
     "immediate": {
         "BACKEND": (

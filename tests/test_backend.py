@@ -496,7 +496,7 @@ def test_without_path_or_base_dir_check_says_what_to_set_and_enqueue_fails(env: 
             {"colour": "blue"},
             "TASKS['x']['OPTIONS'] has unknown keys ['colour']; the keys are 'path', "
             "'durable', 'max_attempts', 'task_timeout', 'retention', 'sqlite_defaults', "
-            "'retry', 'enqueue_on_commit' and 'task_options'",
+            "'retry', 'enqueue_on_commit', 'task_options' and 'former_alias'",
             id="unknown-key",
         ),
         pytest.param(

@@ -159,7 +159,7 @@ def _postgres_target(env: Env, server: PostgresServer, template: str) -> Target:
 
     def query(sql: str) -> list[tuple[Any, ...]]:
         with psycopg.connect(conninfo) as connection:
-            return connection.execute(sql).fetchall()  # type: ignore[arg-type]
+            return connection.execute(sql).fetchall()
 
     return _db_target(env, query)
 
@@ -243,8 +243,9 @@ def where_it_went(env: Env, result_id: str) -> tuple[str, str | None, str | None
     state = state_of(env, result_id)
     if state is None:
         return "READY", None, None
-    handoff = state.handoff
-    return state.status, handoff and handoff.backend, handoff and handoff.id
+    if state.handoff is None:
+        return state.status, None, None
+    return state.status, state.handoff.backend, state.handoff.id
 
 
 def spare_of(env: Env, result_id: str) -> Path:
@@ -491,6 +492,35 @@ def test_a_result_the_target_no_longer_has_raises_an_error_naming_where_the_task
         "backend has no result of that id (any more: pruned there, or expired)",
         "does_not_exist": True,
     }
+
+
+@pytest.mark.parametrize("target", ["db-sqlite"], indirect=True)
+def test_a_backend_moved_to_another_alias_hands_off_and_reads_what_its_old_alias_enqueued(
+    env: Env, target: Target
+) -> None:
+    added = tasks.add.enqueue(2, 3)
+    kept = tasks.add.using(queue_name="low").enqueue(1, 1)  # the target has no queue 'low'
+    # The journal, now under the alias "second"; "default" would name the new backend.
+    env.variables["PROCPOOL_TEST_SECOND_OPTIONS"] = json.dumps(
+        {"path": str(env.journal), "durable": True, "former_alias": "default"}
+    )
+
+    done = handoff(env, "--backend", "second", "--to", "db", expect_code=1)
+
+    assert done.stdout.splitlines()[-1] == "1 task(s) handed off to 'db'; 1 refused"
+    target.run_worker()
+    found = json.loads(
+        env.run_python(
+            "import json, sys\n"
+            "from procpool_tasks import compat\n"
+            "second = compat.task_backends['second']\n"
+            "results = [second.get_result(each) for each in sys.argv[1:]]\n"
+            "print(json.dumps([[r.backend, str(r.status)] for r in results]))",
+            added.id,
+            kept.id,
+        )
+    )
+    assert found == [["db", "SUCCESSFUL"], ["second", "READY"]]
 
 
 # -- beside a running worker ---------------------------------------------------------------
