@@ -523,6 +523,32 @@ def test_a_backend_moved_to_another_alias_hands_off_and_reads_what_its_old_alias
     assert found == [["db", "SUCCESSFUL"], ["second", "READY"]]
 
 
+@pytest.mark.parametrize("target", ["rq"], indirect=True)
+def test_a_target_that_fails_to_enqueue_stops_the_handoff_and_the_next_one_finishes_the_move(
+    env: Env, target: Target
+) -> None:
+    first = tasks.add.enqueue(1, 1)
+    second = tasks.add.enqueue(1, 2)
+    redis_url = env.variables["PROCPOOL_TEST_REDIS_URL"]
+    env.variables["PROCPOOL_TEST_REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens
+
+    failed = handoff(env, "--to", "rq", expect_code=1)
+
+    error = failed.stderr.strip()
+    assert error.startswith(f"CommandError: Cannot hand off {first.id} to backend 'rq': ")
+    assert error.endswith(
+        "It stays HANDING_OFF (no worker here runs it); run procpool_handoff again to finish "
+        "its move, which first looks for it there"
+    )
+    assert [status_here(env, each.id) for each in (first, second)] == ["HANDING_OFF", "READY"]
+    env.variables["PROCPOOL_TEST_REDIS_URL"] = redis_url
+
+    done = handoff(env, "--to", "rq")
+
+    assert done.stdout.splitlines()[-1] == "2 task(s) handed off to 'rq'; 0 refused"
+    assert target.copies_by_args() == Counter({"[1, 1]": 1, "[1, 2]": 1})
+
+
 # -- beside a running worker ---------------------------------------------------------------
 
 
