@@ -738,7 +738,9 @@ class Supervisor:
             for index, record in enumerate(records):
                 state = self._read_state(record.id)
                 if state is not None and state.status != journal.READY:
-                    continue  # another supervisor claimed it, or it finished
+                    # Another supervisor claimed it, it finished, or procpool_handoff is
+                    # moving it (HANDING_OFF) or moved it (HANDED_OFF) to another backend.
+                    continue
                 running = _running_state(record, state, self.config.worker_id, self.instance)
                 try:
                     self.journal.write_state(running)
