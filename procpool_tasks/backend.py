@@ -21,6 +21,7 @@ from .results import TaskNotLoadable, build_task_result, load_task
 
 __all__ = [
     "BackendOptions",
+    "HandedOffResultDoesNotExist",
     "InvalidTaskArguments",
     "JournalUnavailable",
     "ProcPoolBackend",
@@ -35,6 +36,21 @@ class InvalidTaskArguments(compat.InvalidTask, journal.ValueNotJSON):
 
 class JournalUnavailable(OSError):
     """The journal cannot take the task (disk full, read-only, unsafe permissions)."""
+
+
+class HandedOffResultDoesNotExist(compat.TaskResultDoesNotExist):
+    """A task was handed off to another backend, which has no result for it (any more).
+
+    Carries where it went: ``backend`` (the alias) and ``target_id`` (its id there).
+    """
+
+    def __init__(self, result_id: str, backend: str, target_id: str, why: str) -> None:
+        super().__init__(
+            f"{result_id} was handed off to backend {backend!r} as {target_id}, and {why}"
+        )
+        self.result_id = result_id
+        self.backend = backend
+        self.target_id = target_id
 
 
 class UnsafeResult(compat.TaskResultDoesNotExist, journal.JournalError):
@@ -158,25 +174,36 @@ class ProcPoolBackend(compat.BaseTaskBackend):
 
         Raises the framework's TaskResultDoesNotExist for an id this backend did not
         issue, a pruned task, and a task enqueued on commit whose transaction has not
-        committed (yet, or ever).
+        committed (yet, or ever). A task handed off to another backend
+        (``procpool_handoff``) returns that backend's result, by its id there; when that
+        backend has none, HandedOffResultDoesNotExist (a TaskResultDoesNotExist) says
+        where it went.
         """
         try:
             record = self.journal.read_record(result_id)
         except journal.RecordNotFound:
             raise compat.TaskResultDoesNotExist(self._missing(result_id)) from None
-        if record.backend != self.alias:
+        if not self.owns(record):
             raise compat.TaskResultDoesNotExist(result_id)
+        record = dataclasses.replace(record, backend=self.alias)  # under a former alias
         try:
             state = self.journal.read_state(result_id)
         except journal.JournalError as error:
             raise UnsafeResult(error.errno, error.strerror, error.filename) from error
         if state is None and self.journal.is_done(journal.parse_id(result_id)[0]):
             raise compat.TaskResultDoesNotExist(f"{result_id}: pruned")
+        if state is not None and state.status == journal.HANDED_OFF:
+            return _handed_off_result(result_id, state)
         try:
             task = load_task(record)
         except TaskNotLoadable as error:
             raise compat.TaskResultDoesNotExist(f"{result_id}: {error}") from error
         return build_task_result(record, state, task)
+
+    def owns(self, record: Record) -> bool:
+        """Whether a record of the journal is this backend's: enqueued under its alias, or
+        under its ``former_alias``."""
+        return record.backend in (self.alias, self.backend_options.former_alias)
 
     def _missing(self, result_id: str) -> str:
         """What to say of an id with no record: a transaction may still hold it."""
@@ -241,6 +268,48 @@ class _WriteOnCommit:
         record = backend.journal.read_record(self.reservation.id)
         result = build_task_result(record, None, self.task)
         compat.task_enqueued.send(type(backend), task_result=result)
+
+
+def _handed_off_result(result_id: str, state: journal.State) -> Any:
+    """The result of a HANDED_OFF task: its new backend's, by its id there.
+
+    Raises HandedOffResultDoesNotExist, naming where it went, when that backend is no longer
+    configured, cannot look results up, or has none of that id (pruned or expired there).
+    """
+    target, target_id = _handoff_target(result_id, state)
+    try:
+        return target.get_result(target_id)
+    except NotImplementedError:
+        raise _cannot_look_up(result_id, target.alias, target_id) from None
+    except compat.RESULT_DOES_NOT_EXIST_ERRORS as error:
+        raise _not_there(result_id, target.alias, target_id) from error
+
+
+def _handoff_target(result_id: str, state: journal.State) -> tuple[Any, str]:
+    handoff = state.handoff
+    if handoff is None or handoff.id is None:  # a hand-edited state: say what is known
+        raise compat.TaskResultDoesNotExist(f"{result_id}: handed off, but not said where")
+    try:
+        return compat.task_backends[handoff.backend], handoff.id
+    except compat.InvalidTaskBackend:
+        raise HandedOffResultDoesNotExist(
+            result_id, handoff.backend, handoff.id, "that backend is not in TASKS any more"
+        ) from None
+
+
+def _cannot_look_up(result_id: str, alias: str, target_id: str) -> HandedOffResultDoesNotExist:
+    return HandedOffResultDoesNotExist(
+        result_id, alias, target_id, "that backend cannot look results up"
+    )
+
+
+def _not_there(result_id: str, alias: str, target_id: str) -> HandedOffResultDoesNotExist:
+    return HandedOffResultDoesNotExist(
+        result_id,
+        alias,
+        target_id,
+        "that backend has no result of that id (any more: pruned there, or expired)",
+    )
 
 
 def _is_held(connection: Any, reservation: journal.Reservation) -> bool:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         task_backends,
     )
     from django.tasks.backends.base import BaseTaskBackend
-    from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
+    from django.tasks.base import DEFAULT_TASK_PRIORITY, TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
     from django.tasks.exceptions import (
         InvalidTask,
         InvalidTaskBackend,
@@ -44,7 +44,7 @@ else:
         )
         from django.tasks import exceptions as _framework
         from django.tasks.backends.base import BaseTaskBackend
-        from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
+        from django.tasks.base import DEFAULT_TASK_PRIORITY, TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
         from django.tasks.signals import task_enqueued, task_finished, task_started
 
         FRAMEWORK = "django.tasks"
@@ -67,7 +67,7 @@ else:
         from django_tasks import checks as _framework_checks  # noqa: F401 (registers it)
         from django_tasks import exceptions as _framework
         from django_tasks.backends.base import BaseTaskBackend
-        from django_tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskError
+        from django_tasks.base import DEFAULT_TASK_PRIORITY, TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskError
         from django_tasks.signals import task_enqueued, task_finished, task_started
 
         FRAMEWORK = "django_tasks"
@@ -78,6 +78,29 @@ else:
     )
     TaskResultDoesNotExist = _framework.TaskResultDoesNotExist
     TaskResultMismatch = _framework.TaskResultMismatch
+
+
+def _errors_of_both_frameworks(name: str, old_name: str) -> tuple[type[Exception], ...]:
+    """An exception of ours and, where the backport is installed too, the backport's.
+
+    On Django 6 a backend built on the backport (django-tasks-rq is) raises the backport's
+    exceptions, which are no subclasses of Django's.
+    """
+    ours: type[Exception] = globals()[name]
+    try:
+        from django_tasks import exceptions as backport
+    except ImportError:
+        return (ours,)
+    theirs = getattr(backport, name, None) or getattr(backport, old_name)
+    return (ours,) if theirs is ours else (ours, theirs)
+
+
+#: What a backend of either framework raises for a task it cannot take (``handoff``).
+INVALID_TASK_ERRORS = _errors_of_both_frameworks("InvalidTask", "InvalidTaskError")
+#: What a backend of either framework raises for a result it does not have.
+RESULT_DOES_NOT_EXIST_ERRORS = _errors_of_both_frameworks(
+    "TaskResultDoesNotExist", "TaskResultDoesNotExist"
+)
 
 #: The logger the framework's own signal receivers log to.
 FRAMEWORK_LOGGER = logging.getLogger(FRAMEWORK)
@@ -90,9 +113,12 @@ def set_result_field(result: Any, name: str, value: Any) -> None:
 
 __all__ = [
     "DEFAULT_TASK_BACKEND_ALIAS",
+    "DEFAULT_TASK_PRIORITY",
     "DEFAULT_TASK_QUEUE_NAME",
     "FRAMEWORK",
     "FRAMEWORK_LOGGER",
+    "INVALID_TASK_ERRORS",
+    "RESULT_DOES_NOT_EXIST_ERRORS",
     "TASK_MAX_PRIORITY",
     "TASK_MIN_PRIORITY",
     "BaseTaskBackend",

@@ -109,7 +109,9 @@ class Dispatcher:
                     continue  # re-queued, not committed yet: pushed again once it is
                 state = self._recovery.read_state(record.id)
                 if state is not None and state.status != journal.READY:
-                    continue  # another supervisor claimed it, or it finished
+                    # Another supervisor claimed it, it finished, or procpool_handoff is
+                    # moving it (HANDING_OFF) or moved it (HANDED_OFF) to another backend.
+                    continue
                 running = states.running(record, state, self._config.worker_id, self._instance)
                 try:
                     self._journal.write_state(running)

@@ -15,6 +15,7 @@ Layout of a journal directory (0700; every file 0600)::
     workers/<instance>.json          its heartbeat (``heartbeat``)
     claim.lock                       taken briefly for every claim and recovery
     history.lock                     taken to change summaries, prune, and re-queue
+    handoff.lock                     held by the one running ``procpool_handoff``
     quarantine/                      copies of unreadable records, with the reason
     schedules/<name>.json            the last tick a periodic task's schedule fired, and
                                      the task id it was enqueued as (``periodic``)
@@ -42,6 +43,8 @@ Durability: an enqueue is acknowledged after its line is ``fdatasync``-ed (with 
 ``durable`` option). Finished states are appended to the supervisor's WAL and synced in
 groups before they are appended to their result files without a sync of their own; a
 supervisor that starts replays the WAL of every dead one, so no finished state is lost.
+The states of a handoff to another backend (HANDING_OFF, HANDED_OFF; see ``handoff``) are
+synced in the result file itself (``write_state_durably``).
 """
 
 from __future__ import annotations
@@ -86,7 +89,11 @@ _KEPT_DIRECTORIES = 64
 MAX_ID_LENGTH = 64
 
 READY, RUNNING, SUCCESSFUL, FAILED = "READY", "RUNNING", "SUCCESSFUL", "FAILED"
-FINISHED_STATUSES = frozenset({SUCCESSFUL, FAILED})
+#: Being moved to another backend by ``procpool_handoff``: no supervisor claims it.
+HANDING_OFF = "HANDING_OFF"
+#: Moved to another backend, which runs it; finished as far as this journal goes.
+HANDED_OFF = "HANDED_OFF"
+FINISHED_STATUSES = frozenset({SUCCESSFUL, FAILED, HANDED_OFF})
 
 _ID_PATTERN = re.compile(r"([0-9a-f]{16})-([0-9a-f]{1,12})")
 #: Segment names and supervisor instance names are both 16 hex digits.
@@ -153,6 +160,15 @@ class TaskError:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Handoff:
+    """Where a task is being moved, or was moved: a backend alias, and its id there."""
+
+    backend: str
+    started_at: datetime
+    id: str | None = None  # known once the target backend took the task
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class State:
     """What a supervisor last wrote for a task; ``version`` grows with every write."""
 
@@ -168,6 +184,8 @@ class State:
     return_value: Any = None
     #: While READY: not before this time (a retry's backoff), instead of the record's.
     run_after: datetime | None = None
+    #: While HANDING_OFF and once HANDED_OFF: the backend it goes to (``handoff``).
+    handoff: Handoff | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -330,10 +348,17 @@ def state_data(state: State) -> dict[str, Any]:
     }
     if state.run_after is not None:
         data["run_after"] = _encode_time(state.run_after)
+    if state.handoff is not None:
+        data["handoff"] = {
+            "backend": state.handoff.backend,
+            "started_at": _encode_time(state.handoff.started_at),
+            "id": state.handoff.id,
+        }
     return data
 
 
 def decode_state(data: Mapping[str, Any]) -> State:
+    handoff = data.get("handoff")
     return State(
         id=data["id"],
         status=data["status"],
@@ -346,6 +371,13 @@ def decode_state(data: Mapping[str, Any]) -> State:
         errors=tuple(TaskError(**error) for error in data["errors"]),
         return_value=data["return_value"],
         run_after=_decode_time(data.get("run_after")),
+        handoff=None
+        if handoff is None
+        else Handoff(
+            backend=handoff["backend"],
+            started_at=_decode_time(handoff["started_at"]),  # type: ignore[arg-type]
+            id=handoff["id"],
+        ),
     )
 
 
@@ -464,30 +496,45 @@ def _last_state(data: bytes) -> State | None:
     return None
 
 
-def _append_line(dir_fd: int, name: str, line: bytes) -> None:
+def _append_line(dir_fd: int, name: str, line: bytes, *, sync: bool = False) -> None:
     """Append to a result file, making it if need be; never through a planted symlink.
 
     A new result file takes the inode of its spare if one was made ahead of time (see
     ``Journal.prepare_result_file``). A symlink (or anything else planted in its place)
-    is replaced whole by a file of our own that holds just this line.
+    is replaced whole by a file of our own that holds just this line. With ``sync``, the
+    line (and the file's name, if it was made or replaced) is on disk when this returns.
     """
     # O_NONBLOCK: a FIFO planted here fails at once (ENXIO) instead of hanging.
     flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | _OPEN_FLAGS
+    made = False
     try:
         try:
             fd = os.open(name, flags, dir_fd=dir_fd)
         except FileNotFoundError:
             _take_spare(dir_fd, name)
             fd = os.open(name, flags | os.O_CREAT, _FILE_MODE, dir_fd=dir_fd)
+            made = True
     except OSError as error:
         if error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
             raise
         _write_file_atomically(dir_fd, name, line)
+        if sync:
+            fd = os.open(name, os.O_RDONLY | _OPEN_FLAGS, dir_fd=dir_fd)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.fsync(dir_fd)
         return
     try:
         _write_all(fd, line)
+        if sync:
+            os.fdatasync(fd)
     finally:
         os.close(fd)
+    if sync and made:
+        # A new file survives power loss only once its directory entry is on disk.
+        os.fsync(dir_fd)
 
 
 def _spare_name(name: str) -> str:
@@ -979,6 +1026,7 @@ class Journal:
         self._claim_lock = ClaimLock(self.path / "claim.lock")
         self._history_lock = ClaimLock(self.path / "history.lock")
         self._schedule_lock = ClaimLock(self.path / "schedules.lock")
+        self._handoff_lock = ClaimLock(self.path / "handoff.lock")
         #: results/<segment> fds kept open by ``keep_directories_open`` (supervisors).
         self._open_results_dirs: dict[str, int] | None = None
 
@@ -1212,6 +1260,20 @@ class Journal:
         with self._results_directory(segment, create=True) as dir_fd:
             _append_line(dir_fd, f"{offset:x}.json", line)
 
+    def write_state_durably(self, state: State) -> None:
+        """Append the task's new state to its result file and sync it (with ``durable``).
+
+        For the states of a handoff, which no WAL covers: once this returns, the state
+        survives power loss, and a results directory made for it too.
+        """
+        segment, offset = parse_id(state.id)
+        line = b"\n" + _frame(encode_state(state))
+        results_made = not (self.results_dir / segment).is_dir()
+        with self._results_directory(segment, create=True) as dir_fd:
+            _append_line(dir_fd, f"{offset:x}.json", line, sync=self.durable)
+        if results_made and self.durable:
+            _fsync_directory(self.results_dir)
+
     def prepare_result_file(self, record_id: str) -> None:
         """Make a spare, empty result file for a task that has none yet.
 
@@ -1265,6 +1327,7 @@ class Journal:
         self._claim_lock.close()
         self._history_lock.close()
         self._schedule_lock.close()
+        self._handoff_lock.close()
 
     @contextlib.contextmanager
     def _results_directory(self, segment: str, *, create: bool) -> Iterator[int]:
@@ -1298,6 +1361,18 @@ class Journal:
     def claim_lock(self) -> ClaimLock:
         """The journal-wide lock under which a READY task becomes RUNNING (one claim)."""
         return self._claim_lock
+
+    def handoff_lock(self) -> ClaimLock:
+        """Held by the one ``procpool_handoff`` that runs on this journal (``handoff``).
+
+        Whoever holds it knows that a task left HANDING_OFF by another process was left by
+        one that died: its lock went with it.
+        """
+        return self._handoff_lock
+
+    def has_handoff_lock(self) -> bool:
+        """Whether a handoff ever ran here (made its lock file): a dry run makes none."""
+        return (self.path / "handoff.lock").exists()
 
     def history_lock(self) -> ClaimLock:
         """The lock for changing finished history: summaries, pruning, re-queues.

@@ -34,8 +34,8 @@ __all__ = [
 ]
 
 DEFAULT_JOURNAL_DIRNAME = ".procpool_tasks"
-#: The finished statuses a retention can be given for.
-RETAINED_STATUSES = ("SUCCESSFUL", "FAILED")
+#: The finished statuses a retention can be given for (HANDED_OFF: see ``handoff``).
+RETAINED_STATUSES = ("SUCCESSFUL", "FAILED", "HANDED_OFF")
 #: A schedule's name names its files in the journal (``schedules/<name>.json``) and its
 #: ticks' markers (``<name>@<tick>``): no path separators, no hidden files, no ``@``.
 SCHEDULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -183,6 +183,10 @@ class BackendOptions:
     admin_actions: bool = False
     #: Schedule name -> its periodic task (see ``periodic``).
     schedule: Mapping[str, ScheduleOptions] = field(default_factory=dict)
+    #: The alias the journal's tasks were enqueued under, when the backend was given
+    #: another one since (its old alias now names the backend they move to, see
+    #: ``handoff``): they are still its own, to read and to hand off.
+    former_alias: str | None = None
 
     def for_task(self, task_path: str, *, timeout: float | None = None) -> TaskOptions:
         """The retry policy, timeout and enqueue-on-commit choice of one task.
@@ -227,7 +231,14 @@ class BackendOptions:
             task_options=get("task_options", lambda w, v: _task_options(w, v, retry), {}),
             admin_actions=get("admin_actions", _boolean, False),
             schedule=get("schedule", _schedules, {}),
+            former_alias=get("former_alias", _alias, None),
         )
+
+
+def _alias(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"{where} must be the alias (a string) of a backend in TASKS, not {value!r}")
+    return value
 
 
 def _refuse_unknown(where: str, given: Mapping[str, Any], known: list[str]) -> None:

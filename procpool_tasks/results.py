@@ -52,12 +52,17 @@ def _task_as_enqueued(
 
 
 def build_task_result(record: journal.Record, state: journal.State | None, task: Any) -> Any:
-    """The framework's ``TaskResult`` for a record and its latest state (None: READY)."""
+    """The framework's ``TaskResult`` for a record and its latest state (None: READY).
+
+    A task being handed off (HANDING_OFF) reads as READY: it has not run. A HANDED_OFF
+    task's result is its new backend's (``ProcPoolBackend.get_result``), never built here.
+    """
     state = state or journal.State(id=record.id, status=journal.READY, version=0)
+    status = journal.READY if state.status == journal.HANDING_OFF else state.status
     result: Any = compat.TaskResult(
         task=task,
         id=record.id,
-        status=compat.TaskResultStatus(state.status),
+        status=compat.TaskResultStatus(status),
         enqueued_at=record.enqueued_at,
         started_at=state.started_at,
         finished_at=state.finished_at,

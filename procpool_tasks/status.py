@@ -26,8 +26,19 @@ __all__ = ["COUNTED", "SCHEMA_VERSION", "Status", "age_text", "collect", "to_jso
 
 SCHEMA_VERSION = 1
 #: What is counted per queue. READY is due now; DEFERRED is READY with a run_after in the
-#: future; QUARANTINED counts copies of records that could not be run (see quarantine/).
-COUNTED = ("READY", "DEFERRED", "RUNNING", "SUCCESSFUL", "FAILED", "QUARANTINED")
+#: future; HANDING_OFF and HANDED_OFF tasks are being moved, or were moved, to another
+#: backend (``handoff``); QUARANTINED counts copies of records that could not be run (see
+#: quarantine/).
+COUNTED = (
+    "READY",
+    "DEFERRED",
+    "RUNNING",
+    "SUCCESSFUL",
+    "FAILED",
+    "HANDING_OFF",
+    "HANDED_OFF",
+    "QUARANTINED",
+)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -149,6 +160,8 @@ def _count_unfinished(
                 started_at=state.last_attempted_at,
             )
         )
+    elif state is not None and state.status == j.HANDING_OFF:
+        queue.counts[j.HANDING_OFF] += 1
     elif state is None or state.status == j.READY:
         due_at = (state.run_after if state else None) or record.run_after or record.enqueued_at
         if due_at > status.generated_at:

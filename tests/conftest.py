@@ -182,6 +182,7 @@ def _tasks_setting(journal: Path) -> dict[str, Any]:
     tasks: dict[str, Any] = copy.deepcopy(settings.TASKS)
     tasks["default"]["OPTIONS"]["path"] = str(journal)
     tasks["second"]["OPTIONS"]["path"] = f"{journal}-second"
+    tasks["list"]["OPTIONS"]["path"] = f"{journal}-list.jsonl"
     return tasks
 
 

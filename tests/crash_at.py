@@ -5,8 +5,9 @@ The process sends itself SIGKILL as it enters the ``journal.Journal`` method tha
 ``after:`` prefix (``after:append``): what it wrote before is on disk as the code left it,
 nothing after is, and no ``finally`` or ``atexit`` runs; a power cut or the OOM killer at
 that line. ``PROCPOOL_CRASH_AT_CALL`` (default 1) picks which call of the method, so that
-a supervisor can do its work a few times first. Locks held by the process are released by
-the kernel, as then.
+a supervisor can do its work a few times first; for a method that takes a state
+(``write_state_durably``), ``PROCPOOL_CRASH_STATUS`` counts only the calls whose state has
+this status. Locks held by the process are released by the kernel, as then.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from procpool_tasks import journal
 
 CRASH_AT_VARIABLE = "PROCPOOL_CRASH_AT"
 CRASH_AT_CALL_VARIABLE = "PROCPOOL_CRASH_AT_CALL"
+CRASH_STATUS_VARIABLE = "PROCPOOL_CRASH_STATUS"
 
 
 def _crash() -> None:
@@ -36,13 +38,16 @@ def main() -> None:
             "not 'after'"
         )
     crash_call = int(os.environ.get(CRASH_AT_CALL_VARIABLE, "1"))
+    status = os.environ.get(CRASH_STATUS_VARIABLE)
     calls = itertools.count(1)
 
-    def crash_there(*args: Any, **kwargs: Any) -> Any:
+    def crash_there(self: journal.Journal, *args: Any, **kwargs: Any) -> Any:
+        if status is not None and getattr(args[0] if args else None, "status", None) != status:
+            return method(self, *args, **kwargs)
         call = next(calls)
         if call == crash_call and not when:
             _crash()
-        result = method(*args, **kwargs)
+        result = method(self, *args, **kwargs)
         if call == crash_call:
             _crash()
         return result

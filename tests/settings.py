@@ -3,12 +3,19 @@
 Each test points PROCPOOL_TASKS_PATH at its own directory, in the test process and in
 the worker subprocesses it starts, so tests never share a journal. PROCPOOL_TEST_OPTIONS
 (JSON) adds OPTIONS to the default backend, e.g. ``{"max_attempts": 1}`` for one worker,
-PROCPOOL_TEST_DB_OPTIONS (JSON) replaces the SQLite database's OPTIONS, and
+PROCPOOL_TEST_DB_OPTIONS (JSON) replaces the SQLite database's OPTIONS,
 PROCPOOL_TEST_TIME_ZONE replaces TIME_ZONE (UTC) and PROCPOOL_TEST_USE_TZ=0 turns USE_TZ off.
+
+The backends ``procpool_handoff`` moves tasks to (tests/test_handoff.py) are here where
+they are installed: "db" (django-tasks-db, which needs Django 5.2+) and "rq"
+(django-tasks-rq). The tests start their servers (tests/services.py) and pass them in:
+PROCPOOL_TEST_REDIS_URL for RQ, and PROCPOOL_TEST_DATABASE, a DATABASES entry as JSON (a
+PostgreSQL one), for the default database, where django-tasks-db keeps its tasks.
 """
 
 import json
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import django
@@ -76,6 +83,8 @@ DATABASES = {
         ),
     }
 }
+if "PROCPOOL_TEST_DATABASE" in os.environ:
+    DATABASES["default"] = json.loads(os.environ["PROCPOOL_TEST_DATABASE"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 _JOURNAL = os.environ.get("PROCPOOL_TASKS_PATH", str(BASE_DIR / ".journal"))
@@ -93,7 +102,12 @@ TASKS = {
     "second": {
         "BACKEND": "procpool_tasks.backend.ProcPoolBackend",
         "QUEUES": [],
-        "OPTIONS": {"path": _JOURNAL + "-second", "durable": False},
+        "OPTIONS": {
+            "path": _JOURNAL + "-second",
+            "durable": False,
+            # PROCPOOL_TEST_SECOND_OPTIONS (JSON): e.g. the default journal, under a new alias.
+            **json.loads(os.environ.get("PROCPOOL_TEST_SECOND_OPTIONS", "{}")),
+        },
     },
     "immediate": {
         "BACKEND": (
@@ -103,5 +117,22 @@ TASKS = {
         ),
     },
 }
+
+# Queues of the handoff targets: "low" is left out, for a task they must refuse.
+HANDOFF_QUEUES = ["default", "high"]
+TASKS["list"] = {
+    "BACKEND": "tests.backends.FileListBackend",
+    "QUEUES": HANDOFF_QUEUES,
+    "OPTIONS": {"path": _JOURNAL + "-list.jsonl"},
+}
+if find_spec("django_tasks_db"):
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS["db"] = {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": HANDOFF_QUEUES}
+if find_spec("django_tasks_rq"):
+    INSTALLED_APPS.append("django_rq")
+    # Nothing listens on port 1: a test that forgot its Redis fails at once.
+    _REDIS_URL = os.environ.get("PROCPOOL_TEST_REDIS_URL", "redis://127.0.0.1:1/0")
+    RQ_QUEUES = {name: {"URL": _REDIS_URL} for name in HANDOFF_QUEUES}
+    TASKS["rq"] = {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": HANDOFF_QUEUES}
 
 LOGGING_CONFIG = None

@@ -496,7 +496,8 @@ def test_without_path_or_base_dir_check_says_what_to_set_and_enqueue_fails(env: 
             {"colour": "blue"},
             "TASKS['x']['OPTIONS'] has unknown keys ['colour']; the keys are 'path', "
             "'durable', 'max_attempts', 'task_timeout', 'retention', 'sqlite_defaults', "
-            "'retry', 'enqueue_on_commit', 'task_options', 'admin_actions' and 'schedule'",
+            "'retry', 'enqueue_on_commit', 'task_options', 'admin_actions', 'schedule' and "
+            "'former_alias'",
             id="unknown-key",
         ),
         pytest.param(

@@ -508,8 +508,8 @@ WHERE = "TASKS['default']['OPTIONS']"
         ),
         pytest.param(
             {"retention": {"RUNNING": 60}},
-            f"{WHERE}['retention'] has unknown keys ['RUNNING']; the keys are 'SUCCESSFUL' "
-            "and 'FAILED'",
+            f"{WHERE}['retention'] has unknown keys ['RUNNING']; the keys are 'SUCCESSFUL', "
+            "'FAILED' and 'HANDED_OFF'",
             id="retention-unknown-status",
         ),
     ],

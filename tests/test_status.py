@@ -27,7 +27,16 @@ from tests.conftest import REPO_ROOT, Env, Worker, wait_for
 from tests.deploy import Deploy
 
 SCHEMA_PATH = REPO_ROOT / "docs" / "status.schema.json"
-COUNTS = ("READY", "DEFERRED", "RUNNING", "SUCCESSFUL", "FAILED", "QUARANTINED")
+COUNTS = (
+    "READY",
+    "DEFERRED",
+    "RUNNING",
+    "SUCCESSFUL",
+    "FAILED",
+    "HANDING_OFF",
+    "HANDED_OFF",
+    "QUARANTINED",
+)
 
 
 def status_json(env: Env, *args: str) -> dict[str, Any]:

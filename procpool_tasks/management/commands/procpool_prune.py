@@ -29,11 +29,13 @@ def duration(value: str) -> timedelta:
 
 
 def statuses(value: str) -> tuple[str, ...]:
-    """``SUCCESSFUL``, ``FAILED`` or both, separated by commas."""
+    """Finished statuses (``SUCCESSFUL``, ``FAILED``, ``HANDED_OFF``), separated by commas."""
     given = tuple(name.strip().upper() for name in value.split(",") if name.strip())
     unknown = [name for name in given if name not in RETAINED_STATUSES]
     if not given or unknown:
-        raise ArgumentTypeError(f"{value!r}: give SUCCESSFUL, FAILED or both, separated by a comma")
+        raise ArgumentTypeError(
+            f"{value!r}: give SUCCESSFUL, FAILED, HANDED_OFF or several, separated by commas"
+        )
     return given
 
 
@@ -58,8 +60,8 @@ class Command(BaseCommand):
             "--status",
             type=statuses,
             default=RETAINED_STATUSES,
-            help="Which finished tasks to delete: SUCCESSFUL, FAILED or both, separated by "
-            "a comma (default: both)",
+            help="Which finished tasks to delete: SUCCESSFUL, FAILED, HANDED_OFF (moved to "
+            "another backend by procpool_handoff) or several, separated by commas (default: all)",
         )
         parser.add_argument(
             "--dry-run",
