@@ -470,6 +470,13 @@ def _check_schedule(backend: Any, where: str, options: ScheduleOptions) -> Itera
             id="procpool_tasks.E010",
         )
         task = None
+    yield from _check_when(backend, where, options)
+    yield from _check_arguments(backend, where, options)
+    yield from _check_queue_and_priority(backend, where, options, task)
+
+
+def _check_when(backend: Any, where: str, options: ScheduleOptions) -> Iterable[checks.Error]:
+    """A cron expression this backend reads, or ``every``; one of them (E011, E012)."""
     if options.cron is not None:
         try:
             CronExpression.parse(options.cron)
@@ -492,6 +499,10 @@ def _check_schedule(backend: Any, where: str, options: ScheduleOptions) -> Itera
             obj=backend,
             id="procpool_tasks.E012",
         )
+
+
+def _check_arguments(backend: Any, where: str, options: ScheduleOptions) -> Iterable[checks.Error]:
+    """Arguments that go into a JSON record as they are (E013)."""
     for key, value in (("args", options.args), ("kwargs", options.kwargs)):
         try:
             journal.to_json_value(value, f"{where}[{key!r}]")
@@ -504,6 +515,12 @@ def _check_schedule(backend: Any, where: str, options: ScheduleOptions) -> Itera
                 obj=backend,
                 id="procpool_tasks.E013",
             )
+
+
+def _check_queue_and_priority(
+    backend: Any, where: str, options: ScheduleOptions, task: Any
+) -> Iterable[checks.Error]:
+    """A queue of the backend's QUEUES (E014) and a priority in the framework's range (E015)."""
     queue_name = options.queue_name or (task.queue_name if task is not None else None)
     if backend.queues and queue_name is not None and queue_name not in backend.queues:
         whose = (

@@ -242,83 +242,84 @@ def to_json(status: Status) -> dict[str, Any]:
         "generated_at": _time(now),
         "queues": {name: _queue_json(queue, now) for name, queue in status.queues.items()},
         "totals": _queue_json(status.total(), now),
-        "running": [
-            {
-                "id": task.id,
-                "task_path": task.task_path,
-                "queue_name": task.queue_name,
-                "worker_id": task.worker_id,
-                "supervisor": task.supervisor,
-                "supervisor_live": task.supervisor_live,
-                "attempt": task.attempt,
-                "started_at": _time(task.started_at),
-                "running_for_s": _age(task.started_at, now),
-            }
-            for task in status.running
-        ],
-        "supervisors": [
-            {
-                "instance": beat.instance,
-                "worker_id": beat.worker_id,
-                "pid": beat.pid,
-                "host": beat.host,
-                "processes": beat.processes,
-                "queues": beat.queues,
-                "started_at": _time(beat.started_at),
-                "last_heartbeat_at": _time(beat.beat_at),
-                "heartbeat_age_s": _age(beat.beat_at, now),
-                "live": beat.is_live(now),
-            }
-            for beat in status.supervisors
-        ],
-        "recent_failures": [
-            {
-                "id": failure.id,
-                "task_path": failure.task_path,
-                "queue_name": failure.queue_name,
-                "finished_at": _time(datetime.fromtimestamp(failure.finished_at, UTC)),
-                "exception_class_path": failure.exception_class_path,
-                "error": failure.error,
-                "attempts": failure.attempts,
-            }
-            for failure in status.recent_failures
-        ],
+        "running": [_running_json(task, now) for task in status.running],
+        "supervisors": [_supervisor_json(beat, now) for beat in status.supervisors],
+        "recent_failures": [_failure_json(failure) for failure in status.recent_failures],
         "finished_per_minute": [
-            {
-                "minute": _time(minute),
-                "SUCCESSFUL": count[j.SUCCESSFUL],
-                "FAILED": count[j.FAILED],
-            }
+            {"minute": _time(minute), "SUCCESSFUL": count[j.SUCCESSFUL], "FAILED": count[j.FAILED]}
             for minute, count in status.finished_per_minute
         ],
-        "quarantined": [
-            {
-                "name": bad.name,
-                "file": bad.file,
-                "reason": bad.reason,
-                "segment": bad.segment,
-                "offset": bad.offset,
-                "task_path": bad.task_path,
-                "queue_name": bad.queue_name,
-            }
-            for bad in status.quarantined
-        ],
-        "schedules": [
-            {
-                "name": schedule.name,
-                "task_path": schedule.task_path,
-                "cron": schedule.cron,
-                "every": schedule.every,
-                "queue_name": schedule.queue_name,
-                "catch_up": schedule.catch_up,
-                "last_tick": _time(last.tick if last else None),
-                "last_task_id": last.task_id if last else None,
-                "last_fired_at": _time(last.fired_at if last else None),
-                "next_tick": _time(schedule.next_tick),
-            }
-            for schedule in status.schedules
-            for last in [schedule.last_fire]
-        ],
+        "quarantined": [_quarantined_json(bad) for bad in status.quarantined],
+        "schedules": [_schedule_json(schedule) for schedule in status.schedules],
+    }
+
+
+def _running_json(task: RunningTask, now: datetime) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "task_path": task.task_path,
+        "queue_name": task.queue_name,
+        "worker_id": task.worker_id,
+        "supervisor": task.supervisor,
+        "supervisor_live": task.supervisor_live,
+        "attempt": task.attempt,
+        "started_at": _time(task.started_at),
+        "running_for_s": _age(task.started_at, now),
+    }
+
+
+def _supervisor_json(beat: Heartbeat, now: datetime) -> dict[str, Any]:
+    return {
+        "instance": beat.instance,
+        "worker_id": beat.worker_id,
+        "pid": beat.pid,
+        "host": beat.host,
+        "processes": beat.processes,
+        "queues": beat.queues,
+        "started_at": _time(beat.started_at),
+        "last_heartbeat_at": _time(beat.beat_at),
+        "heartbeat_age_s": _age(beat.beat_at, now),
+        "live": beat.is_live(now),
+    }
+
+
+def _failure_json(failure: history.Failure) -> dict[str, Any]:
+    return {
+        "id": failure.id,
+        "task_path": failure.task_path,
+        "queue_name": failure.queue_name,
+        "finished_at": _time(datetime.fromtimestamp(failure.finished_at, UTC)),
+        "exception_class_path": failure.exception_class_path,
+        "error": failure.error,
+        "attempts": failure.attempts,
+    }
+
+
+def _quarantined_json(bad: QuarantinedRecord) -> dict[str, Any]:
+    return {
+        "name": bad.name,
+        "file": bad.file,
+        "reason": bad.reason,
+        "segment": bad.segment,
+        "offset": bad.offset,
+        "task_path": bad.task_path,
+        "queue_name": bad.queue_name,
+    }
+
+
+def _schedule_json(schedule: periodic.ScheduleStatus) -> dict[str, Any]:
+    last = schedule.last_fire
+    return {
+        "name": schedule.name,
+        "task_path": schedule.task_path,
+        "cron": schedule.cron,
+        "every": schedule.every,
+        "queue_name": schedule.queue_name,
+        "catch_up": schedule.catch_up,
+        "last_tick": _time(last.tick if last else None),
+        "last_task_id": last.task_id if last else None,
+        "last_fired_at": _time(last.fired_at if last else None),
+        "next_tick": _time(schedule.next_tick),
     }
 
 

@@ -149,18 +149,43 @@ def render(current: status.Status) -> str:
     lines = [
         f"Backend {current.backend!r}, journal {current.journal}, at {_when(now)}",
         "",
+        *_queues(current),
+        "",
+        *_supervisors(current),
+        "",
+        *_running(current),
+        "",
+        *_failures(current),
+        "",
+        f"Quarantined: {len(current.quarantined)}",
         *_table(
-            ["QUEUE", *status.COUNTED, "OLDEST READY"],
-            [
-                [
-                    name,
-                    *(queue.counts[key] for key in status.COUNTED),
-                    status.age_text(queue.oldest_ready_at, now),
-                ]
-                for name, queue in [*current.queues.items(), ("(all)", current.total())]
-            ],
+            ["NAME", "TASK", "REASON", "FILE"],
+            [[bad.name, bad.task_path or "-", bad.reason, bad.file] for bad in current.quarantined],
         ),
         "",
+        *_schedules(current.schedules),
+    ]
+    return "\n".join(lines)
+
+
+def _queues(current: status.Status) -> list[str]:
+    now = current.generated_at
+    return _table(
+        ["QUEUE", *status.COUNTED, "OLDEST READY"],
+        [
+            [
+                name,
+                *(queue.counts[key] for key in status.COUNTED),
+                status.age_text(queue.oldest_ready_at, now),
+            ]
+            for name, queue in [*current.queues.items(), ("(all)", current.total())]
+        ],
+    )
+
+
+def _supervisors(current: status.Status) -> list[str]:
+    now = current.generated_at
+    return [
         f"Supervisors: {len(current.live_supervisors())} live",
         *_table(
             ["WORKER ID", "PID", "HOST", "PROCESSES", "QUEUES", "STARTED", "HEARTBEAT", "LIVE"],
@@ -178,7 +203,12 @@ def render(current: status.Status) -> str:
                 for beat in current.supervisors
             ],
         ),
-        "",
+    ]
+
+
+def _running(current: status.Status) -> list[str]:
+    now = current.generated_at
+    return [
         f"Running: {len(current.running)}",
         *_table(
             ["ID", "TASK", "QUEUE", "WORKER ID", "ATTEMPT", "RUNNING FOR"],
@@ -194,30 +224,21 @@ def render(current: status.Status) -> str:
                 for task in current.running
             ],
         ),
-        "",
+    ]
+
+
+def _failures(current: status.Status) -> list[str]:
+    tz = current.generated_at.tzinfo
+    return [
         f"Recent failures: {len(current.recent_failures)}",
         *_table(
             ["FINISHED", "ID", "TASK", "ERROR"],
             [
-                [
-                    _when(datetime.fromtimestamp(f.finished_at, now.tzinfo)),
-                    f.id,
-                    f.task_path,
-                    f.error,
-                ]
+                [_when(datetime.fromtimestamp(f.finished_at, tz)), f.id, f.task_path, f.error]
                 for f in current.recent_failures
             ],
         ),
-        "",
-        f"Quarantined: {len(current.quarantined)}",
-        *_table(
-            ["NAME", "TASK", "REASON", "FILE"],
-            [[bad.name, bad.task_path or "-", bad.reason, bad.file] for bad in current.quarantined],
-        ),
-        "",
-        *_schedules(current.schedules),
     ]
-    return "\n".join(lines)
 
 
 def _schedules(schedules: list[periodic.ScheduleStatus]) -> list[str]:

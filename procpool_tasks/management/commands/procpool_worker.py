@@ -90,6 +90,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
+        self._add_what_to_run(parser)
+        self._add_limits(parser)
+        self._add_reload(parser)
+
+    @staticmethod
+    def _add_what_to_run(parser: ArgumentParser) -> None:
         parser.add_argument(
             "--processes",
             type=positive_int,
@@ -113,6 +119,15 @@ class Command(BaseCommand):
             action="store_true",
             help="Run the tasks that are ready now, then exit 0",
         )
+        parser.add_argument(
+            "--worker-id",
+            type=valid_worker_id,
+            default=get_random_string(32),
+            help="The id recorded in each task's worker_ids; unique per worker (default: random)",
+        )
+
+    @staticmethod
+    def _add_limits(parser: ArgumentParser) -> None:
         parser.add_argument(
             "--max-tasks",
             type=positive_int,
@@ -143,12 +158,9 @@ class Command(BaseCommand):
             "'timeout' in OPTIONS['task_options'] for the task wins (default: "
             "OPTIONS['task_timeout'], else no limit)",
         )
-        parser.add_argument(
-            "--worker-id",
-            type=valid_worker_id,
-            default=get_random_string(32),
-            help="The id recorded in each task's worker_ids; unique per worker (default: random)",
-        )
+
+    @staticmethod
+    def _add_reload(parser: ArgumentParser) -> None:
         parser.add_argument(
             "--reload",
             action=BooleanOptionalAction,
