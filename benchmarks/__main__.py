@@ -106,7 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measure nothing: compare the results at --json (default as above) with those "
         "of an earlier run, e.g. docs/benchmarks.json; print each system's ratio to "
         "procpool_tasks (durable) then and now, and whether it moved more than "
-        f"{compare.MOVED:.0%}",
+        f"{compare.MOVED * 100:.0f}%%",  # argparse formats help with %
     )
     options = parser.parse_args(argv)
     if options.compare:

@@ -199,3 +199,18 @@ def _sections(markdown: str) -> dict[str, list[str]]:
         elif current is not None and line.startswith("| "):
             current.append(line)
     return found
+
+
+def test_help_names_every_option_and_the_compare_threshold() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    for option in ("--quick", "--json", "--repeats", "--systems", "--workloads", "--compare"):
+        assert option in shown.stdout
+    assert "moved more than 10%" in " ".join(shown.stdout.split())
