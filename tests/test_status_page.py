@@ -294,9 +294,9 @@ def test_the_page_shows_the_numbers_of_status_json(
         name: [str(queue[key]) for key in COUNTS]
         for name, queue in [*document["queues"].items(), ("(all)", document["totals"])]
     }
-    assert {row[0]: row[1:7] for row in page.rows("queues")} == expected
-    assert expected["default"] == ["0", "1", "1", "2", "2", "1"]
-    ages = {row[0]: row[7] for row in page.rows("queues")}
+    assert {row[0]: row[1 : 1 + len(COUNTS)] for row in page.rows("queues")} == expected
+    assert expected["default"] == ["0", "1", "1", "2", "2", "0", "0", "1"]
+    ages = {row[0]: row[1 + len(COUNTS)] for row in page.rows("queues")}
     assert ages["default"] == ages["high"] == "-"
     assert re.fullmatch(r"\d+\.\ds", ages["low"]), ages
 
