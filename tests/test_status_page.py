@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -27,8 +28,9 @@ from django.utils import timezone
 from procpool_tasks import compat, journal, status_page
 from procpool_tasks.backend import ProcPoolBackend
 from tests import tasks
-from tests.conftest import Env
+from tests.conftest import Env, wait_for
 from tests.pages import Page, read_page
+from tests.test_periodic import fired, set_schedules, start_live_worker
 from tests.test_status import COUNTS, MixedRun, run_mixed, status_json
 
 SCRIPT = "<script>alert(1)</script>"
@@ -629,3 +631,29 @@ def test_a_task_that_does_not_exist_is_a_404_page(
     assert response.status_code == 404
     page = read_page(response.content.decode())
     assert page.texts["not-found"] == detail
+
+
+def test_the_page_shows_each_schedule_with_its_last_and_next_tick(env: Env, users: Users) -> None:
+    schedules = {
+        "tick": {"task": "tests.tasks.add", "every": 1, "args": [1, 2]},
+        "yearly": {"task": "tests.tasks.echo", "cron": "0 0 1 1 *", "queue_name": "low"},
+    }
+    set_schedules(env, **schedules)
+    worker = start_live_worker(env)
+    wait_for(lambda: fired(env), what="a first fire")
+    assert worker.stop() == 0
+    [last_id] = max(fired(env).items())[1]
+    with_schedules: dict[str, Any] = copy.deepcopy(settings.TASKS)
+    with_schedules["default"]["OPTIONS"]["schedule"] = schedules
+
+    with override_settings(TASKS=with_schedules):
+        page = page_of(client_of(users.staff), "/tasks/")
+        document = status_json(env)
+
+    assert page.captions["schedules"] == "Schedules: 2 (times in UTC)"
+    rows = {row[0]: row for row in page.rows("schedules")}
+    assert rows["tick"][1:4] == ["tests.tasks.add", "default", "every 1s"]
+    assert rows["tick"][5] == last_id
+    assert rows["yearly"][1:6] == ["tests.tasks.echo", "low", "0 0 1 1 *", "-", "-"]
+    next_new_year = datetime.fromisoformat(document["schedules"][1]["next_tick"])
+    assert rows["yearly"][6] == f"{next_new_year:%Y-%m-%d %H:%M:%S} UTC"
