@@ -21,7 +21,12 @@ if TYPE_CHECKING:
         task_backends,
     )
     from django.tasks.backends.base import BaseTaskBackend
-    from django.tasks.base import DEFAULT_TASK_PRIORITY, TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
+    from django.tasks.base import (
+        DEFAULT_TASK_PRIORITY,
+        TASK_MAX_PRIORITY,
+        TASK_MIN_PRIORITY,
+        TaskError,
+    )
     from django.tasks.exceptions import (
         InvalidTask,
         InvalidTaskBackend,
@@ -44,7 +49,12 @@ else:
         )
         from django.tasks import exceptions as _framework
         from django.tasks.backends.base import BaseTaskBackend
-        from django.tasks.base import DEFAULT_TASK_PRIORITY, TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
+        from django.tasks.base import (
+            DEFAULT_TASK_PRIORITY,
+            TASK_MAX_PRIORITY,
+            TASK_MIN_PRIORITY,
+            TaskError,
+        )
         from django.tasks.signals import task_enqueued, task_finished, task_started
 
         FRAMEWORK = "django.tasks"
@@ -67,7 +77,13 @@ else:
         from django_tasks import checks as _framework_checks  # noqa: F401 (registers it)
         from django_tasks import exceptions as _framework
         from django_tasks.backends.base import BaseTaskBackend
-        from django_tasks.base import DEFAULT_TASK_PRIORITY, TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskError
+        from django_tasks.base import (
+            DEFAULT_TASK_PRIORITY,
+            TASK_MAX_PRIORITY,
+            TASK_MIN_PRIORITY,
+            Task,
+            TaskError,
+        )
         from django_tasks.signals import task_enqueued, task_finished, task_started
 
         FRAMEWORK = "django_tasks"
