@@ -12,11 +12,12 @@ import errno
 import os
 import sys
 
-from procpool_tasks import journal
+from procpool_tasks.journal import files
 
 FLAG_VARIABLE = "PROCPOOL_DISK_FULL_FLAG"
 
-_write_all = journal._write_all
+# Every write of the journal calls it through procpool_tasks.journal.files: patched there.
+_write_all = files._write_all
 
 
 def _write_all_unless_full(fd: int, data: bytes) -> None:
@@ -28,7 +29,7 @@ def _write_all_unless_full(fd: int, data: bytes) -> None:
 
 
 def main() -> None:
-    journal._write_all = _write_all_unless_full
+    files._write_all = _write_all_unless_full
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(["django-admin", *sys.argv[1:]])

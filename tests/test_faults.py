@@ -789,7 +789,7 @@ def test_enqueue_torn_by_a_simulated_full_disk_raises_and_leaves_no_partial_reco
 ) -> None:
     out = env.tmp_path / "out.txt"
     acknowledged = [tasks.append_line.enqueue(str(out), f"before-{n}") for n in range(3)]
-    monkeypatch.setattr(journal, "_write_all", _half_then_enospc)
+    monkeypatch.setattr(journal.files, "_write_all", _half_then_enospc)
 
     with pytest.raises(JournalUnavailable) as refused:
         tasks.append_line.enqueue(str(out), "refused")

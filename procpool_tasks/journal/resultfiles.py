@@ -1,0 +1,204 @@
+"""Result files: ``results/<segment>/<offset>.json``, a task's states, appended one line
+each; the last intact line counts."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+
+from . import files
+from .directory import _Directory
+from .files import (
+    _FILE_MODE,
+    _OPEN_FLAGS,
+    _directory,
+    _fsync_directory,
+    _open_directory,
+    _read_file,
+    _write_file_atomically,
+)
+from .format import JournalError, State, _frame, _unframe, decode_state, encode_state, parse_id
+
+#: Result directories (one per segment) a supervisor keeps open at most.
+_KEPT_DIRECTORIES = 64
+
+
+def _last_state(data: bytes) -> State | None:
+    """The last intact state of a result file; None if it holds none yet.
+
+    A line is torn while it is being appended, or by power loss before a supervisor
+    replayed its WAL: then the state before it is the latest one that counts.
+    """
+    for line in reversed(data.split(b"\n")):
+        if not line:
+            continue
+        try:
+            return decode_state(_unframe(line))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _append_line(dir_fd: int, name: str, line: bytes, *, sync: bool = False) -> None:
+    """Append to a result file, making it if need be; never through a planted symlink.
+
+    A new result file takes the inode of its spare if one was made ahead of time (see
+    ``Journal.prepare_result_file``). A symlink (or anything else planted in its place)
+    is replaced whole by a file of our own that holds just this line. With ``sync``, the
+    line (and the file's name, if it was made or replaced) is on disk when this returns.
+    """
+    # O_NONBLOCK: a FIFO planted here fails at once (ENXIO) instead of hanging.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | _OPEN_FLAGS
+    made = False
+    try:
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            _take_spare(dir_fd, name)
+            fd = os.open(name, flags | os.O_CREAT, _FILE_MODE, dir_fd=dir_fd)
+            made = True
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        _write_file_atomically(dir_fd, name, line)
+        if sync:
+            fd = os.open(name, os.O_RDONLY | _OPEN_FLAGS, dir_fd=dir_fd)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.fsync(dir_fd)
+        return
+    try:
+        files._write_all(fd, line)
+        if sync:
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    if sync and made:
+        # A new file survives power loss only once its directory entry is on disk.
+        os.fsync(dir_fd)
+
+
+def _spare_name(name: str) -> str:
+    return f".{name}.spare"  # hidden: never taken for a task's state
+
+
+def _take_spare(dir_fd: int, name: str) -> None:
+    """Give the missing result file ``name`` the inode of its spare, if it has one.
+
+    A link, not a rename, so that a result file that appeared meanwhile is never
+    replaced; the spare is no use then and goes.
+    """
+    spare = _spare_name(name)
+    try:
+        os.link(spare, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return  # none was made in time
+    except OSError:
+        pass  # the result file exists after all (or cannot be linked): create it
+    with contextlib.suppress(OSError):
+        os.unlink(spare, dir_fd=dir_fd)
+
+
+class _ResultFiles(_Directory):
+    """The tasks' states, as supervisors write them and ``get_result`` reads them."""
+
+    def read_state(self, record_id: str) -> State | None:
+        """The task's latest state, or None while no supervisor has touched it.
+
+        Raises JournalError if a symlink was planted where its result file belongs.
+        """
+        segment, offset = parse_id(record_id)
+        try:
+            with self._results_directory(segment, create=False) as dir_fd:
+                data = _read_file(f"{offset:x}.json", dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise JournalError.from_os_error(error) from error
+            raise
+        return _last_state(data)
+
+    def write_state(self, state: State, line: bytes | None = None) -> None:
+        """Append the task's new state (``line``: already framed) to its result file; not
+        synced (see the WAL for finished states)."""
+        segment, offset = parse_id(state.id)
+        line = b"\n" + (line or _frame(encode_state(state)))
+        with self._results_directory(segment, create=True) as dir_fd:
+            _append_line(dir_fd, f"{offset:x}.json", line)
+
+    def write_state_durably(self, state: State) -> None:
+        """Append the task's new state to its result file and sync it (with ``durable``).
+
+        For the states of a handoff, which no WAL covers: once this returns, the state
+        survives power loss, and a results directory made for it too.
+        """
+        segment, offset = parse_id(state.id)
+        line = b"\n" + _frame(encode_state(state))
+        results_made = not (self.results_dir / segment).is_dir()
+        with self._results_directory(segment, create=True) as dir_fd:
+            _append_line(dir_fd, f"{offset:x}.json", line, sync=self.durable)
+        if results_made and self.durable:
+            _fsync_directory(self.results_dir)
+
+    def prepare_result_file(self, record_id: str) -> None:
+        """Make a spare, empty result file for a task that has none yet.
+
+        Creating a file (a new inode) is the costliest step of a task's first state
+        change on ext4; a supervisor's background thread makes the spares of the tasks
+        it has queued, so that the claim only links one into place.
+        """
+        segment, offset = parse_id(record_id)
+        name = f"{offset:x}.json"
+        with self._results_directory(segment, create=True) as dir_fd:
+            with contextlib.suppress(FileNotFoundError):
+                os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                return  # it has a state already
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(_spare_name(name), flags, _FILE_MODE, dir_fd=dir_fd))
+
+    def ids_with_state(self, segment: str) -> frozenset[str]:
+        """The ids of a segment's tasks that have a result file, from one listing.
+
+        A supervisor starting on a long backlog asks this once per segment instead of
+        trying to open a result file per task: most have none yet.
+        """
+        try:
+            with self._results_directory(segment, create=False) as dir_fd:
+                names = os.listdir(dir_fd)
+        except FileNotFoundError:
+            return frozenset()
+        return frozenset(
+            f"{segment}-{name.removesuffix('.json')}"
+            for name in names
+            if name.endswith(".json") and not name.startswith(".")
+        )
+
+    def keep_directories_open(self) -> None:
+        """Keep the result directories this process uses open until ``close``.
+
+        For a supervisor, which reads and writes a task's result file two or three times:
+        walking ``results/<segment>`` from the root each time (three opens, no symlink
+        followed) was a third of its system calls. Web processes never keep them: a
+        journal directory removed and made again must not swallow their writes.
+        """
+        if self._open_results_dirs is None:
+            self._open_results_dirs = {}
+
+    @contextlib.contextmanager
+    def _results_directory(self, segment: str, *, create: bool) -> Iterator[int]:
+        kept = self._open_results_dirs
+        if kept is None:
+            with _directory(self.path, "results", segment, create=create) as dir_fd:
+                yield dir_fd
+            return
+        if segment not in kept:
+            if len(kept) >= _KEPT_DIRECTORIES:
+                os.close(kept.pop(next(iter(kept))))  # the oldest segment
+            kept[segment] = _open_directory(self.path, "results", segment, create=create)
+        yield kept[segment]

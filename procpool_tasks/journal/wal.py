@@ -1,0 +1,101 @@
+"""The supervisor's result log (WAL): finished states, synced in groups before they reach
+their result files; replayed by the next supervisor when its writer died."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from . import files
+from .files import _FILE_MODE, _OPEN_FLAGS, _read_file
+from .format import State, _frame, _unframe, decode_state, encode_state, parse_id
+
+if TYPE_CHECKING:
+    from . import Journal
+
+#: Start a new WAL (after one global sync) once the current one holds this many bytes.
+WAL_MAX_BYTES = 32 * 1024 * 1024
+
+
+class ResultLog:
+    """A supervisor's WAL of finished states, synced once for a group of them."""
+
+    def __init__(self, journal: Journal, instance: str) -> None:
+        self._journal = journal
+        self._path = journal.wal_dir / f"{instance}.log"
+        self._fd = os.open(
+            self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN_FLAGS, _FILE_MODE
+        )
+        self._size = os.fstat(self._fd).st_size
+
+    def commit(self, states: Sequence[State]) -> None:
+        """Make ``states`` durable with one sync, then publish their result files."""
+        if not states:
+            return
+        lines = [_frame(encode_state(state)) for state in states]  # encoded once for both
+        data = b"".join(lines)
+        try:
+            files._write_all(self._fd, data)
+            if self._journal.durable:
+                os.fdatasync(self._fd)
+        except OSError:
+            # Half a line (a full disk) would join the first line of the retry into one
+            # unreadable line, and replay would lose that state: cut it off again.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+        for state, line in zip(states, lines, strict=True):
+            self._journal.write_state(state, line)
+        if self._size > WAL_MAX_BYTES:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        # Every result file this log covers must be on disk before the log goes.
+        os.sync()
+        os.ftruncate(self._fd, 0)
+        self._size = 0
+
+    def close(self, *, remove: bool) -> None:
+        """Close the log (and its Journal); with ``remove``, delete it once what it covers
+        is on disk."""
+        os.close(self._fd)
+        self._journal.close()
+        if remove:
+            if self._size:
+                os.sync()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+
+
+def replay_result_log(journal: Journal, instance: str) -> int:
+    """Re-publish the finished states a dead supervisor logged; return how many."""
+    path = journal.wal_dir / f"{instance}.log"
+    try:
+        data = _read_file(path)
+    except FileNotFoundError:
+        return 0
+    replayed = 0
+    for line in data.split(b"\n"):
+        try:
+            state = decode_state(_unframe(line))
+        except (ValueError, KeyError, TypeError):
+            continue  # the torn tail of the last group: never acknowledged
+        if not journal.segment_path(parse_id(state.id)[0]).exists():
+            continue  # pruned since it finished
+        current = journal.read_state(state.id)
+        if current is None or current.version < state.version:
+            journal.write_state(state)
+            replayed += 1
+    if data:
+        # Every result file this log covers, whether the dead supervisor published it or
+        # we just did, must be on disk before the log goes: neither was synced.
+        os.sync()
+    return replayed
+
+
+def remove_result_log(journal: Journal, instance: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(journal.wal_dir / f"{instance}.log")
