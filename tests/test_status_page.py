@@ -634,7 +634,7 @@ def test_a_task_that_does_not_exist_is_a_404_page(
 
 
 def test_the_page_shows_each_schedule_with_its_last_and_next_tick(env: Env, users: Users) -> None:
-    schedules = {
+    schedules: dict[str, Any] = {
         "tick": {"task": "tests.tasks.add", "every": 1, "args": [1, 2]},
         "yearly": {"task": "tests.tasks.echo", "cron": "0 0 1 1 *", "queue_name": "low"},
     }
