@@ -539,6 +539,11 @@ def _write_file_atomically(dir_fd: int, name: str, data: bytes, *, sync: bool = 
         os.fsync(dir_fd)
 
 
+def _is_tmp_of(entry: str, name: str) -> bool:
+    """Whether ``entry`` is a temporary file ``_write_file_atomically`` made for ``name``."""
+    return entry.startswith(f".{name}.") and entry.endswith(".tmp")
+
+
 _tmp_numbers = itertools.count()
 _RENAME_EXCHANGE = 2
 _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
@@ -1396,8 +1401,22 @@ class Journal:
         return beats
 
     def remove_heartbeat(self, instance: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.workers_dir / f"{instance}.json")
+        """Remove a supervisor's heartbeat, and the temporary files of its replacements.
+
+        A supervisor killed while it replaced its heartbeat leaves one behind (the new
+        heartbeat before the rename, or the old one after the exchange). Only the
+        supervisor itself, as it stops, or the one that recovered it once it died knows
+        that nobody writes them any more.
+        """
+        name = f"{instance}.json"
+        try:
+            with _directory(self.path, "workers", create=False) as dir_fd:
+                for leftover in os.listdir(dir_fd):
+                    if leftover == name or _is_tmp_of(leftover, name):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(leftover, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
 
     # -- segments, for supervisors ---------------------------------------------------------
 
