@@ -178,11 +178,24 @@ class Dispatcher:
     def on_exit(self, worker: WorkerProcess) -> None:
         """A process exited: as it said it would, or it died (see the module docstring)."""
         assert self.pool is not None  # noqa: S101 (only a pool's sentinel is watched)
-        if worker.task_id is not None and worker.conn.poll(0):
-            self.on_outcome(worker)  # its last outcome came with its exit: that first
+        self._take_last_outcome(worker)  # its last outcome came with its exit: that first
         if worker.leaving:
             self.pool.reap(worker)
             return
+        self._replace_pool({worker.pid: self._end_dead(worker)})
+
+    def _take_last_outcome(self, worker: WorkerProcess) -> None:
+        """Act on an outcome the process sent before it exited or was stopped.
+
+        Its task did finish: run again, it would run twice (a task that succeeded, too).
+        A closed pipe has nothing more to say (and ``poll`` would raise).
+        """
+        if worker.task_id is not None and not worker.conn.closed and worker.conn.poll(0):
+            self.on_outcome(worker)
+
+    def _end_dead(self, worker: WorkerProcess) -> int:
+        """Forget a process that died; fail (or re-run) its task; return its exit code."""
+        assert self.pool is not None  # noqa: S101 (the dead process was one of its)
         task_id = worker.task_id
         exit_code = self.pool.reap(worker)
         flight = self.in_flight.pop(task_id, None) if task_id else None
@@ -190,7 +203,7 @@ class Dispatcher:
             self._on_death(flight, worker.pid, exit_code)
         elif worker.ran == 0:
             self.pool.delay_starts()  # it died starting up: a broken project must not spin
-        self._replace_pool({worker.pid: exit_code})
+        return exit_code
 
     def _on_death(self, flight: InFlight, pid: int, exit_code: int) -> None:
         record, running = flight.record, flight.state
@@ -220,17 +233,36 @@ class Dispatcher:
         )
 
     def _replace_pool(self, deaths: dict[int, int]) -> None:
-        """Stop every other process of the pool; their tasks run again as a new attempt."""
+        """Stop every other process of the pool; their tasks run again as a new attempt.
+
+        ``deaths``: the exit codes of the processes that died, by pid. Others may have
+        died in the same moment, their exits still unread in the loop's batch of events:
+        each of those is a death of its own, which fails its task, not an interruption.
+        """
         assert self.pool is not None  # noqa: S101 (a death came from it)
         logger.error("A worker process died; replacing the process pool")
+        for worker in list(self.pool.workers):
+            self._take_last_outcome(worker)
+            if worker.process.exitcode is not None and not worker.leaving:
+                deaths[worker.pid] = self._end_dead(worker)
         others = list(self.pool.workers)
-        self.pool.terminate(others, REPLACE_GRACE_S)
+        self.pool.stop(others, REPLACE_GRACE_S)
         error = states.interruption_error(deaths, self._timed_out)
         for worker in others:
-            flight = self.in_flight.pop(worker.task_id, None) if worker.task_id else None
-            if flight is not None:
-                self._outcomes.rerun(flight.record, flight.state, error)
+            self._take_last_outcome(worker)  # finished while it was being stopped
+            self._interrupt(worker, error)
+            self.pool.reap(worker)
         self._timed_out.clear()
+
+    def _interrupt(self, worker: WorkerProcess, error: journal.TaskError) -> None:
+        """The task of a process stopped with its pool: a new attempt, or none was made."""
+        flight = self.in_flight.pop(worker.task_id, None) if worker.task_id else None
+        if flight is None:
+            return
+        if flight.sent:
+            self._outcomes.rerun(flight.record, flight.state, error)
+        else:
+            self._outcomes.unclaim(flight.record, flight.state)  # it never got the task
 
     # -- time limits -------------------------------------------------------------------------
 

@@ -100,7 +100,8 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
     Sends back each outcome with whether the process leaves after it: after
     ``max_tasks_per_child`` tasks, or once a task left it over ``max_memory_mib`` of
     resident memory (the task keeps its outcome); the pool starts another in its place.
-    It exits when the supervisor closes the pipe.
+    It exits when the supervisor closes the pipe, or is gone (killed: the pipe is reset,
+    and this process is about to be killed too, see ``die_with_process``), quietly.
     """
     init_child(settings)
     ran = 0
@@ -108,7 +109,7 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
         try:
             # From our own supervisor, over a private pipe: never data from the journal.
             job = pickle.loads(conn.recv_bytes())  # noqa: S301
-        except EOFError:
+        except (EOFError, OSError):
             return
         try:
             outcome = run_job(job)
@@ -122,7 +123,10 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
         leaving = (settings.max_tasks is not None and ran >= settings.max_tasks) or (
             settings.max_memory_mib is not None and outcome.memory_mib > settings.max_memory_mib
         )
-        conn.send_bytes(pickle.dumps((outcome, leaving), protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            conn.send_bytes(pickle.dumps((outcome, leaving), protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            return  # the supervisor is gone; the next one recovers the task
         if leaving:
             return
 

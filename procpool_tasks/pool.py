@@ -155,6 +155,13 @@ class Pool:
     def terminate(self, workers: Iterable[WorkerProcess], grace_s: float) -> dict[int, int]:
         """SIGTERM, then SIGKILL after ``grace_s``; the exit code of each, by pid."""
         workers = list(workers)
+        self.stop(workers, grace_s)
+        return {worker.pid: self.reap(worker) for worker in workers}
+
+    def stop(self, workers: Iterable[WorkerProcess], grace_s: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s``; their pipes stay open until ``reap``,
+        so that an outcome a process sent before it stopped can still be read."""
+        workers = list(workers)
         for worker in workers:
             with contextlib.suppress(OSError):
                 worker.process.terminate()
@@ -163,7 +170,6 @@ class Pool:
             worker.process.join(max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
                 worker.process.kill()
-        return {worker.pid: self.reap(worker) for worker in workers}
 
     def close(self) -> None:
         """Let every process go: each exits when its pipe closes (idle ones at once)."""

@@ -317,9 +317,11 @@ class Supervisor:
             return True
         if not self.config.batch or self.ready.has_due() or self._awaits_retry():
             return False
-        # One last look, for tasks enqueued while the batch ran.
+        # One last look, for tasks enqueued while the batch ran. It may also recover the
+        # tasks of a supervisor that died meanwhile: their states, still on their way to
+        # the disk, are re-queued (or failed) only once committed, so the batch waits.
         self.intake.read()
-        return not self.ready.has_due()
+        return not (self.ready.has_due() or self.committer.is_busy())
 
     def _awaits_retry(self) -> bool:
         """A batch sees the tasks it ran through their retries, backoff included."""

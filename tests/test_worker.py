@@ -443,3 +443,19 @@ def test_several_worker_processes_write_one_sqlite_database_at_once(env: Env) ->
         "print(json.dumps(sorted(Note.objects.values_list('text', flat=True))))"
     )
     assert json.loads(stored) == sorted(texts)
+
+
+def test_a_worker_killed_while_it_replaced_its_heartbeat_leaves_nothing_once_recovered(
+    env: Env,
+) -> None:
+    workers = env.journal / "workers"
+    worker = env.start_worker()
+    [beat] = wait_for(lambda: list(workers.glob("*.json")), what="the worker's first heartbeat")
+    worker.send(signal.SIGKILL)
+    worker.wait()
+    # What a kill between writing the new heartbeat and renaming it into place leaves.
+    (workers / f".{beat.name}.{worker.process.pid}-7.tmp").write_text("{}")
+
+    env.run_batch()
+
+    assert list(workers.iterdir()) == []

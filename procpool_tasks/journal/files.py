@@ -94,6 +94,11 @@ _RENAME_EXCHANGE = 2
 _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
 
 
+def _is_tmp_of(entry: str, name: str) -> bool:
+    """Whether ``entry`` is a temporary file ``_write_file_atomically`` made for ``name``."""
+    return entry.startswith(f".{name}.") and entry.endswith(".tmp")
+
+
 def _exchange(dir_fd: int, tmp_name: str, name: str) -> bool:
     """Swap two files atomically (Linux); False if ``name`` is missing or it cannot.
 

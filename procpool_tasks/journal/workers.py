@@ -11,7 +11,7 @@ from typing import Any
 import filelock
 
 from .directory import _Directory
-from .files import _FILE_MODE, _directory, _read_file, _write_file_atomically
+from .files import _FILE_MODE, _directory, _is_tmp_of, _read_file, _write_file_atomically
 from .format import _dumps, is_instance_name
 
 
@@ -42,5 +42,19 @@ class _Workers(_Directory):
         return beats
 
     def remove_heartbeat(self, instance: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.workers_dir / f"{instance}.json")
+        """Remove a supervisor's heartbeat, and the temporary files of its replacements.
+
+        A supervisor killed while it replaced its heartbeat leaves one behind (the new
+        heartbeat before the rename, or the old one after the exchange). Only the
+        supervisor itself, as it stops, or the one that recovered it once it died knows
+        that nobody writes them any more.
+        """
+        name = f"{instance}.json"
+        try:
+            with _directory(self.path, "workers", create=False) as dir_fd:
+                for leftover in os.listdir(dir_fd):
+                    if leftover == name or _is_tmp_of(leftover, name):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(leftover, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
