@@ -8,10 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import compat, handoff
-from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks import handoff
 
-from .procpool_worker import configure_logging, parse_queue_names, valid_backend_alias
+from .procpool_worker import add_backend_argument, backend_of, configure_logging, parse_queue_names
 
 EXIT_SOME_REFUSED = 1
 
@@ -45,19 +44,11 @@ class Command(BaseCommand):
             action="store_true",
             help="List what would move and what would be refused, and change nothing",
         )
-        parser.add_argument(
-            "--backend",
-            default=compat.DEFAULT_TASK_BACKEND_ALIAS,
-            type=valid_backend_alias,
-            dest="backend_alias",
-            help="The alias of the ProcPoolBackend in TASKS to move tasks from "
-            "(default: %(default)r)",
-        )
+        add_backend_argument(parser, " to move tasks from")
 
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(options["verbosity"], sys.stderr)
-        backend = compat.task_backends[options["backend_alias"]]
-        assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+        backend = backend_of(options)
         queues = parse_queue_names(options["queue_name"], backend)
         target, dry_run = options["target_alias"], options["dry_run"]
         moved = refused = taken = 0

@@ -9,11 +9,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import compat, history
+from procpool_tasks import history
 from procpool_tasks.backend import ProcPoolBackend
 from procpool_tasks.options import RETAINED_STATUSES
 
-from .procpool_worker import valid_backend_alias
+from .procpool_worker import add_backend_argument, backend_of
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -68,17 +68,10 @@ class Command(BaseCommand):
             action="store_true",
             help="Say how many tasks would be deleted, per status, and delete nothing",
         )
-        parser.add_argument(
-            "--backend",
-            default=compat.DEFAULT_TASK_BACKEND_ALIAS,
-            type=valid_backend_alias,
-            dest="backend_alias",
-            help="The alias of the ProcPoolBackend in TASKS to prune (default: %(default)r)",
-        )
+        add_backend_argument(parser, " to prune")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        backend = compat.task_backends[options["backend_alias"]]
-        assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+        backend = backend_of(options)
         retention = _retention(backend, options["older_than"], options["status"])
         dry_run = options["dry_run"]
         try:

@@ -8,11 +8,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import compat, quarantine
-from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks import quarantine
 from procpool_tasks.status import quarantined_records
 
-from .procpool_worker import valid_backend_alias
+from .procpool_worker import add_backend_argument, backend_of
 
 
 class Command(BaseCommand):
@@ -29,17 +28,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "name", nargs="?", help="The record's name, as 'list' shows it (for a task: its id)"
         )
-        parser.add_argument(
-            "--backend",
-            default=compat.DEFAULT_TASK_BACKEND_ALIAS,
-            type=valid_backend_alias,
-            dest="backend_alias",
-            help="The alias of the ProcPoolBackend in TASKS (default: %(default)r)",
-        )
+        add_backend_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        backend = compat.task_backends[options["backend_alias"]]
-        assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+        backend = backend_of(options)
         action, name = options["action"], options["name"]
         if (action == "list") != (name is None):
             raise CommandError("'list' takes no name; 'show', 'drop' and 'readmit' take one")

@@ -8,10 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import compat, requeue
-from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks import requeue
 
-from .procpool_worker import parse_queue_names, valid_backend_alias
+from .procpool_worker import add_backend_argument, backend_of, parse_queue_names
 
 EXIT_SOME_REFUSED = 1
 
@@ -49,17 +48,10 @@ class Command(BaseCommand):
             action="store_true",
             help="List what would run again, and change nothing",
         )
-        parser.add_argument(
-            "--backend",
-            default=compat.DEFAULT_TASK_BACKEND_ALIAS,
-            type=valid_backend_alias,
-            dest="backend_alias",
-            help="The alias of the ProcPoolBackend in TASKS (default: %(default)r)",
-        )
+        add_backend_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        backend = compat.task_backends[options["backend_alias"]]
-        assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+        backend = backend_of(options)
         ids = list(options["ids"])
         if options["failed"] == bool(ids):
             raise CommandError("Give the ids of FAILED tasks, or --failed (not both)")

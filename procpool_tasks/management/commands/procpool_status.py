@@ -10,10 +10,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import compat, periodic, status
+from procpool_tasks import periodic, status
 from procpool_tasks.backend import ProcPoolBackend
 
-from .procpool_worker import positive_seconds, valid_backend_alias
+from .procpool_worker import add_backend_argument, backend_of, positive_seconds
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -57,17 +57,10 @@ class Command(BaseCommand):
             default=None,
             help="The queues the health checks look at, comma-separated (default: all)",
         )
-        parser.add_argument(
-            "--backend",
-            default=compat.DEFAULT_TASK_BACKEND_ALIAS,
-            type=valid_backend_alias,
-            dest="backend_alias",
-            help="The alias of the ProcPoolBackend in TASKS to look at (default: %(default)r)",
-        )
+        add_backend_argument(parser, " to look at")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        backend = compat.task_backends[options["backend_alias"]]
-        assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+        backend = backend_of(options)
         no_worker = _queue_names(options["fail_if_no_worker"], "--fail-if-no-worker", backend)
         queues = _queue_names(options["queue_name"], "--queue-name", backend)
         try:

@@ -32,6 +32,24 @@ def valid_backend_alias(value: str) -> str:
     return value
 
 
+def add_backend_argument(parser: ArgumentParser, what_for: str = "") -> None:
+    """``--backend ALIAS``, as every command of this app takes it (``backend_of`` reads it)."""
+    parser.add_argument(
+        "--backend",
+        default=compat.DEFAULT_TASK_BACKEND_ALIAS,
+        type=valid_backend_alias,
+        dest="backend_alias",
+        help=f"The alias of the ProcPoolBackend in TASKS{what_for} (default: %(default)r)",
+    )
+
+
+def backend_of(options: dict[str, Any]) -> ProcPoolBackend:
+    """The backend ``--backend`` named (``valid_backend_alias`` checked its class)."""
+    backend = compat.task_backends[options["backend_alias"]]
+    assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+    return backend
+
+
 def positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -107,13 +125,7 @@ class Command(BaseCommand):
             default=compat.DEFAULT_TASK_QUEUE_NAME,
             help="The queues to process, separated by commas; '*' for all (default: %(default)r)",
         )
-        parser.add_argument(
-            "--backend",
-            default=compat.DEFAULT_TASK_BACKEND_ALIAS,
-            type=valid_backend_alias,
-            dest="backend_alias",
-            help="The alias of the ProcPoolBackend in TASKS to run (default: %(default)r)",
-        )
+        add_backend_argument(parser, " to run")
         parser.add_argument(
             "--batch",
             action="store_true",
@@ -199,8 +211,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(options["verbosity"], self.stdout)
-        backend = compat.task_backends[options["backend_alias"]]
-        assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+        backend = backend_of(options)
         queue_names = parse_queue_names(options["queue_name"], backend)
         reloading = options["reload"]
         if reloading is None:
