@@ -294,15 +294,30 @@ def _redirect_back(request: HttpRequest, alias: str) -> HttpResponse:
     return redirect(reverse("procpool_tasks:status") + _backend_query(alias))
 
 
-@require_POST
-@csrf_protect
-@_viewers_only
-def requeue_task(request: HttpRequest, result_id: str) -> HttpResponse:
+def _action(view: Callable[[HttpRequest, ProcPoolBackend, str], None]) -> View:
+    """A button's view: POST with the CSRF token, by a viewer, on a backend whose
+    ``admin_actions`` are on; it gets that backend and what the URL names, and answers
+    with a redirect back to the page."""
+
+    @require_POST
+    @csrf_protect
+    @_viewers_only
+    @wraps(view)
+    def act(request: HttpRequest, **url_kwargs: str) -> HttpResponse:
+        alias, backend = _backend(request)
+        if backend is None:
+            return _no_backend(request, alias)
+        _refuse_without_actions(backend)
+        [key] = url_kwargs.values()  # the task's id, or the quarantined record's name
+        view(request, backend, key)
+        return _redirect_back(request, alias)
+
+    return act
+
+
+@_action
+def requeue_task(request: HttpRequest, backend: ProcPoolBackend, result_id: str) -> None:
     """Run a FAILED task again as a new attempt (``requeue.requeue``); others are refused."""
-    alias, backend = _backend(request)
-    if backend is None:
-        return _no_backend(request, alias)
-    _refuse_without_actions(backend)
     [outcome] = requeue.requeue(backend.journal, [result_id], backend_alias=backend.alias)
     if outcome.refused is None:
         logger.info(
@@ -321,18 +336,11 @@ def requeue_task(request: HttpRequest, result_id: str) -> HttpResponse:
         messages.error(
             request, f"Task {result_id} was not re-queued: {outcome.refused}.", fail_silently=True
         )
-    return _redirect_back(request, alias)
 
 
-@require_POST
-@csrf_protect
-@_viewers_only
-def drop_quarantined(request: HttpRequest, name: str) -> HttpResponse:
+@_action
+def drop_quarantined(request: HttpRequest, backend: ProcPoolBackend, name: str) -> None:
     """Delete a quarantined copy (``quarantine.drop``); the task stays as it ended."""
-    alias, backend = _backend(request)
-    if backend is None:
-        return _no_backend(request, alias)
-    _refuse_without_actions(backend)
     try:
         quarantine.drop(backend.journal, name)
     except quarantine.QuarantineError as error:
@@ -344,4 +352,3 @@ def drop_quarantined(request: HttpRequest, name: str) -> HttpResponse:
             name,
         )
         messages.success(request, f"Dropped the quarantined record {name}.", fail_silently=True)
-    return _redirect_back(request, alias)
