@@ -190,7 +190,7 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             state = self.journal.read_state(result_id)
         except journal.JournalError as error:
             raise UnsafeResult(error.errno, error.strerror, error.filename) from error
-        if state is None and self.journal.is_done(journal.parse_id(result_id)[0]):
+        if state is None and self.journal.was_pruned(result_id):
             raise compat.TaskResultDoesNotExist(f"{result_id}: pruned")
         if state is not None and state.status == journal.HANDED_OFF:
             return _handed_off_result(result_id, state)

@@ -108,6 +108,8 @@ class Dispatcher:
                 if self._outcomes.is_pending(record.id):
                     continue  # re-queued, not committed yet: pushed again once it is
                 state = self._recovery.read_state(record.id)
+                if state is None and self._journal.was_pruned(record.id):
+                    continue  # it finished and was pruned since this supervisor read it
                 if state is not None and state.status != journal.READY:
                     # Another supervisor claimed it, it finished, or procpool_handoff is
                     # moving it (HANDING_OFF) or moved it (HANDED_OFF) to another backend.

@@ -265,6 +265,8 @@ class _Mover:
         """READY (or untouched) -> HANDING_OFF, synced; or why not (it ran meanwhile)."""
         with self.journal.history_lock(), self.journal.claim_lock():
             state = self.journal.read_state(record.id)
+            if state is None and self.journal.was_pruned(record.id):
+                return "it finished and was pruned meanwhile: a worker here took it"
             if state is not None and state.status not in (j.READY, j.HANDING_OFF):
                 return f"it is {state.status} now: a worker here took it meanwhile"
             handing = j.State(

@@ -309,8 +309,7 @@ def _is_over(journal: j.Journal, record_id: str) -> bool:
     state = _read_state(journal, record_id)
     if state is not None:
         return state.is_finished
-    segment = j.parse_id(record_id)[0]
-    return journal.is_done(segment) or not journal.segment_path(segment).exists()
+    return journal.was_pruned(record_id)
 
 
 def _read_state(journal: j.Journal, record_id: str) -> j.State | None:

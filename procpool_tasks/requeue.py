@@ -63,8 +63,7 @@ def _requeue_one(journal: j.Journal, record_id: str, alias: str, *, dry_run: boo
         return Requeued(id=record_id, refused=f"it belongs to backend {record.backend!r}")
     with journal.claim_lock():
         state = journal.read_state(record_id)
-        segment = j.parse_id(record_id)[0]
-        if state is None and journal.is_done(segment):
+        if state is None and journal.was_pruned(record_id):
             return Requeued(id=record_id, task_path=record.task_path, refused="it was pruned")
         if state is None or state.status != j.FAILED:
             return Requeued(
@@ -83,7 +82,7 @@ def _requeue_one(journal: j.Journal, record_id: str, alias: str, *, dry_run: boo
             run_after=timezone.now(),  # READY since now: ordered, and aged, from here
         )
         if not dry_run:
-            journal.remove_summary(segment)
+            journal.remove_summary(j.parse_id(record_id)[0])
             journal.append_requeue(record_id, again)
             journal.write_state(again)
     return Requeued(id=record_id, task_path=record.task_path, attempt=len(state.worker_ids) + 1)

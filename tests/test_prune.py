@@ -337,6 +337,35 @@ def test_worker_applies_a_per_status_retention_and_keeps_the_status_it_does_not_
     assert str(tasks.fail_times.get_result(failure).status) == "FAILED"
 
 
+@pytest.mark.parametrize("pruned", ["the successes", "the whole segment"])
+def test_a_task_pruned_after_a_running_supervisor_queued_it_never_runs_again(
+    env: Env, pruned: str
+) -> None:
+    """A supervisor that read tasks as READY, while another ran them and a prune deleted
+    their results, takes a missing result file for a prune, not for a task never run
+    (the race of a supervisor's start-up read against its own pruner, made wide)."""
+    release, started = env.tmp_path / "release", env.tmp_path / "started"
+    blocking = tasks.block_until.using(priority=10).enqueue(str(release), str(started))
+    successes, failure = enqueue_mixed(env)
+    holder = env.start_worker("--processes", "1", "--worker-id", "holder")
+    wait_for(started.exists, what="the holder to run its blocking task")  # it read them all
+
+    env.run_batch("--processes", "1", "--worker-id", "other")  # runs the mixed segment
+    age(env, *successes, failure)
+    if pruned == "the successes":
+        prune(env, "--older-than", "0.01s", "--status", "SUCCESSFUL")
+    else:
+        prune(env, "--older-than", "0.01s")
+    last = tasks.add.using(priority=-10).enqueue(3, 1)  # runs after what the holder queued
+    release.touch()
+    wait_for(lambda: str(tasks.add.get_result(last.id).status) == "SUCCESSFUL", what="last")
+    assert holder.stop() == 0
+
+    assert [exists(i) for i in successes] == [False, False]
+    assert [f"id={i}" in holder.output for i in [*successes, failure]] == [False] * 3
+    assert str(tasks.block_until.get_result(blocking.id).status) == "SUCCESSFUL"
+
+
 def requeue(env: Env, result_id: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "django", "procpool_requeue", result_id],

@@ -223,6 +223,17 @@ class _Segments(_Directory):
         """Whether the segment is marked done: start-up may skip it (see ``history``)."""
         return (self.segments_dir / f"{segment}.done").exists()
 
+    def was_pruned(self, record_id: str) -> bool:
+        """Whether a task found without a result file was pruned rather than never claimed.
+
+        Its segment is then done or deleted. Ask after reading the state: pruning marks a
+        segment done before it deletes any of its result files, and deletes a segment's
+        records before its results, so a state missing because of a prune is never taken
+        for a READY task that was never claimed.
+        """
+        segment = parse_id(record_id)[0]
+        return self.is_done(segment) or not self.segment_path(segment).exists()
+
     def mark_done(self, segment: str) -> None:
         with _directory(self.path, "segments", create=False) as dir_fd:
             _write_file_atomically(dir_fd, f"{segment}.done", b"")
