@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -364,6 +365,90 @@ def test_a_task_pruned_after_a_running_supervisor_queued_it_never_runs_again(
     assert [exists(i) for i in successes] == [False, False]
     assert [f"id={i}" in holder.output for i in [*successes, failure]] == [False] * 3
     assert str(tasks.block_until.get_result(blocking.id).status) == "SUCCESSFUL"
+
+
+ENQUEUE_FLAKY_AND_FAILING = """
+import sys
+from tests import tasks
+print(tasks.fail_times.enqueue(sys.argv[1], 1, "ValueError").id)
+print(tasks.fail_with.enqueue("kept").id)
+"""
+
+
+def enqueue_flaky_and_failing(env: Env) -> tuple[str, str]:
+    """In one sealed segment: a task whose first attempt fails, one that always fails."""
+    flaky, kept = env.run_python(ENQUEUE_FLAKY_AND_FAILING, str(env.tmp_path / "runs")).split()
+    return flaky, kept
+
+
+def test_a_requeue_marker_read_after_its_task_was_pruned_does_not_run_it_again(
+    env: Env,
+) -> None:
+    """The marker stays in the re-queuing process's segment, which is not done yet; the
+    task's own segment is done and kept for its other, FAILED, task."""
+    flaky, kept = enqueue_flaky_and_failing(env)
+    env.run_batch("--processes", "1")
+    requeue(env, flaky)
+    env.run_batch("--processes", "1")
+    assert tasks.fail_times.get_result(flaky).return_value == 2
+    age(env, flaky)
+    prune(env, "--older-than", "0.01s", "--status", "SUCCESSFUL")
+    assert why_missing(flaky) == f"{flaky}: pruned"
+
+    output = env.run_batch("--processes", "1", "--worker-id", "after-prune")
+
+    assert f"id={flaky}" not in output
+    assert why_missing(flaky) == f"{flaky}: pruned"
+    assert str(tasks.fail_with.get_result(kept).status) == "FAILED"
+
+
+def test_a_dead_supervisors_result_log_does_not_bring_back_a_task_pruned_since(
+    env: Env,
+) -> None:
+    """Supervisor a logs a retry (READY) and is killed; b, running since before, runs the
+    retry; the task is pruned; c, starting, replays a's log.
+
+    Each supervisor holds its one process with a blocking task while it must not run the
+    retry (a) or until it has surely seen a alive (b).
+    """
+    retry = {"attempts": 2, "delay": 3, "jitter": False}
+    env.variables["PROCPOOL_TEST_OPTIONS"] = json.dumps(
+        {"task_options": {"tests.tasks.fail_times": {"retry": retry}}}
+    )
+    flaky, kept = enqueue_flaky_and_failing(env)
+    release = env.tmp_path / "release"
+    holds_a, holds_b = env.tmp_path / "a-holds", env.tmp_path / "b-holds"
+    tasks.block_until.using(priority=-10).enqueue(str(release), str(holds_a))
+    first = env.start_worker("--processes", "1", "--worker-id", "a")
+    wait_for(
+        lambda: holds_a.exists() and len(tasks.fail_times.get_result(flaky).errors) == 1,
+        what="a to log the retry, then hold its process",
+    )
+    tasks.block_until.using(queue_name="high", priority=10).enqueue(str(release), str(holds_b))
+    second = env.start_worker(
+        "--processes", "1", "--queue-name", "default,high", "--worker-id", "b"
+    )
+    wait_for(holds_b.exists, what="b to start (seeing a alive) and hold its process")
+    first.send(signal.SIGKILL)
+    first.wait()
+    release.touch()
+    wait_for(
+        lambda: str(tasks.fail_times.get_result(flaky).status) == "SUCCESSFUL",
+        what="b to run the retry",
+    )
+    assert second.stop() == 0
+    assert tasks.fail_times.get_result(flaky).worker_ids == ["a", "b"]
+    assert str(tasks.fail_with.get_result(kept).status) == "FAILED"
+    age(env, flaky)
+    prune(env, "--older-than", "0.01s", "--status", "SUCCESSFUL")
+    assert list((env.journal / "wal").glob("*.log")), "a's result log is left to replay"
+
+    output = env.run_batch("--processes", "1", "--worker-id", "c")
+
+    assert "died; recovering its tasks" in output
+    assert f"id={flaky}" not in output
+    assert why_missing(flaky) == f"{flaky}: pruned"
+    assert not list((env.journal / "wal").glob("*.log"))
 
 
 def requeue(env: Env, result_id: str) -> str:

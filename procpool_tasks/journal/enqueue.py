@@ -110,10 +110,18 @@ class _Enqueue(_Segments, _ResultFiles):
         self._append(lambda _own_id: line)
 
     def is_behind(self, requeue: Requeue) -> bool:
-        """Whether a re-queue marker's state has yet to reach the task's result file."""
-        current = self.read_state(requeue.id)
+        """Whether a re-queue marker's state has yet to reach the task's result file.
+
+        Only a finished task is re-queued, so a task without a result file was pruned
+        after its re-run finished: a marker read later is long over, never behind.
+        """
         marked = requeue.state
-        return marked is not None and (current is None or current.version < marked.version)
+        if marked is None:
+            return False
+        current = self.read_state(requeue.id)
+        if current is None:
+            return not self.was_pruned(requeue.id)
+        return current.version < marked.version
 
     def publish_requeue(self, requeue: Requeue) -> tuple[State | None, bool]:
         """Bring a task's result file up to a re-queue marker's state; return the state

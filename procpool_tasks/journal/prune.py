@@ -4,6 +4,7 @@ decides which)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 
 from .files import _directory
@@ -67,3 +68,8 @@ class _Pruning(_Segments, _ResultFiles):
                 os.rmdir(segment, dir_fd=results_fd)
         except FileNotFoundError:
             pass
+        except OSError as error:
+            if error.errno != errno.ENOTEMPTY:
+                raise
+            # A supervisor made a spare file there meanwhile (it had queued a task of the
+            # segment before the prune): an orphan that the next prune removes.

@@ -235,8 +235,10 @@ class _Segments(_Directory):
         return self.is_done(segment) or not self.segment_path(segment).exists()
 
     def mark_done(self, segment: str) -> None:
+        """Mark a segment done; durably, as a prune may delete its results next (a task
+        without a result file then reads as pruned, see ``was_pruned``, not as READY)."""
         with _directory(self.path, "segments", create=False) as dir_fd:
-            _write_file_atomically(dir_fd, f"{segment}.done", b"")
+            _write_file_atomically(dir_fd, f"{segment}.done", b"", sync=self.durable)
 
     def read_summary(self, segment: str) -> Any:
         """A segment's summary as JSON data (see ``history``); None if it has none."""

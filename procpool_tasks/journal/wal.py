@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import files
 from .files import _FILE_MODE, _OPEN_FLAGS, _read_file
-from .format import State, _frame, _unframe, decode_state, encode_state, parse_id
+from .format import State, _frame, _unframe, decode_state, encode_state
 
 if TYPE_CHECKING:
     from . import Journal
@@ -83,9 +83,11 @@ def replay_result_log(journal: Journal, instance: str) -> int:
             state = decode_state(_unframe(line))
         except (ValueError, KeyError, TypeError):
             continue  # the torn tail of the last group: never acknowledged
-        if not journal.segment_path(parse_id(state.id)[0]).exists():
-            continue  # pruned since it finished
         current = journal.read_state(state.id)
+        if current is None and journal.was_pruned(state.id):
+            # Finished (by this supervisor or, after a retry, another) and pruned since.
+            # Asked after the read: a prune may run while this replays.
+            continue
         if current is None or current.version < state.version:
             journal.write_state(state)
             replayed += 1
