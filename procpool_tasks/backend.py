@@ -15,6 +15,12 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import compat, journal, periodic, sqlite
+from .exceptions import (
+    HandedOffResultDoesNotExist,
+    InvalidTaskArguments,
+    JournalUnavailable,
+    UnsafeResult,
+)
 from .journal import Record
 from .options import BackendOptions, is_positive_seconds
 from .results import TaskNotLoadable, build_task_result, load_task
@@ -28,37 +34,6 @@ __all__ = [
     "UnsafeResult",
     "is_positive_seconds",
 ]
-
-
-class InvalidTaskArguments(compat.InvalidTask, journal.ValueNotJSON):
-    """Arguments that JSON cannot carry; raised by ``enqueue`` before anything is written."""
-
-
-class JournalUnavailable(OSError):
-    """The journal cannot take the task (disk full, read-only, unsafe permissions)."""
-
-
-class HandedOffResultDoesNotExist(compat.TaskResultDoesNotExist):
-    """A task was handed off to another backend, which has no result for it (any more).
-
-    Carries where it went: ``backend`` (the alias) and ``target_id`` (its id there).
-    """
-
-    def __init__(self, result_id: str, backend: str, target_id: str, why: str) -> None:
-        super().__init__(
-            f"{result_id} was handed off to backend {backend!r} as {target_id}, and {why}"
-        )
-        self.result_id = result_id
-        self.backend = backend
-        self.target_id = target_id
-
-
-class UnsafeResult(compat.TaskResultDoesNotExist, journal.JournalError):
-    """A task's result cannot be read safely: a symlink was planted in the journal.
-
-    The framework's does-not-exist error, for code that asks only for that, and a
-    ``JournalError`` (an ``OSError``) that says what was found and where.
-    """
 
 
 class ProcPoolBackend(compat.BaseTaskBackend):

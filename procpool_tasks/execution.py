@@ -28,6 +28,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import compat, journal
+from .exceptions import TaskTimeoutError
 from .lifeline import die_with_process
 from .results import build_task_result, load_task
 from .sqlite import apply_sqlite_defaults
@@ -59,14 +60,6 @@ class Outcome:
     unloadable: bool = False  # the record names no importable Task: quarantine it
     retry: bool = False  # FAILED by an exception its retry policy retries, attempts left
     memory_mib: float = 0.0  # the process's resident memory once the task ended
-
-
-class TaskTimeoutError(BaseException):
-    """The task ran past its timeout (``task_timeout``).
-
-    A BaseException, not the builtin ``TimeoutError`` (an ``OSError``), so that a task's
-    own ``except Exception`` cannot swallow it.
-    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from django.utils.module_loading import import_string
 
 from . import compat, history
 from . import journal as j
+from .exceptions import HandoffRefused, HandoffStopped
 from .finders import finder_for
 
 logger = logging.getLogger(__name__)
@@ -51,25 +52,6 @@ logger = logging.getLogger(__name__)
 _ABSENT, _UNKNOWN = object(), object()
 
 __all__ = ["HandedOff", "HandoffRefused", "HandoffStopped", "hand_off"]
-
-
-class HandoffRefused(RuntimeError):
-    """The handoff cannot start at all (another one runs, a wrong target); says why."""
-
-
-class HandoffStopped(RuntimeError):
-    """The target's ``enqueue`` failed (its server is down, say): the handoff stops there.
-
-    That task stays HANDING_OFF, and the next handoff finishes its move; ``id`` names it.
-    """
-
-    def __init__(self, record_id: str, alias: str, error: BaseException) -> None:
-        super().__init__(
-            f"Cannot hand off {record_id} to backend {alias!r}: {type(error).__name__}: "
-            f"{error}. It stays HANDING_OFF (no worker here runs it); run procpool_handoff "
-            "again to finish its move, which first looks for it there"
-        )
-        self.id = record_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,13 +15,10 @@ from django.utils.module_loading import import_string
 
 from . import compat, requeue
 from . import journal as j
+from .exceptions import QuarantineError
 from .status import QuarantinedRecord, quarantined_records
 
 __all__ = ["QuarantineError", "drop", "find", "readmit"]
-
-
-class QuarantineError(LookupError):
-    """The quarantined record cannot be found, or cannot be re-admitted; says why."""
 
 
 @dataclass(frozen=True, slots=True)

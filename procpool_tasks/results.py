@@ -9,10 +9,7 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from . import compat, journal
-
-
-class TaskNotLoadable(ImportError):
-    """A record names something that is not an importable, registered ``Task``."""
+from .exceptions import TaskNotLoadable
 
 
 def load_task(record: journal.Record) -> Any:

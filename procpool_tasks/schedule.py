@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import TypeAlias
 
+from .exceptions import CronError
+
 __all__ = [
     "ON_TIME_GRACE_S",
     "CronError",
@@ -63,10 +65,6 @@ _TERM = re.compile(r"(?P<start>\*|[0-9a-z]+)(?:-(?P<end>[0-9a-z]+))?(?:/(?P<step
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February of leap years
-
-
-class CronError(ValueError):
-    """A cron expression that cannot be parsed or can never fire; the message says which."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

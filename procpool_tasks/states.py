@@ -15,6 +15,7 @@ from typing import Any
 from django.utils import timezone
 
 from . import journal
+from .exceptions import TaskInterrupted, WorkerProcessDied
 from .execution import TaskTimeoutError
 
 __all__ = [
@@ -28,18 +29,6 @@ __all__ = [
     "ready_again",
     "running",
 ]
-
-
-class TaskInterrupted(RuntimeError):
-    """The supervisor running a task stopped before the task finished."""
-
-
-class WorkerProcessDied(RuntimeError):
-    """The worker process running a task died (killed, crashed, out of memory)."""
-
-
-# The documented names: procpool_tasks.supervisor.TaskInterrupted, WorkerProcessDied.
-TaskInterrupted.__module__ = WorkerProcessDied.__module__ = "procpool_tasks.supervisor"
 
 
 def running(

@@ -35,9 +35,9 @@ from tests.conftest import WAIT_S, Env, Worker, wait_for
 from tests.disk_full import FLAG_VARIABLE
 
 OPTIONS_VARIABLE = "PROCPOOL_TEST_OPTIONS"
-INTERRUPTED = "procpool_tasks.supervisor.TaskInterrupted"
-DIED = "procpool_tasks.supervisor.WorkerProcessDied"
-TIMED_OUT = "procpool_tasks.execution.TaskTimeoutError"
+INTERRUPTED = "procpool_tasks.exceptions.TaskInterrupted"
+DIED = "procpool_tasks.exceptions.WorkerProcessDied"
+TIMED_OUT = "procpool_tasks.exceptions.TaskTimeoutError"
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -552,19 +552,19 @@ def test_unreadable_records_are_quarantined_counted_and_never_run_while_the_rest
     unknown = first.add_record(
         "tests.more_tasks.no_such_task",
         [],
-        "procpool_tasks.results.TaskNotLoadable: 'tests.more_tasks.no_such_task' cannot be "
+        "procpool_tasks.exceptions.TaskNotLoadable: 'tests.more_tasks.no_such_task' cannot be "
         'imported: Module "tests.more_tasks" does not define a "no_such_task" attribute/class',
     )
     plain = first.add_record(
         "tests.more_tasks.touch_file",
         [str(never)],
-        "procpool_tasks.results.TaskNotLoadable: 'tests.more_tasks.touch_file' is a function, "
+        "procpool_tasks.exceptions.TaskNotLoadable: 'tests.more_tasks.touch_file' is a function, "
         "not a Task; only functions decorated with @task can be enqueued and run",
     )
     shell = first.add_record(
         "os.system",
         [f"touch {never}"],
-        "procpool_tasks.results.TaskNotLoadable: 'os.system' is a builtin_function_or_method, "
+        "procpool_tasks.exceptions.TaskNotLoadable: 'os.system' is a builtin_function_or_method, "
         "not a Task; only functions decorated with @task can be enqueued and run",
     )
     good = first.add_record("tests.tasks.append_line", [str(out), "planted-good"])
@@ -613,7 +613,7 @@ def test_unreadable_records_are_quarantined_counted_and_never_run_while_the_rest
         )
         assert state["status"] == "FAILED"
         assert [error["exception_class_path"] for error in state["errors"]] == [
-            "procpool_tasks.results.TaskNotLoadable"
+            "procpool_tasks.exceptions.TaskNotLoadable"
         ]
     assert status_of(before) == "SUCCESSFUL"
     assert sorted(lines_of(out)) == sorted(

@@ -21,7 +21,7 @@ from tests.conftest import Env
 from tests.deploy import Deploy
 
 NOT_IMPORTABLE = (
-    "procpool_tasks.results.TaskNotLoadable: 'deployed_tasks.greet' cannot be imported: "
+    "procpool_tasks.exceptions.TaskNotLoadable: 'deployed_tasks.greet' cannot be imported: "
     "No module named 'deployed_tasks'"
 )
 NO_HEADER = "the line has no checksum header"
@@ -140,7 +140,7 @@ def test_list_and_show_a_record_that_did_not_import_and_a_damaged_line(env: Env)
     assert state is not None
     assert (state.status, [e.exception_class_path for e in state.errors]) == (
         "FAILED",
-        ["procpool_tasks.results.TaskNotLoadable"],
+        ["procpool_tasks.exceptions.TaskNotLoadable"],
     )
     assert tasks.add.get_result(intact).return_value == 7
     counts = json.loads(env.manage("procpool_status", "--json").stdout)["queues"]
@@ -210,7 +210,7 @@ def test_readmit_runs_the_task_again_once_its_module_imports_and_not_before(env:
         "status": "SUCCESSFUL",
         "return_value": "hello world",
         "worker_ids": ["bad-deploy", "fixed-deploy"],
-        "errors": ["procpool_tasks.results.TaskNotLoadable"],
+        "errors": ["procpool_tasks.exceptions.TaskNotLoadable"],
     }
 
 

@@ -25,7 +25,7 @@ from tests.signal_log import SIGNAL_LOG_VARIABLE
 
 TRANSIENT = "tests.tasks.TransientError"
 DROPPED = "tests.tasks.ConnectionDropped"
-TIMED_OUT = "procpool_tasks.execution.TaskTimeoutError"
+TIMED_OUT = "procpool_tasks.exceptions.TaskTimeoutError"
 
 
 def set_options(env: Env, **options: Any) -> None:

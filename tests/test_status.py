@@ -253,8 +253,8 @@ def test_status_counts_every_status_per_queue_after_a_mixed_run(
         "task_path": "deployed_tasks.greet",
         "queue_name": "default",
         "finished_at": utc(greet_state.finished_at),
-        "exception_class_path": "procpool_tasks.results.TaskNotLoadable",
-        "error": "procpool_tasks.results.TaskNotLoadable: 'deployed_tasks.greet' cannot be "
+        "exception_class_path": "procpool_tasks.exceptions.TaskNotLoadable",
+        "error": "procpool_tasks.exceptions.TaskNotLoadable: 'deployed_tasks.greet' cannot be "
         "imported: No module named 'deployed_tasks'",
         "attempts": 1,
     }

@@ -37,7 +37,7 @@ SCRIPT = "<script>alert(1)</script>"
 #: A task path no module has: the worker fails the task and quarantines its record.
 BAD_TASK_PATH = "tests.<script>alert(3)</script>"
 BAD_TASK_ERROR = (
-    "procpool_tasks.results.TaskNotLoadable: 'tests.<script>alert(3)</script>' cannot be "
+    "procpool_tasks.exceptions.TaskNotLoadable: 'tests.<script>alert(3)</script>' cannot be "
     'imported: Module "tests" does not define a "<script>alert(3)</script>" attribute/class'
 )
 
@@ -323,7 +323,7 @@ def test_the_page_shows_the_numbers_of_status_json(
     assert traceback.endswith("ValueError: boom")
     assert "raise ValueError(message)" in traceback
     assert folded[
-        "procpool_tasks.results.TaskNotLoadable: 'deployed_tasks.greet' cannot be imported: "
+        "procpool_tasks.exceptions.TaskNotLoadable: 'deployed_tasks.greet' cannot be imported: "
         "No module named 'deployed_tasks'"
     ]
 

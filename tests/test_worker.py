@@ -215,10 +215,10 @@ def test_task_returning_a_value_json_cannot_carry_ends_failed_saying_which_value
 
     assert refreshed(result).status == "FAILED"
     assert [error.exception_class_path for error in result.errors] == [
-        "procpool_tasks.journal.ValueNotJSON"
+        "procpool_tasks.exceptions.ValueNotJSON"
     ]
     assert result.errors[0].traceback.rstrip().splitlines()[-1] == (
-        "procpool_tasks.journal.ValueNotJSON: the return value is a set, which JSON cannot carry"
+        "procpool_tasks.exceptions.ValueNotJSON: the return value is a set, which JSON cannot carry"
     )
     assert result.finished_at is not None
 

@@ -64,6 +64,7 @@ Modules, one concern each (``Journal`` is made of the parts marked so)::
 
 from __future__ import annotations
 
+from ..exceptions import JournalError, RecordNotFound, ReservationLost, ValueNotJSON
 from . import files
 from .directory import ClaimLock
 from .enqueue import _Enqueue
@@ -78,14 +79,11 @@ from .format import (
     SUCCESSFUL,
     Fire,
     Handoff,
-    JournalError,
     Quarantined,
     Record,
-    RecordNotFound,
     Requeue,
     State,
     TaskError,
-    ValueNotJSON,
     decode_fire,
     decode_record,
     decode_state,
@@ -100,7 +98,7 @@ from .format import (
 )
 from .prune import _Pruning
 from .quarantine import _Quarantine
-from .reservations import Reservation, ReservationLost
+from .reservations import Reservation
 from .schedules import _Schedules
 from .segments import QUIET_S, SEGMENT_MAX_AGE_S, SEGMENT_MAX_BYTES, SegmentTail
 from .wal import WAL_MAX_BYTES, ResultLog, remove_result_log, replay_result_log

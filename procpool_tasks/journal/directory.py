@@ -10,8 +10,8 @@ import stat
 import threading
 from pathlib import Path
 
+from ..exceptions import JournalError
 from .files import _DIR_MODE, _FILE_MODE, _OPEN_FLAGS, _make_private
-from .format import JournalError
 
 
 class ClaimLock:

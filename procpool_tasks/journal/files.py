@@ -17,7 +17,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from .format import JournalError
+from ..exceptions import JournalError
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600

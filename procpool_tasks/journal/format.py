@@ -7,7 +7,6 @@ the errors of the journal.
 
 from __future__ import annotations
 
-import errno
 import json
 import re
 import zlib
@@ -15,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+from ..exceptions import RecordNotFound, ValueNotJSON
 
 #: Task ids are at most 64 characters, as the framework asks.
 MAX_ID_LENGTH = 64
@@ -29,30 +30,6 @@ FINISHED_STATUSES = frozenset({SUCCESSFUL, FAILED, HANDED_OFF})
 _ID_PATTERN = re.compile(r"([0-9a-f]{16})-([0-9a-f]{1,12})")
 #: Segment names and supervisor instance names are both 16 hex digits.
 _NAME_PATTERN = re.compile(r"[0-9a-f]{16}")
-
-
-class JournalError(OSError):
-    """The journal directory cannot be used (permissions, a planted symlink, ...)."""
-
-    @classmethod
-    def from_os_error(cls, error: OSError) -> JournalError:
-        """The same failure, saying so when it is a symlink planted in the journal."""
-        if error.errno == errno.ELOOP:
-            return cls(error.errno, "a symlink was planted in the journal", error.filename)
-        return cls(error.errno, error.strerror or str(error), error.filename)
-
-
-class RecordNotFound(LookupError):
-    """No task of this id is in the journal; carries the id."""
-
-
-class ValueNotJSON(TypeError):
-    """A value that does not survive a JSON round trip; says where it is and what."""
-
-
-# Their class paths are the documented ones (a task's error names ValueNotJSON so).
-JournalError.__module__ = RecordNotFound.__module__ = "procpool_tasks.journal"
-ValueNotJSON.__module__ = "procpool_tasks.journal"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..exceptions import ReservationLost
 from .format import _frame
 from .segments import _SegmentWriter
 
@@ -30,13 +31,6 @@ class Reservation:
     def is_pending(self) -> bool:
         """Whether its transaction may still commit, or committed and will write it."""
         return self.callback() is not None
-
-
-class ReservationLost(OSError):
-    """A reserved record can no longer be written at its id (its segment was abandoned)."""
-
-
-ReservationLost.__module__ = "procpool_tasks.journal"
 
 
 class _Batch(_SegmentWriter):

@@ -8,6 +8,7 @@ import errno
 import os
 from collections.abc import Iterator
 
+from ..exceptions import JournalError
 from . import files
 from .directory import _Directory
 from .files import (
@@ -19,7 +20,7 @@ from .files import (
     _read_file,
     _write_file_atomically,
 )
-from .format import JournalError, State, _frame, _unframe, decode_state, encode_state, parse_id
+from .format import State, _frame, _unframe, decode_state, encode_state, parse_id
 
 #: Result directories (one per segment) a supervisor keeps open at most.
 _KEPT_DIRECTORIES = 64
