@@ -41,10 +41,11 @@ from typing import Any
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import compat, history
+from . import compat
 from . import journal as j
 from .exceptions import HandoffRefused, HandoffStopped
 from .finders import finder_for
+from .journal import history
 
 logger = logging.getLogger(__name__)
 

@@ -70,7 +70,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import compat, journal
-from .heartbeat import Heartbeat
+from .journal.heartbeats import Heartbeat
 from .options import ScheduleOptions
 from .results import build_task_result
 from .schedule import (

@@ -18,9 +18,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import history, periodic
 from . import journal as j
-from .heartbeat import Heartbeat
+from . import periodic
+from .journal import history
+from .journal.heartbeats import Heartbeat
 
 __all__ = ["COUNTED", "SCHEMA_VERSION", "Status", "age_text", "collect", "to_json"]
 

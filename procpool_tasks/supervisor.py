@@ -46,8 +46,8 @@ from .backend import ProcPoolBackend
 from .background import HistoryKeeper, SparePreparer
 from .committer import Committer
 from .dispatch import Dispatcher
-from .heartbeat import HEARTBEAT_INTERVAL_S, HOST, Heartbeat
 from .intake import Intake
+from .journal.heartbeats import HEARTBEAT_INTERVAL_S, HOST, Heartbeat
 from .options import TaskOptions
 from .outcomes import Outcomes
 from .pool import Pool

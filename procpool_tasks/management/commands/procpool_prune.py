@@ -9,8 +9,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import history
 from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks.journal import history
 from procpool_tasks.options import RETAINED_STATUSES
 
 from .procpool_worker import add_backend_argument, backend_of

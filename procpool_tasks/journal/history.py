@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import journal as j
+from .. import journal as j
 
 logger = logging.getLogger(__name__)
 
