@@ -29,7 +29,7 @@ import pytest
 
 from procpool_tasks import compat, journal
 from procpool_tasks.backend import JournalUnavailable
-from procpool_tasks.supervisor import KILL_GRACE_S
+from procpool_tasks.worker.supervisor import KILL_GRACE_S
 from tests import more_tasks, tasks
 from tests.conftest import WAIT_S, Env, Worker, wait_for
 from tests.disk_full import FLAG_VARIABLE

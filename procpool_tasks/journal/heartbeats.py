@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..lifeline import is_running
+from ..worker.lifeline import is_running
 
 __all__ = ["HEARTBEAT_INTERVAL_S", "STALE_AFTER_S", "Heartbeat"]
 

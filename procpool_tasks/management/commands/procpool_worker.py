@@ -15,9 +15,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.crypto import get_random_string
 
-from procpool_tasks import compat, reload
+from procpool_tasks import compat
 from procpool_tasks.backend import ProcPoolBackend, is_positive_seconds
-from procpool_tasks.supervisor import EXIT_OK, SupervisorConfig, run_supervisor
+from procpool_tasks.worker import reload
+from procpool_tasks.worker.supervisor import EXIT_OK, SupervisorConfig, run_supervisor
 
 MAX_WORKER_ID_LENGTH = 64
 

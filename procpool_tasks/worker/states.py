@@ -14,9 +14,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import journal
-from .exceptions import TaskInterrupted, WorkerProcessDied
-from .execution import TaskTimeoutError
+from .. import journal
+from ..exceptions import TaskInterrupted, TaskTimeoutError, WorkerProcessDied
 
 __all__ = [
     "TaskInterrupted",

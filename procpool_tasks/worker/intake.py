@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from . import journal
+from .. import journal
 from .committer import Committer
 from .ready import ReadySet
 from .recovery import UNUSABLE, Recovery

@@ -27,11 +27,11 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import compat, journal
-from .exceptions import TaskTimeoutError
+from .. import compat, journal
+from ..exceptions import TaskTimeoutError
+from ..results import build_task_result, load_task
+from ..sqlite import apply_sqlite_defaults
 from .lifeline import die_with_process
-from .results import build_task_result, load_task
-from .sqlite import apply_sqlite_defaults
 
 __all__ = [
     "ChildSettings",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from . import journal
+from .. import journal
 from .wakeups import WakePipe
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ import os
 
 import filelock
 
-from . import journal, states
+from .. import journal
+from . import states
 from .outcomes import Outcomes
 
 logger = logging.getLogger(__name__)

@@ -16,11 +16,7 @@ Flow::
            second: stop the processes at once; their tasks stay RUNNING and the next
            supervisor to start recovers them
 
-The loop's modules, each one concern: ``ready`` (priority order), ``intake`` (reading the
-journal), ``dispatch`` (claims, the pool's processes, deaths, time limits), ``pool`` (the
-processes themselves), ``outcomes`` (what each end means, acted on once committed),
-``committer`` (group commit), ``recovery`` (dead supervisors), ``background`` (spare
-result files, history), ``wakeups`` (signals, inotify) and ``heartbeat``.
+Each part has a module of its own in this package (see its docstring).
 """
 
 from __future__ import annotations
@@ -41,14 +37,15 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from . import execution, journal, periodic, sqlite
-from .backend import ProcPoolBackend
+from .. import journal, periodic, sqlite
+from ..backend import ProcPoolBackend
+from ..journal.heartbeats import HEARTBEAT_INTERVAL_S, HOST, Heartbeat
+from ..options import TaskOptions
+from . import child
 from .background import HistoryKeeper, SparePreparer
 from .committer import Committer
 from .dispatch import Dispatcher
 from .intake import Intake
-from .journal.heartbeats import HEARTBEAT_INTERVAL_S, HOST, Heartbeat
-from .options import TaskOptions
 from .outcomes import Outcomes
 from .pool import Pool
 from .ready import ReadySet
@@ -396,13 +393,13 @@ class Supervisor:
     def _start_forkserver(self) -> None:
         """Start the forkserver now: it sets Django up while the journal is read."""
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["procpool_tasks._preload"])
+        self._context.set_forkserver_preload(["procpool_tasks.worker.preload"])
         # No database socket may be shared with a process.
         connections.close_all()
         multiprocessing.forkserver.ensure_running()
 
     def _new_pool(self) -> Pool:
-        settings = execution.ChildSettings(
+        settings = child.ChildSettings(
             verbosity=self.config.verbosity,
             supervisor_pid=os.getpid(),
             sqlite_defaults=self.config.backend.backend_options.sqlite_defaults,

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import execution, journal, states
+from .. import journal
+from . import child, states
 from .outcomes import Outcomes
 from .pool import Pool, WorkerProcess
 from .ready import ReadySet
@@ -156,7 +157,7 @@ class Dispatcher:
             # later. Counted from now: an idle process starts the task at once.
             flight.kill_at = flight.started + timeout + TIMEOUT_KILL_GRACE_S
         self.in_flight[record.id] = flight
-        if not self.pool.send(worker, execution.Job(record, running, timeout)):
+        if not self.pool.send(worker, child.Job(record, running, timeout)):
             flight.sent = False  # the process is gone: its exit un-claims the task
 
     # -- what comes back ---------------------------------------------------------------------
@@ -295,14 +296,14 @@ class Dispatcher:
 
     # -- logging -----------------------------------------------------------------------------
 
-    def _quarantine_record(self, record: journal.Record, outcome: execution.Outcome) -> None:
+    def _quarantine_record(self, record: journal.Record, outcome: child.Outcome) -> None:
         segment, offset = journal.parse_id(record.id)
         reason = outcome.error.traceback.strip().splitlines()[-1] if outcome.error else "?"
         self._quarantine(
             journal.Quarantined(segment, offset, reason, journal.encode_record(record))
         )
 
-    def _note_memory(self, worker: WorkerProcess, outcome: execution.Outcome) -> None:
+    def _note_memory(self, worker: WorkerProcess, outcome: child.Outcome) -> None:
         limit = self._config.max_memory_per_child
         if limit is not None and outcome.memory_mib > limit:
             logger.info(

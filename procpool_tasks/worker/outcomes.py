@@ -16,11 +16,12 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import compat, execution, journal, states
+from .. import compat, journal
+from ..options import RetryPolicy
+from ..results import TaskNotLoadable, build_task_result, load_task
+from . import child, states
 from .committer import Committer
-from .options import RetryPolicy
 from .ready import ReadySet
-from .results import TaskNotLoadable, build_task_result, load_task
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Outcomes:
         self,
         record: journal.Record,
         running: journal.State,
-        outcome: execution.Outcome,
+        outcome: child.Outcome,
         policy: RetryPolicy | None,
     ) -> None:
         """The task's own outcome: as it is, or a retry by its ``policy``."""

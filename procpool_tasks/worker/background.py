@@ -15,8 +15,8 @@ import queue
 import threading
 from collections.abc import Mapping
 
-from . import journal
-from .journal import history
+from .. import journal
+from ..journal import history
 
 logger = logging.getLogger(__name__)
 

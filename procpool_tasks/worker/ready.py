@@ -13,7 +13,7 @@ import itertools
 import time
 from datetime import datetime
 
-from . import journal
+from .. import journal
 
 __all__ = ["ReadySet"]
 

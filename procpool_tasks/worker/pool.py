@@ -12,7 +12,7 @@ Processes are forked from the forkserver, whose preload has set up Django
 (``_preload``): they start fast, share its pages copy-on-write, and inherit none of the
 supervisor's threads, locks, signal handlers or connections. A process leaves after its
 outcome when it ran ``max_tasks_per_child`` tasks or grew past ``max_memory_mib``
-(``execution.serve`` decides), and the pool starts another in its place.
+(``child.serve`` decides), and the pool starts another in its place.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from . import execution
+from . import child
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Pool:
         self,
         size: int,
         context: Any,
-        settings: execution.ChildSettings,
+        settings: child.ChildSettings,
         selector: selectors.BaseSelector,
     ) -> None:
         self.size = size
@@ -85,12 +85,12 @@ class Pool:
             self._start()
 
     def _start(self) -> None:
-        parent, child = self._context.Pipe(duplex=True)
+        parent, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=execution.serve, args=(child, self._settings), name="procpool-worker"
+            target=child.serve, args=(child_end, self._settings), name="procpool-worker"
         )
         process.start()
-        child.close()
+        child_end.close()
         worker = WorkerProcess(process, parent)
         self.workers.append(worker)
         self._selector.register(parent, selectors.EVENT_READ, ("outcome", worker))
@@ -107,7 +107,7 @@ class Pool:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def send(self, worker: WorkerProcess, job: execution.Job) -> bool:
+    def send(self, worker: WorkerProcess, job: child.Job) -> bool:
         """Hand ``job`` to an idle process; False if it is gone (its exit says so next)."""
         worker.task_id = job.record.id
         try:
@@ -116,7 +116,7 @@ class Pool:
             return False
         return True
 
-    def receive(self, worker: WorkerProcess) -> execution.Outcome | None:
+    def receive(self, worker: WorkerProcess) -> child.Outcome | None:
         """The outcome the process sent, or None if its pipe closed (it exited)."""
         try:
             # Our own worker process, over a private pipe: trusted as much as the code.
@@ -128,7 +128,7 @@ class Pool:
         worker.task_id = None
         worker.ran += 1
         worker.leaving = leaving
-        assert isinstance(outcome, execution.Outcome)  # noqa: S101 (our own child sent it)
+        assert isinstance(outcome, child.Outcome)  # noqa: S101 (our own child sent it)
         return outcome
 
     def reap(self, worker: WorkerProcess) -> int:
