@@ -14,7 +14,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import compat, journal, periodic, sqlite
+from . import compat, journal, sqlite
 from .exceptions import (
     HandedOffResultDoesNotExist,
     InvalidTaskArguments,
@@ -23,6 +23,7 @@ from .exceptions import (
 )
 from .journal import Record
 from .options import BackendOptions, is_positive_seconds
+from .periodic import scheduler
 from .results import TaskNotLoadable, build_task_result, load_task
 
 __all__ = [
@@ -332,7 +333,7 @@ def _check_schedules(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
     """What the types of ``OPTIONS["schedule"]`` cannot say (E010-E015, see ``periodic``)."""
     if backend._options is None:
         return []
-    return periodic.check_schedules(backend, backend._options.schedule.values())
+    return scheduler.check_schedules(backend, backend._options.schedule.values())
 
 
 def _import(path: str) -> Any:

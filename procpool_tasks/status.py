@@ -19,9 +19,9 @@ from typing import Any
 from django.utils import timezone
 
 from . import journal as j
-from . import periodic
 from .journal import history
 from .journal.heartbeats import Heartbeat
+from .periodic import scheduler
 
 __all__ = ["COUNTED", "SCHEMA_VERSION", "Status", "age_text", "collect", "to_json"]
 
@@ -88,7 +88,7 @@ class Status:
     #: The last hour, a minute at a time, oldest first: (minute's start, ended per status).
     finished_per_minute: list[tuple[datetime, Counter[str]]] = field(default_factory=list)
     #: The backend's periodic tasks, by name, with their last fire and next tick.
-    schedules: list[periodic.ScheduleStatus] = field(default_factory=list)
+    schedules: list[scheduler.ScheduleStatus] = field(default_factory=list)
 
     def live_supervisors(self) -> list[Heartbeat]:
         return [beat for beat in self.supervisors if beat.is_live(self.generated_at)]
@@ -128,7 +128,7 @@ def collect(backend: Any) -> Status:
         recent_failures=_recent_failures(survey),
         finished_per_minute=_finished_per_minute(survey, now),
         quarantined=quarantined_records(journal),
-        schedules=periodic.schedule_statuses(backend, now),
+        schedules=scheduler.schedule_statuses(backend, now),
     )
     for summary in survey.summaries.values():
         for queue_name, by_status in summary.counts.items():
@@ -308,7 +308,7 @@ def _quarantined_json(bad: QuarantinedRecord) -> dict[str, Any]:
     }
 
 
-def _schedule_json(schedule: periodic.ScheduleStatus) -> dict[str, Any]:
+def _schedule_json(schedule: scheduler.ScheduleStatus) -> dict[str, Any]:
     last = schedule.last_fire
     return {
         "name": schedule.name,

@@ -26,8 +26,8 @@ import pytest
 
 from procpool_tasks import journal
 from procpool_tasks.backend import ProcPoolBackend
-from procpool_tasks.periodic import Scheduler, ticks_to_fire
-from procpool_tasks.schedule import CronExpression, Every
+from procpool_tasks.periodic.cron import CronExpression, Every
+from procpool_tasks.periodic.scheduler import Scheduler, ticks_to_fire
 from tests import tasks
 from tests.conftest import Env, Worker, wait_for
 from tests.crash_at import CRASH_AT_CALL_VARIABLE, CRASH_AT_VARIABLE
@@ -259,7 +259,7 @@ def test_a_damaged_schedule_state_is_replaced_and_counts_its_ticks_up_to_now_as_
     replaced = backend.journal.read_fired(NAME)
     assert replaced is not None
     assert (replaced.task_id, before <= replaced.tick <= now()) == (None, True)
-    [record] = [r for r in caplog.records if r.name == "procpool_tasks.periodic"]
+    [record] = [r for r in caplog.records if r.name == "procpool_tasks.periodic.scheduler"]
     assert record.getMessage().startswith(
         f"Schedule tick: its state in {env.journal / 'schedules'} is damaged (not a "
         "schedule's fire: "

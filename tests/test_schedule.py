@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from cronsim import CronSim, CronSimError
 
-from procpool_tasks.schedule import (
+from procpool_tasks.periodic.cron import (
     CronError,
     CronExpression,
     Every,

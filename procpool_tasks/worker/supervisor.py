@@ -37,10 +37,11 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from .. import journal, periodic, sqlite
+from .. import journal, sqlite
 from ..backend import ProcPoolBackend
 from ..journal.heartbeats import HEARTBEAT_INTERVAL_S, HOST, Heartbeat
 from ..options import TaskOptions
+from ..periodic import scheduler
 from . import child
 from .background import HistoryKeeper, SparePreparer
 from .committer import Committer
@@ -126,7 +127,9 @@ class Supervisor:
         self._started_at = timezone.now()
         self._next_beat = 0.0
         self._next_poll = 0.0
-        self._schedules = None if config.batch else periodic.Scheduler(config.backend, self.journal)
+        self._schedules = (
+            None if config.batch else scheduler.Scheduler(config.backend, self.journal)
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 

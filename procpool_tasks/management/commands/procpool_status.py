@@ -10,8 +10,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import periodic, status
+from procpool_tasks import status
 from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks.periodic import scheduler
 
 from .procpool_worker import add_backend_argument, backend_of, positive_seconds
 
@@ -234,7 +235,7 @@ def _failures(current: status.Status) -> list[str]:
     ]
 
 
-def _schedules(schedules: list[periodic.ScheduleStatus]) -> list[str]:
+def _schedules(schedules: list[scheduler.ScheduleStatus]) -> list[str]:
     """The schedules, their times on the clock of TIME_ZONE (which cron reads)."""
     if not schedules:
         return ["Schedules: 0"]

@@ -69,11 +69,11 @@ from django.core import checks
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import compat, journal
-from .journal.heartbeats import Heartbeat
-from .options import ScheduleOptions
-from .results import build_task_result
-from .schedule import (
+from .. import compat, journal
+from ..journal.heartbeats import Heartbeat
+from ..options import ScheduleOptions
+from ..results import build_task_result
+from .cron import (
     ON_TIME_GRACE_S,
     CronError,
     CronExpression,

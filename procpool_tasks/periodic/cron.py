@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import TypeAlias
 
-from .exceptions import CronError
+from ..exceptions import CronError
 
 __all__ = [
     "ON_TIME_GRACE_S",

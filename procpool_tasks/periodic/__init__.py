@@ -1,0 +1,1 @@
+"""Periodic tasks: ``cron`` (the arithmetic of schedules) and ``scheduler`` (firing them)."""
