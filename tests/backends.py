@@ -2,7 +2,7 @@
 
 ``FileListBackend`` appends each task it is given as a JSON line to the file
 ``OPTIONS["path"]`` and never runs it: a target that the tests can count copies in, and
-that no finder knows (``procpool_tasks.finders``).
+that no finder knows (``procpool_tasks.operations.finders``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from django import template
 
-from procpool_tasks.status import age_text
+from procpool_tasks.operations.status import age_text
 
 register = template.Library()
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import quarantine
-from procpool_tasks.status import quarantined_records
+from procpool_tasks.operations import quarantine
+from procpool_tasks.operations.status import quarantined_records
 
 from .procpool_worker import add_backend_argument, backend_of
 

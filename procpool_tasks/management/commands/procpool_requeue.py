@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import requeue
+from procpool_tasks.operations import requeue
 
 from .procpool_worker import add_backend_argument, backend_of, parse_queue_names
 

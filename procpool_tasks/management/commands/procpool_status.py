@@ -10,8 +10,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import status
 from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks.operations import status
 from procpool_tasks.periodic import scheduler
 
 from .procpool_worker import add_backend_argument, backend_of, positive_seconds

@@ -41,11 +41,11 @@ from typing import Any
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import compat
-from . import journal as j
-from .exceptions import HandoffRefused, HandoffStopped
+from .. import compat
+from .. import journal as j
+from ..exceptions import HandoffRefused, HandoffStopped
+from ..journal import history
 from .finders import finder_for
-from .journal import history
 
 logger = logging.getLogger(__name__)
 

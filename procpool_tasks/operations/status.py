@@ -18,10 +18,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import journal as j
-from .journal import history
-from .journal.heartbeats import Heartbeat
-from .periodic import scheduler
+from .. import journal as j
+from ..journal import history
+from ..journal.heartbeats import Heartbeat
+from ..periodic import scheduler
 
 __all__ = ["COUNTED", "SCHEMA_VERSION", "Status", "age_text", "collect", "to_json"]
 

@@ -13,9 +13,10 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from . import compat, requeue
-from . import journal as j
-from .exceptions import QuarantineError
+from .. import compat
+from .. import journal as j
+from ..exceptions import QuarantineError
+from . import requeue
 from .status import QuarantinedRecord, quarantined_records
 
 __all__ = ["QuarantineError", "drop", "find", "readmit"]

@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 
 from django.utils import timezone
 
-from . import journal as j
-from .journal import history
+from .. import journal as j
+from ..journal import history
 
 __all__ = ["Requeued", "failed_tasks", "requeue"]
 

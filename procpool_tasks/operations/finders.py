@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from . import journal
+from .. import journal
 
 __all__ = ["Finder", "finder_for"]
 
