@@ -287,7 +287,7 @@ def op_status_page(arguments: dict[str, Any]) -> dict[str, Any]:
     first, which imports and compiles them, is left out."""
     from django.test import RequestFactory
 
-    from procpool_tasks import views
+    from procpool_tasks.web import views
 
     factory = RequestFactory()
 

@@ -11,6 +11,7 @@ class ProcPoolTasksConfig(AppConfig):
 
     def ready(self) -> None:
         # The framework's check (registered on import) runs each backend's check().
-        from . import compat, status_page  # noqa: F401
+        from . import compat  # noqa: F401
+        from .web import access
 
-        checks.register(status_page.check_settings)
+        checks.register(access.check_settings)

@@ -5,7 +5,7 @@ Names are in the ``procpool_tasks`` namespace: ``reverse("procpool_tasks:status"
 
 from django.urls import path
 
-from . import views
+from .web import views
 
 app_name = "procpool_tasks"
 

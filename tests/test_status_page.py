@@ -25,8 +25,9 @@ from django.test import Client
 from django.test.utils import override_settings, setup_databases, teardown_databases
 from django.utils import timezone
 
-from procpool_tasks import compat, journal, status_page
+from procpool_tasks import compat, journal
 from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks.web import access as status_page
 from tests import tasks
 from tests.conftest import Env, wait_for
 from tests.pages import Page, read_page

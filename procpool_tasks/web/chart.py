@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import journal as j
+from .. import journal as j
 
 __all__ = ["Bar", "Chart", "finished_chart"]
 

@@ -33,14 +33,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST, require_safe
 
-from . import compat
-from . import journal as j
-from .backend import ProcPoolBackend
+from .. import compat
+from .. import journal as j
+from ..backend import ProcPoolBackend
+from ..journal import history
+from ..journal.heartbeats import Heartbeat
+from ..operations import quarantine, requeue, status
+from .access import may_view, refresh_seconds
 from .chart import finished_chart
-from .journal import history
-from .journal.heartbeats import Heartbeat
-from .operations import quarantine, requeue, status
-from .status_page import may_view, refresh_seconds
 
 __all__ = ["drop_quarantined", "requeue_task", "status_json", "status_page", "task_page"]
 
