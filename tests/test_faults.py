@@ -33,23 +33,13 @@ from procpool_tasks.supervisor import KILL_GRACE_S
 from tests import more_tasks, tasks
 from tests.conftest import WAIT_S, Env, Worker, wait_for
 from tests.disk_full import FLAG_VARIABLE
+from tests.support import TIMED_OUT, refreshed, set_options, status_of
 
-OPTIONS_VARIABLE = "PROCPOOL_TEST_OPTIONS"
 INTERRUPTED = "procpool_tasks.supervisor.TaskInterrupted"
 DIED = "procpool_tasks.supervisor.WorkerProcessDied"
-TIMED_OUT = "procpool_tasks.execution.TaskTimeoutError"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def refreshed(result: Any) -> Any:
-    result.refresh()
-    return result
-
-
-def status_of(result: Any) -> str:
-    return str(refreshed(result).status)
 
 
 def lines_of(path: Path) -> list[str]:
@@ -81,11 +71,6 @@ def hold_running(env: Env, count: int, *worker_args: str, **start_options: Any) 
     worker = env.start_worker("--processes", str(count), *worker_args, **start_options)
     wait_for(lambda: len(lines_of(starts)) == count, what=f"{count} task(s) to start")
     return Held(results, starts, gate, worker)
-
-
-def set_options(env: Env, **options: Any) -> None:
-    """Give the default backend these OPTIONS in every process the test starts from now."""
-    env.variables[OPTIONS_VARIABLE] = json.dumps(options)
 
 
 def result_path(env: Env, result_id: str) -> Path:
