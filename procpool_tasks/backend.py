@@ -19,12 +19,13 @@ from .exceptions import (
     HandedOffResultDoesNotExist,
     InvalidTaskArguments,
     JournalUnavailable,
+    TaskNotLoadable,
     UnsafeResult,
 )
 from .journal import Record
 from .options import BackendOptions, is_positive_seconds
 from .periodic import scheduler
-from .results import TaskNotLoadable, build_task_result, load_task
+from .results import build_task_result, load_task
 
 __all__ = [
     "BackendOptions",

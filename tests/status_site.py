@@ -25,6 +25,7 @@ from procpool_tasks import compat, journal
 from procpool_tasks.backend import ProcPoolBackend
 from tests import tasks
 from tests.conftest import REPO_ROOT, Env, Worker, wait_for
+from tests.support import status_of
 from tests.views import LOGIN_TOKEN_VARIABLE, LOGIN_USER_VARIABLE
 
 __all__ = ["SCRIPT", "Site", "WorkedJournal", "start_site", "work_a_journal"]
@@ -126,13 +127,8 @@ class WorkedJournal:
     def finish(self) -> None:
         """Let the running task end and stop the worker."""
         self.release.touch()
-        wait_for(lambda: _status(self.running) == "SUCCESSFUL", what="block_until to finish")
+        wait_for(lambda: status_of(self.running) == "SUCCESSFUL", what="block_until to finish")
         assert self.worker.stop() == 0
-
-
-def _status(result: Any) -> str:
-    result.refresh()
-    return str(result.status)
 
 
 def _append_bad_record() -> str:
@@ -176,10 +172,10 @@ def work_a_journal(env: Env, *, successful: int = 5) -> WorkedJournal:
     env_journal = journal.Journal(env.journal)
     finished = [*worked.successful, worked.echoed]
     wait_for(
-        lambda: all(_status(result) == "SUCCESSFUL" for result in finished),
+        lambda: all(status_of(result) == "SUCCESSFUL" for result in finished),
         what="the add and echo tasks to succeed",
     )
-    wait_for(lambda: _status(worked.failed) == "FAILED", what="fail_with to fail")
+    wait_for(lambda: status_of(worked.failed) == "FAILED", what="fail_with to fail")
     wait_for(
         lambda: (
             (state := env_journal.read_state(worked.not_importable)) is not None

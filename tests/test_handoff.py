@@ -35,6 +35,7 @@ from tests import tasks
 from tests.conftest import REPO_ROOT, Env, wait_for
 from tests.crash_at import CRASH_AT_CALL_VARIABLE, CRASH_AT_VARIABLE, CRASH_STATUS_VARIABLE
 from tests.services import PostgresServer
+from tests.support import journal_files, state_of
 
 #: The table django-tasks-db keeps its tasks in.
 DB_TABLE = "django_tasks_database_dbtaskresult"
@@ -228,10 +229,6 @@ def read_results(env: Env, *ids: str) -> dict[str, dict[str, Any]]:
     return found
 
 
-def state_of(env: Env, result_id: str) -> journal.State | None:
-    return journal.Journal(env.journal).read_state(result_id)
-
-
 def status_here(env: Env, result_id: str) -> str:
     """The task's status in the journal (READY while untouched)."""
     state = state_of(env, result_id)
@@ -258,14 +255,6 @@ def status_counts(env: Env) -> dict[str, Any]:
     document = json.loads(env.manage("procpool_status", "--json").stdout)
     totals: dict[str, Any] = document["totals"]
     return totals
-
-
-def journal_files(env: Env) -> dict[str, tuple[bytes, int]]:
-    return {
-        str(path.relative_to(env.journal)): (path.read_bytes(), path.stat().st_mtime_ns)
-        for path in sorted(env.journal.rglob("*"))
-        if path.is_file()
-    }
 
 
 def crash_variables(env: Env, status: str, *, call: int = 1, after: bool = False) -> Env:

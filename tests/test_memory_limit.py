@@ -14,15 +14,11 @@ import pytest
 
 from tests import more_tasks, tasks
 from tests.conftest import Env
+from tests.support import refreshed
 
 #: What the leaking task keeps for good, and how far above a fresh process the limit is.
 LEAK_MIB = 50
 HEADROOM_MIB = 25
-
-
-def refreshed(result: Any) -> Any:
-    result.refresh()
-    return result
 
 
 def fresh_process_mib(env: Env) -> float:

@@ -19,6 +19,7 @@ import pytest
 from procpool_tasks import compat, journal
 from tests import tasks
 from tests.conftest import REPO_ROOT, Env, wait_for
+from tests.support import journal_files
 
 ENQUEUE = """
 import sys
@@ -235,15 +236,6 @@ def status_json(env: Env) -> str:
         check=True,
     )
     return done.stdout
-
-
-def journal_files(env: Env) -> dict[str, tuple[bytes, int]]:
-    """Every file in the journal, with its content and modification time."""
-    return {
-        str(path.relative_to(env.journal)): (path.read_bytes(), path.stat().st_mtime_ns)
-        for path in sorted(env.journal.rglob("*"))
-        if path.is_file()
-    }
 
 
 def test_prune_status_successful_deletes_the_successes_and_keeps_the_failures_beside_them(

@@ -19,6 +19,7 @@ from procpool_tasks import journal
 from tests import tasks
 from tests.conftest import Env
 from tests.deploy import Deploy
+from tests.support import state_of
 
 NOT_IMPORTABLE = (
     "procpool_tasks.exceptions.TaskNotLoadable: 'deployed_tasks.greet' cannot be imported: "
@@ -52,10 +53,6 @@ def quarantine(env: Env, *args: str, expect_code: int = 0) -> subprocess.Complet
 
 def quarantine_file(env: Env, name: str) -> str:
     return str(env.journal / "quarantine" / f"{name}.json")
-
-
-def state_of(env: Env, record_id: str) -> journal.State | None:
-    return journal.Journal(env.journal).read_state(record_id)
 
 
 def result_as_the_framework_sees_it(env: Env, record_id: str) -> dict[str, Any]:

@@ -22,15 +22,7 @@ from procpool_tasks import compat, journal
 from tests import tasks
 from tests.conftest import REPO_ROOT, Env, wait_for
 from tests.crash_at import CRASH_AT_VARIABLE
-
-
-def refreshed(result: Any) -> Any:
-    result.refresh()
-    return result
-
-
-def status_of(result: Any) -> str:
-    return str(refreshed(result).status)
+from tests.support import status_of
 
 
 def runs_of(path: Path) -> Counter[str]:

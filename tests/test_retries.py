@@ -22,15 +22,10 @@ from procpool_tasks.options import RetryPolicy
 from tests import tasks
 from tests.conftest import REPO_ROOT, Env, wait_for
 from tests.signal_log import SIGNAL_LOG_VARIABLE
+from tests.support import TIMED_OUT, refreshed, set_options
 
 TRANSIENT = "tests.tasks.TransientError"
 DROPPED = "tests.tasks.ConnectionDropped"
-TIMED_OUT = "procpool_tasks.exceptions.TaskTimeoutError"
-
-
-def set_options(env: Env, **options: Any) -> None:
-    """Give the backend of every process this test starts these OPTIONS."""
-    env.variables["PROCPOOL_TEST_OPTIONS"] = json.dumps(options)
 
 
 def policy(**changes: Any) -> dict[str, Any]:
@@ -43,11 +38,6 @@ def policy(**changes: Any) -> dict[str, Any]:
         "exceptions": [TRANSIENT],
         **changes,
     }
-
-
-def refreshed(result: Any) -> Any:
-    result.refresh()
-    return result
 
 
 def starts_of(log: Path) -> list[float]:

@@ -25,6 +25,7 @@ from procpool_tasks import journal
 from tests import tasks
 from tests.conftest import REPO_ROOT, Env, Worker, wait_for
 from tests.deploy import Deploy
+from tests.support import state_of, status_of
 
 SCHEMA_PATH = REPO_ROOT / "docs" / "status.schema.json"
 COUNTS = (
@@ -65,17 +66,6 @@ def age_s(moment: datetime, generated_at: datetime) -> float:
 def utc(moment: datetime | None) -> str:
     assert moment is not None
     return moment.astimezone(UTC).isoformat()
-
-
-def state_of(env: Env, result_id: str) -> journal.State | None:
-    """A task's state as its result file holds it (for tasks whose path does not import,
-    which ``get_result`` cannot build a result for)."""
-    return journal.Journal(env.journal).read_state(result_id)
-
-
-def status_of(result: Any) -> str:
-    result.refresh()
-    return str(result.status)
 
 
 def heartbeat_files(env: Env) -> list[Path]:

@@ -16,12 +16,7 @@ from django.utils import timezone
 from tests import tasks
 from tests.conftest import Env, wait_for
 from tests.signal_log import SIGNAL_LOG_VARIABLE
-
-
-def refreshed(result: Any) -> Any:
-    """The result as its task's backend reads it now, from any process's writes."""
-    result.refresh()
-    return result
+from tests.support import refreshed
 
 
 def lines_of(path: Path) -> list[str]:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..exceptions import RecordNotFound
 from . import files
 from .directory import _Directory
 from .files import (
@@ -35,7 +36,6 @@ from .format import (
     _NAME_PATTERN,
     Quarantined,
     Record,
-    RecordNotFound,
     Requeue,
     _dumps,
     _unframe,

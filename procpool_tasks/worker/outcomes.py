@@ -17,8 +17,9 @@ from typing import Any
 from django.utils import timezone
 
 from .. import compat, journal
+from ..exceptions import TaskNotLoadable
 from ..options import RetryPolicy
-from ..results import TaskNotLoadable, build_task_result, load_task
+from ..results import build_task_result, load_task
 from . import child, states
 from .committer import Committer
 from .ready import ReadySet
