@@ -11,7 +11,7 @@ class ProcPoolTasksConfig(AppConfig):
 
     def ready(self) -> None:
         # The framework's check (registered on import) runs each backend's check().
+        from . import checks as procpool_checks
         from . import compat  # noqa: F401
-        from .web import access
 
-        checks.register(access.check_settings)
+        checks.register(procpool_checks.check_status_page)

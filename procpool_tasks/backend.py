@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
-from . import compat, journal, sqlite
+from . import checks as system_checks
+from . import compat, journal
 from .exceptions import (
     HandedOffResultDoesNotExist,
     InvalidTaskArguments,
@@ -24,7 +23,6 @@ from .exceptions import (
 )
 from .journal import Record
 from .options import BackendOptions, is_positive_seconds
-from .periodic import scheduler
 from .results import build_task_result, load_task
 
 __all__ = [
@@ -197,30 +195,8 @@ class ProcPoolBackend(compat.BaseTaskBackend):
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         return [
             *super().check(**kwargs),
-            *self._check_journal(),
-            *_check_imports(self),
-            *_check_schedules(self),
-            *_check_sqlite(self),
+            *system_checks.check_backend(self),
         ]
-
-    def _check_journal(self) -> Iterable[checks.CheckMessage]:
-        if self._options_error is not None:
-            yield checks.Error(
-                str(self._options_error),
-                hint="Fix the backend's OPTIONS in the TASKS setting.",
-                obj=self,
-                id="procpool_tasks.E001",
-            )
-            return
-        try:
-            self.journal.check_permissions()
-        except journal.JournalError as error:
-            yield checks.Error(
-                f"The journal directory {error.filename} cannot be used safely: {error.strerror}",
-                hint="Run chmod 700 on it, or point OPTIONS['path'] at a private directory.",
-                obj=self,
-                id="procpool_tasks.E002",
-            )
 
 
 class _WriteOnCommit:
@@ -295,72 +271,3 @@ def _is_held(connection: Any, reservation: journal.Reservation) -> bool:
     return callback is not None and any(
         registered is callback for _, registered, *_ in getattr(connection, "run_on_commit", ())
     )
-
-
-def _check_imports(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
-    """The retry exceptions and the task paths of ``task_options`` must import."""
-    options = backend._options
-    if options is None:
-        return
-    where = f"TASKS[{backend.alias!r}]['OPTIONS']"
-    policies = [(f"{where}['retry']", options.retry)] + [
-        (f"{where}['task_options'][{path!r}]['retry']", own.get("retry"))
-        for path, own in options.task_options.items()
-    ]
-    for place, policy in policies:
-        for path in policy.exceptions if policy else ():
-            found = _import(path)
-            if not (isinstance(found, type) and issubclass(found, BaseException)):
-                yield checks.Error(
-                    f"{place}['exceptions'] names {path!r}, which "
-                    + ("is not an exception class" if found is not None else "cannot be imported"),
-                    hint="Give the dotted path of an exception class, such as "
-                    "'myapp.errors.Transient'.",
-                    obj=backend,
-                    id="procpool_tasks.E003",
-                )
-    for path in options.task_options:
-        if not isinstance(_import(path), compat.Task):
-            yield checks.Error(
-                f"{where}['task_options'] names {path!r}, which is not a task",
-                hint="Use the dotted path of a function decorated with @task "
-                "(its module_path), e.g. 'myapp.tasks.send_mail'.",
-                obj=backend,
-                id="procpool_tasks.E004",
-            )
-
-
-def _check_schedules(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
-    """What the types of ``OPTIONS["schedule"]`` cannot say (E010-E015, see ``periodic``)."""
-    if backend._options is None:
-        return []
-    return scheduler.check_schedules(backend, backend._options.schedule.values())
-
-
-def _import(path: str) -> Any:
-    try:
-        return import_string(path)
-    except ImportError:
-        return None
-
-
-def _check_sqlite(backend: ProcPoolBackend) -> Iterable[checks.CheckMessage]:
-    """Warn when web processes would share SQLite with tasks under its default settings.
-
-    The worker's own processes get the settings they lack (``sqlite_defaults``); the web
-    processes run the project's settings as written.
-    """
-    for alias in connections:
-        missing = sqlite.missing_sqlite_settings(connections.settings[alias])
-        if not missing:
-            continue
-        lines = ", ".join(f"{key!r}: {value!r}" for key, value in missing.items())
-        yield checks.Warning(
-            f"Database {alias!r} is SQLite without a busy timeout and IMMEDIATE transactions; "
-            "web processes that write to it while tasks do will fail with 'database is "
-            "locked' (procpool_worker sets these in its own processes).",
-            hint=f"Add {lines} to DATABASES[{alias!r}]['OPTIONS']"
-            + ("." if sqlite.HAS_TRANSACTION_MODE else "; Django 5.1+ adds 'transaction_mode'."),
-            obj=backend,
-            id="procpool_tasks.W001",
-        )

@@ -25,9 +25,8 @@ from django.test import Client
 from django.test.utils import override_settings, setup_databases, teardown_databases
 from django.utils import timezone
 
-from procpool_tasks import compat, journal
+from procpool_tasks import checks, compat, journal
 from procpool_tasks.backend import ProcPoolBackend
-from procpool_tasks.web import access as status_page
 from tests import tasks
 from tests.conftest import Env, wait_for
 from tests.pages import Page, read_page
@@ -182,7 +181,7 @@ def test_wrong_status_page_settings_are_check_errors() -> None:
     with override_settings(
         PROCPOOL_TASKS_STATUS_PERMISSION="view_note", PROCPOOL_TASKS_STATUS_REFRESH_S=2.5
     ):
-        errors = status_page.check_settings()
+        errors = checks.check_status_page()
 
     assert errors == [
         Error(
@@ -196,13 +195,13 @@ def test_wrong_status_page_settings_are_check_errors() -> None:
             "PROCPOOL_TASKS_STATUS_REFRESH_S must be a whole number of seconds >= 0 (0 or "
             "None: the status page does not reload itself); not 2.5",
             hint="Set PROCPOOL_TASKS_STATUS_REFRESH_S to, e.g., 10.",
-            id="procpool_tasks.E005",
+            id="procpool_tasks.E006",
         ),
     ]
     with override_settings(
         PROCPOOL_TASKS_STATUS_PERMISSION="tests.view_note", PROCPOOL_TASKS_STATUS_REFRESH_S=0
     ):
-        assert status_page.check_settings() == []
+        assert checks.check_status_page() == []
 
 
 @pytest.mark.parametrize(

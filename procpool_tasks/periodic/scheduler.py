@@ -60,12 +60,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from django.core import checks
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -75,7 +73,6 @@ from ..options import ScheduleOptions
 from ..results import build_task_result
 from .cron import (
     ON_TIME_GRACE_S,
-    CronError,
     CronExpression,
     Every,
     Schedule,
@@ -90,7 +87,6 @@ __all__ = [
     "RETRY_S",
     "ScheduleStatus",
     "Scheduler",
-    "check_schedules",
     "parse_schedule",
     "schedule_statuses",
     "ticks_to_fire",
@@ -443,116 +439,6 @@ def _own_queue(task_path: str) -> str | None:
         if isinstance(task, compat.Task):
             return str(task.queue_name)
     return None
-
-
-# --- system checks ------------------------------------------------------------------------
-
-
-def check_schedules(backend: Any, schedules: Iterable[ScheduleOptions]) -> list[checks.Error]:
-    """What ``OPTIONS["schedule"]`` gets wrong that its types do not say: an error with
-    an id per kind of mistake (procpool_tasks.E010 to E015)."""
-    errors: list[checks.Error] = []
-    for options in schedules:
-        where = f"TASKS[{backend.alias!r}]['OPTIONS']['schedule'][{options.name!r}]"
-        errors.extend(_check_schedule(backend, where, options))
-    return errors
-
-
-def _check_schedule(backend: Any, where: str, options: ScheduleOptions) -> Iterable[checks.Error]:
-    task = _checked_task(options.task_path)
-    if not isinstance(task, compat.Task):
-        yield checks.Error(
-            f"{where}['task'] names {options.task_path!r}, which "
-            + ("is not a task" if task is not None else "cannot be imported"),
-            hint="Use the dotted path of a function decorated with @task (its module_path), "
-            "e.g. 'myapp.tasks.report'.",
-            obj=backend,
-            id="procpool_tasks.E010",
-        )
-        task = None
-    yield from _check_when(backend, where, options)
-    yield from _check_arguments(backend, where, options)
-    yield from _check_queue_and_priority(backend, where, options, task)
-
-
-def _check_when(backend: Any, where: str, options: ScheduleOptions) -> Iterable[checks.Error]:
-    """A cron expression this backend reads, or ``every``; one of them (E011, E012)."""
-    if options.cron is not None:
-        try:
-            CronExpression.parse(options.cron)
-        except CronError as error:
-            yield checks.Error(
-                f"{where}['cron'] is not a cron expression this backend reads: {error}",
-                hint="Give five fields, minute hour day-of-month month day-of-week, such as "
-                "'0 3 * * *' (03:00 every day) or '*/15 9-17 * * mon-fri', or a macro such "
-                "as '@daily'.",
-                obj=backend,
-                id="procpool_tasks.E011",
-            )
-    if (options.cron is None) == (options.every is None):
-        yield checks.Error(
-            f"{where} gives both 'cron' and 'every'; a schedule has one of them"
-            if options.cron is not None
-            else f"{where} gives neither 'cron' nor 'every', so it would never fire",
-            hint="Keep 'cron' for times of day (a cron expression such as '0 3 * * *') or "
-            "'every' for an interval (seconds, such as 300).",
-            obj=backend,
-            id="procpool_tasks.E012",
-        )
-
-
-def _check_arguments(backend: Any, where: str, options: ScheduleOptions) -> Iterable[checks.Error]:
-    """Arguments that go into a JSON record as they are (E013)."""
-    for key, value in (("args", options.args), ("kwargs", options.kwargs)):
-        try:
-            journal.to_json_value(value, f"{where}[{key!r}]")
-        except journal.ValueNotJSON as error:
-            yield checks.Error(
-                str(error),
-                hint="Give plain JSON data (text, numbers, booleans, None, lists, dicts with "
-                "text keys): an id rather than a model instance, an ISO 8601 string rather "
-                "than a datetime.",
-                obj=backend,
-                id="procpool_tasks.E013",
-            )
-
-
-def _check_queue_and_priority(
-    backend: Any, where: str, options: ScheduleOptions, task: Any
-) -> Iterable[checks.Error]:
-    """A queue of the backend's QUEUES (E014) and a priority in the framework's range (E015)."""
-    queue_name = options.queue_name or (task.queue_name if task is not None else None)
-    if backend.queues and queue_name is not None and queue_name not in backend.queues:
-        whose = (
-            f"{where}['queue_name'] is"
-            if options.queue_name
-            else f"{where}['task'] {options.task_path!r} has the queue"
-        )
-        yield checks.Error(
-            f"{whose} {queue_name!r}, which is not in the QUEUES of TASKS[{backend.alias!r}] "
-            f"({', '.join(map(repr, sorted(backend.queues)))})",
-            hint="Set 'queue_name' to one of QUEUES, or add the queue to QUEUES.",
-            obj=backend,
-            id="procpool_tasks.E014",
-        )
-    if options.priority is not None and not (
-        compat.TASK_MIN_PRIORITY <= options.priority <= compat.TASK_MAX_PRIORITY
-    ):
-        yield checks.Error(
-            f"{where}['priority'] is {options.priority}, outside the framework's range of "
-            f"{compat.TASK_MIN_PRIORITY} to {compat.TASK_MAX_PRIORITY}",
-            hint=f"Give a whole number from {compat.TASK_MIN_PRIORITY} to "
-            f"{compat.TASK_MAX_PRIORITY} (higher runs first), or None for the task's own.",
-            obj=backend,
-            id="procpool_tasks.E015",
-        )
-
-
-def _checked_task(path: str) -> Any:
-    try:
-        return import_string(path)
-    except ImportError:
-        return None
 
 
 def _now() -> datetime:

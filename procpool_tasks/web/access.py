@@ -1,4 +1,4 @@
-"""Who may see the status page, how often it refreshes, and the checks of those settings.
+"""Who may see the status page and how often it refreshes (``checks`` checks these settings).
 
     PROCPOOL_TASKS_STATUS_PERMISSION  None (staff: ``is_active`` and ``is_staff``), or a
                                       permission "app_label.codename" the user must have
@@ -10,18 +10,15 @@ The views are in ``views.py``; a project mounts them with
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.core import checks
 from django.http import HttpRequest
 
 __all__ = [
     "DEFAULT_REFRESH_S",
     "PERMISSION_SETTING",
     "REFRESH_SETTING",
-    "check_settings",
     "may_view",
     "refresh_seconds",
 ]
@@ -51,34 +48,3 @@ def refresh_seconds(request: HttpRequest) -> int:
         return min(int(asked), MAX_REFRESH_S)
     configured = getattr(settings, REFRESH_SETTING, DEFAULT_REFRESH_S)
     return int(configured or 0)
-
-
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """``procpool_tasks.E005``: the status page's settings, if given, must make sense."""
-    return list(_setting_errors())
-
-
-def _setting_errors() -> Iterable[checks.CheckMessage]:
-    permission = getattr(settings, PERMISSION_SETTING, None)
-    if permission is not None and not _is_permission_name(permission):
-        yield checks.Error(
-            f"{PERMISSION_SETTING} must be a permission such as 'myapp.view_tasks' "
-            f"(app_label.codename), or None for staff users; not {permission!r}",
-            hint=f"Set {PERMISSION_SETTING} to 'app_label.codename' or remove it.",
-            id="procpool_tasks.E005",
-        )
-    refresh = getattr(settings, REFRESH_SETTING, DEFAULT_REFRESH_S)
-    if refresh is not None and (type(refresh) is not int or refresh < 0):
-        yield checks.Error(
-            f"{REFRESH_SETTING} must be a whole number of seconds >= 0 (0 or None: the "
-            f"status page does not reload itself); not {refresh!r}",
-            hint=f"Set {REFRESH_SETTING} to, e.g., {DEFAULT_REFRESH_S}.",
-            id="procpool_tasks.E005",
-        )
-
-
-def _is_permission_name(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    app_label, dot, codename = value.partition(".")
-    return bool(app_label and dot and codename) and "." not in codename
