@@ -148,7 +148,7 @@ class ScheduleOptions:
 
     Its types are checked here; whether it makes sense (the task imports, the cron
     expression parses, exactly one of ``cron`` and ``every``, JSON arguments, a queue of
-    QUEUES, a priority in range) is for the system checks (``periodic.check_schedules``).
+    QUEUES, a priority in range) is for the system checks (``procpool_tasks.checks``).
     """
 
     name: str

@@ -8,14 +8,13 @@ last beat is recent and, on this host, its process still exists.
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..worker.lifeline import is_running
-
-__all__ = ["HEARTBEAT_INTERVAL_S", "STALE_AFTER_S", "Heartbeat"]
+__all__ = ["HEARTBEAT_INTERVAL_S", "STALE_AFTER_S", "Heartbeat", "is_running"]
 
 #: How often a supervisor writes its heartbeat.
 HEARTBEAT_INTERVAL_S = 5.0
@@ -81,3 +80,14 @@ class Heartbeat:
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def is_running(pid: int) -> bool:
+    """Whether a process of this pid exists (on this host)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # running, as another user
+    return True

@@ -11,7 +11,9 @@ import sys
 import threading
 import time
 
-__all__ = ["die_with_parent", "die_with_process", "is_running"]
+from ..journal.heartbeats import is_running
+
+__all__ = ["die_with_parent", "die_with_process"]
 
 _PR_SET_PDEATHSIG = 1
 #: Where pidfds are missing (not Linux, or a kernel before 5.3): how often to look.
@@ -66,14 +68,3 @@ def _wait_then_kill(pid: int, pidfd: int | None, signum: int) -> None:
         while is_running(pid):
             time.sleep(_POLL_S)
     os.kill(os.getpid(), signum)
-
-
-def is_running(pid: int) -> bool:
-    """Whether a process of this pid exists (on this host)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # running, as another user
-    return True

@@ -8,9 +8,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from procpool_tasks.management.arguments import (
+    add_backend_argument,
+    backend_of,
+    configure_logging,
+    parse_queue_names,
+)
 from procpool_tasks.operations import handoff
-
-from .procpool_worker import add_backend_argument, backend_of, configure_logging, parse_queue_names
 
 EXIT_SOME_REFUSED = 1
 

@@ -11,9 +11,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from procpool_tasks.backend import ProcPoolBackend
 from procpool_tasks.journal import history
+from procpool_tasks.management.arguments import add_backend_argument, backend_of
 from procpool_tasks.options import RETAINED_STATUSES
-
-from .procpool_worker import add_backend_argument, backend_of
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

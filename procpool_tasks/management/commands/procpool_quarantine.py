@@ -8,10 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from procpool_tasks.management.arguments import add_backend_argument, backend_of
 from procpool_tasks.operations import quarantine
 from procpool_tasks.operations.status import quarantined_records
-
-from .procpool_worker import add_backend_argument, backend_of
 
 
 class Command(BaseCommand):

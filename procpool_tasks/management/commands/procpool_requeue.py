@@ -8,9 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from procpool_tasks.management.arguments import add_backend_argument, backend_of, parse_queue_names
 from procpool_tasks.operations import requeue
-
-from .procpool_worker import add_backend_argument, backend_of, parse_queue_names
 
 EXIT_SOME_REFUSED = 1
 

@@ -11,10 +11,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks.management.arguments import add_backend_argument, backend_of, positive_seconds
 from procpool_tasks.operations import status
 from procpool_tasks.periodic import scheduler
-
-from .procpool_worker import add_backend_argument, backend_of, positive_seconds
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1

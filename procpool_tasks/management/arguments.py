@@ -1,0 +1,113 @@
+"""What the commands share: ``--backend``, the argparse types of their flags, logging.
+
+Each command module imports from here, never from another command, so that a read-only
+command such as ``procpool_status`` does not load the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from argparse import ArgumentParser, ArgumentTypeError
+from typing import Any
+
+from django.core.management.base import CommandError
+
+from procpool_tasks import compat
+from procpool_tasks.backend import ProcPoolBackend, is_positive_seconds
+
+MAX_WORKER_ID_LENGTH = 64
+
+
+def valid_backend_alias(value: str) -> str:
+    try:
+        backend = compat.task_backends[value]
+    except compat.InvalidTaskBackend as error:
+        raise ArgumentTypeError(error.args[0]) from error
+    if not isinstance(backend, ProcPoolBackend):
+        raise ArgumentTypeError(f"Backend {value!r} is not a ProcPoolBackend")
+    return value
+
+
+def add_backend_argument(parser: ArgumentParser, what_for: str = "") -> None:
+    """``--backend ALIAS``, as every command of this app takes it (``backend_of`` reads it)."""
+    parser.add_argument(
+        "--backend",
+        default=compat.DEFAULT_TASK_BACKEND_ALIAS,
+        type=valid_backend_alias,
+        dest="backend_alias",
+        help=f"The alias of the ProcPoolBackend in TASKS{what_for} (default: %(default)r)",
+    )
+
+
+def backend_of(options: dict[str, Any]) -> ProcPoolBackend:
+    """The backend ``--backend`` named (``valid_backend_alias`` checked its class)."""
+    backend = compat.task_backends[options["backend_alias"]]
+    assert isinstance(backend, ProcPoolBackend)  # noqa: S101 (checked by valid_backend_alias)
+    return backend
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise ArgumentTypeError(f"must be greater than zero, not {number}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number") from None
+    if not is_positive_seconds(number):
+        raise ArgumentTypeError(f"must be a number greater than zero, not {value}")
+    return number
+
+
+def positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not is_positive_seconds(seconds):
+        raise ArgumentTypeError(f"must be a number of seconds > 0, not {value}")
+    return seconds
+
+
+def valid_worker_id(value: str) -> str:
+    if not value:
+        raise ArgumentTypeError("Worker id must not be empty")
+    if len(value) > MAX_WORKER_ID_LENGTH:
+        raise ArgumentTypeError(
+            f"Worker ids must be at most {MAX_WORKER_ID_LENGTH} characters long"
+        )
+    return value
+
+
+def configure_logging(verbosity: int, stream: Any) -> None:
+    """-v 0: errors only; -v 1: one line per task start and finish; -v 2: debug."""
+    level = {0: logging.ERROR, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    for logger in (logging.getLogger("procpool_tasks"), compat.FRAMEWORK_LOGGER):
+        logger.setLevel(level if logger.name == "procpool_tasks" else max(level, logging.WARNING))
+        if not logger.hasHandlers():
+            handler = logging.StreamHandler(stream)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logger.addHandler(handler)
+
+
+def parse_queue_names(value: str, backend: ProcPoolBackend) -> frozenset[str] | None:
+    """Comma-separated queue names of the backend's QUEUES; None for '*' (every queue)."""
+    names = frozenset(name.strip() for name in value.split(",") if name.strip())
+    if not names:
+        raise CommandError("--queue-name needs at least one queue name, or '*'")
+    if "*" in names:
+        return None
+    unknown = names - backend.queues if backend.queues else set()
+    if unknown:
+        raise CommandError(
+            f"--queue-name: {', '.join(sorted(unknown))} not in the QUEUES of backend "
+            f"{backend.alias!r} ({', '.join(sorted(backend.queues))})"
+        )
+    return names
