@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from procpool_tasks import journal
-from procpool_tasks.committer import Committer
-from procpool_tasks.wakeups import WakePipe
+from procpool_tasks.worker.committer import Committer
+from procpool_tasks.worker.wakeups import WakePipe
 
 #: The supervisor instance that writes in these tests (16 hex digits, as it names them).
 INSTANCE = "00000000000000aa"

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from procpool_tasks import journal, states
-from procpool_tasks.committer import Committer
-from procpool_tasks.wakeups import WakePipe
+from procpool_tasks import journal
+from procpool_tasks.worker import states
+from procpool_tasks.worker.committer import Committer
+from procpool_tasks.worker.wakeups import WakePipe
 from tests.conftest import WAIT_S, wait_for
 from tests.unit.conftest import INSTANCE, Pipeline, enqueue
 
@@ -170,7 +171,7 @@ def test_a_failing_write_is_logged_once_however_often_it_is_tried_and_its_end_on
     record = enqueue(store)
     running = claim(record)
     blocker = block_results(store, record)
-    caplog.set_level(logging.WARNING, logger="procpool_tasks.committer")
+    caplog.set_level(logging.WARNING, logger="procpool_tasks.worker.committer")
 
     pipeline.committer.submit([running])
     # Every try writes the WAL first: a second copy there is a second try.

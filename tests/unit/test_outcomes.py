@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from procpool_tasks import compat, journal, states
+from procpool_tasks import compat, journal
 from procpool_tasks.backend import ProcPoolBackend
-from procpool_tasks.execution import Outcome
 from procpool_tasks.options import RetryPolicy
-from procpool_tasks.outcomes import Outcomes
-from procpool_tasks.ready import ReadySet
+from procpool_tasks.worker import states
+from procpool_tasks.worker.child import Outcome
+from procpool_tasks.worker.outcomes import Outcomes
+from procpool_tasks.worker.ready import ReadySet
 from tests.unit.conftest import INSTANCE, Pipeline, enqueue
 
 MAX_ATTEMPTS = 3
@@ -76,7 +77,7 @@ def attempt(record: journal.Record, times: int = 1) -> journal.State:
 
 def logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     """What ``outcomes`` logged (the framework logs ``task_finished`` too)."""
-    return [r.getMessage() for r in caplog.records if r.name == "procpool_tasks.outcomes"]
+    return [r.getMessage() for r in caplog.records if r.name == "procpool_tasks.worker.outcomes"]
 
 
 def requeue_markers(store: journal.Journal) -> list[str]:
@@ -152,7 +153,7 @@ def test_a_retry_is_ready_again_after_the_backoff_of_its_attempt_with_its_error(
     running = attempt(record, times=2)
     policy = RetryPolicy(attempts=3, delay=10, backoff=2, jitter=False)
     failed = Outcome(status=journal.FAILED, finished_at=FINISHED_AT, error=RAISED, retry=True)
-    caplog.set_level(logging.WARNING, logger="procpool_tasks.outcomes")
+    caplog.set_level(logging.WARNING, logger="procpool_tasks.worker.outcomes")
     before = timezone.now()
 
     outcomes.task_ended(record, running, failed, policy)
@@ -211,7 +212,7 @@ def test_an_interrupted_task_runs_again_at_once_with_what_interrupted_it(
 ) -> None:
     record = enqueue(store)
     running = attempt(record)
-    caplog.set_level(logging.WARNING, logger="procpool_tasks.outcomes")
+    caplog.set_level(logging.WARNING, logger="procpool_tasks.worker.outcomes")
 
     outcomes.rerun(record, running, INTERRUPTED)
     commit(pipeline, outcomes)
@@ -222,7 +223,7 @@ def test_an_interrupted_task_runs_again_at_once_with_what_interrupted_it(
     assert outcomes.retrying == set()
     assert logged(caplog) == [
         f"Task id={record.id} path=tests.tasks.add queue=default re-queued as attempt 2: "
-        "procpool_tasks.supervisor.TaskInterrupted: Another worker process (pid 4321) "
+        "procpool_tasks.exceptions.TaskInterrupted: Another worker process (pid 4321) "
         "exited with code 3; the process pool was replaced and this task was stopped "
         "before it finished"
     ]
@@ -263,7 +264,7 @@ def test_a_task_whose_supervisor_stopped_fails_after_max_attempts_and_is_announc
 ) -> None:
     record = enqueue(store)
     running = attempt(record, times=attempts_made)
-    caplog.set_level(logging.ERROR, logger="procpool_tasks.outcomes")
+    caplog.set_level(logging.ERROR, logger="procpool_tasks.worker.outcomes")
 
     outcomes.rerun_or_fail(record, running, INTERRUPTED)
     commit(pipeline, outcomes)
@@ -366,7 +367,7 @@ def test_a_task_finished_receiver_that_raises_is_logged_and_the_supervisor_goes_
     finally:
         compat.task_finished.disconnect(raise_error)
 
-    failures = [r for r in caplog.records if r.name == "procpool_tasks.outcomes"]
+    failures = [r for r in caplog.records if r.name == "procpool_tasks.worker.outcomes"]
     assert [(r.levelname, r.getMessage()) for r in failures] == [
         ("ERROR", f"A task_finished receiver failed for task id={first.id}"),
         ("ERROR", f"A task_finished receiver failed for task id={second.id}"),
@@ -423,7 +424,7 @@ def test_a_second_decision_before_the_first_is_committed_is_refused_and_logged(
 ) -> None:
     record = enqueue(store)
     running = attempt(record)
-    caplog.set_level(logging.ERROR, logger="procpool_tasks.outcomes")
+    caplog.set_level(logging.ERROR, logger="procpool_tasks.worker.outcomes")
 
     outcomes.fail(record, running, DIED)
     outcomes.rerun(record, running, INTERRUPTED)
@@ -449,7 +450,7 @@ def test_a_requeue_that_cannot_be_announced_to_other_supervisors_is_still_queued
     # Where the re-queue marker goes is no longer a directory.
     shutil.rmtree(store.segments_dir)
     store.segments_dir.write_bytes(b"")
-    caplog.set_level(logging.WARNING, logger="procpool_tasks.outcomes")
+    caplog.set_level(logging.WARNING, logger="procpool_tasks.worker.outcomes")
 
     outcomes.rerun(record, running, INTERRUPTED)
     commit(pipeline, outcomes)

@@ -9,11 +9,11 @@ import pytest
 
 from procpool_tasks import journal
 from procpool_tasks.backend import ProcPoolBackend
-from procpool_tasks.committer import Committer
-from procpool_tasks.intake import Intake
-from procpool_tasks.outcomes import Outcomes
-from procpool_tasks.ready import ReadySet
-from procpool_tasks.recovery import Recovery
+from procpool_tasks.worker.committer import Committer
+from procpool_tasks.worker.intake import Intake
+from procpool_tasks.worker.outcomes import Outcomes
+from procpool_tasks.worker.ready import ReadySet
+from procpool_tasks.worker.recovery import Recovery
 from tests.conftest import wait_for
 from tests.unit.conftest import INSTANCE, LONG_AGO, Pipeline, enqueue, make_record
 

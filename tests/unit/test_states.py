@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
-from procpool_tasks import journal, states
+from procpool_tasks import journal
+from procpool_tasks.worker import states
 from tests.unit.conftest import make_record
 
 RECORD = make_record("0123456789abcdef-0")
@@ -164,8 +165,8 @@ def test_a_process_killed_by_sigkill_is_reported_as_perhaps_out_of_memory() -> N
     error = states.death_error(1234, -signal.SIGKILL, timed_out=False, task_timeout=None)
 
     assert error == journal.TaskError(
-        exception_class_path="procpool_tasks.supervisor.WorkerProcessDied",
-        traceback="procpool_tasks.supervisor.WorkerProcessDied: The worker process (pid 1234) "
+        exception_class_path="procpool_tasks.exceptions.WorkerProcessDied",
+        traceback="procpool_tasks.exceptions.WorkerProcessDied: The worker process (pid 1234) "
         "running the task was killed by SIGKILL (perhaps out of memory?)\n",
     )
 
@@ -174,7 +175,7 @@ def test_a_process_killed_by_another_signal_names_the_signal_only() -> None:
     error = states.death_error(1234, -signal.SIGSEGV, timed_out=False, task_timeout=None)
 
     assert error.traceback == (
-        "procpool_tasks.supervisor.WorkerProcessDied: The worker process (pid 1234) "
+        "procpool_tasks.exceptions.WorkerProcessDied: The worker process (pid 1234) "
         "running the task was killed by SIGSEGV\n"
     )
 
@@ -183,7 +184,7 @@ def test_a_process_that_exited_gives_its_exit_code() -> None:
     error = states.death_error(1234, 3, timed_out=False, task_timeout=None)
 
     assert error.traceback == (
-        "procpool_tasks.supervisor.WorkerProcessDied: The worker process (pid 1234) "
+        "procpool_tasks.exceptions.WorkerProcessDied: The worker process (pid 1234) "
         "running the task exited with code 3\n"
     )
 
@@ -192,8 +193,8 @@ def test_a_process_killed_for_its_timeout_is_a_timeout_error_naming_the_limit() 
     error = states.death_error(1234, -signal.SIGKILL, timed_out=True, task_timeout=2.5)
 
     assert error == journal.TaskError(
-        exception_class_path="procpool_tasks.execution.TaskTimeoutError",
-        traceback="procpool_tasks.execution.TaskTimeoutError: The task exceeded its timeout "
+        exception_class_path="procpool_tasks.exceptions.TaskTimeoutError",
+        traceback="procpool_tasks.exceptions.TaskTimeoutError: The task exceeded its timeout "
         "of 2.5s and did not stop; its worker process (pid 1234) was killed\n",
     )
 
@@ -202,8 +203,8 @@ def test_an_interruption_names_every_death_by_pid_in_order() -> None:
     error = states.interruption_error({20: -signal.SIGKILL, 10: 1}, timed_out={20})
 
     assert error == journal.TaskError(
-        exception_class_path="procpool_tasks.supervisor.TaskInterrupted",
-        traceback="procpool_tasks.supervisor.TaskInterrupted: Another worker process "
+        exception_class_path="procpool_tasks.exceptions.TaskInterrupted",
+        traceback="procpool_tasks.exceptions.TaskInterrupted: Another worker process "
         "(pid 10) exited with code 1 and (pid 20) was killed for running past its timeout; "
         "the process pool was replaced and this task was stopped before it finished\n",
     )
@@ -213,6 +214,6 @@ def test_an_interruption_with_no_death_known_says_another_process_died() -> None
     error = states.interruption_error({}, timed_out=set())
 
     assert error.traceback == (
-        "procpool_tasks.supervisor.TaskInterrupted: Another worker process died; the process "
+        "procpool_tasks.exceptions.TaskInterrupted: Another worker process died; the process "
         "pool was replaced and this task was stopped before it finished\n"
     )
