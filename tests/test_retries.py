@@ -301,6 +301,22 @@ def test_a_policy_that_lists_the_timeout_error_retries_a_task_that_timed_out(env
     assert last_lines(slow) == [f"{TIMED_OUT}: The task exceeded its timeout of 0.3s"] * 2
 
 
+def test_a_policy_that_names_the_timeout_error_by_its_path_of_0_1_still_retries_it(
+    env: Env,
+) -> None:
+    set_options(
+        env,
+        retry=policy(attempts=2, exceptions=["procpool_tasks.execution.TaskTimeoutError"]),
+        task_options={"tests.tasks.sleep_for": {"timeout": 0.3}},
+    )
+    slow = tasks.sleep_for.enqueue(30)
+
+    env.run_batch("--processes", "1")
+
+    assert refreshed(slow).status == "FAILED"
+    assert last_lines(slow) == [f"{TIMED_OUT}: The task exceeded its timeout of 0.3s"] * 2
+
+
 # -- per-task options --------------------------------------------------------------------------
 
 

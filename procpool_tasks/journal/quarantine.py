@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from . import files
@@ -40,6 +41,10 @@ class _Quarantine(_Directory):
         except FileNotFoundError:
             return []
         return [(name, data) for _, data, name in sorted(entries, key=lambda e: (e[0], e[2]))]
+
+    def quarantine_path(self, name: str) -> Path:
+        """Where the quarantine file ``name`` (as ``quarantined`` names it) is, to show it."""
+        return self.quarantine_dir / name
 
     def quarantined_file(self, name: str) -> dict[str, Any]:
         """The JSON of one quarantine file (as ``quarantined`` names it)."""

@@ -23,6 +23,26 @@ class _Workers(_Directory):
             self.workers_dir / f"{instance}.lock", mode=_FILE_MODE, thread_local=False
         )
 
+    def supervisor_instances(self) -> list[str]:
+        """Every supervisor instance with a lock file: live ones, and dead ones to recover."""
+        try:
+            names = os.listdir(self.workers_dir)
+        except FileNotFoundError:
+            return []
+        return [
+            name.removesuffix(".lock")
+            for name in names
+            if name.endswith(".lock") and is_instance_name(name.removesuffix(".lock"))
+        ]
+
+    def has_worker_lock(self, instance: str) -> bool:
+        """Whether a supervisor of this instance name ever started here and was not cleaned up."""
+        return (self.workers_dir / f"{instance}.lock").exists()
+
+    def remove_worker_lock(self, instance: str) -> None:
+        """Remove a supervisor's lock file once it stopped cleanly or was recovered."""
+        (self.workers_dir / f"{instance}.lock").unlink(missing_ok=True)
+
     def write_heartbeat(self, instance: str, data: Mapping[str, Any]) -> None:
         """Replace a supervisor's heartbeat file (``heartbeat``); not synced."""
         with _directory(self.path, "workers", create=False) as dir_fd:

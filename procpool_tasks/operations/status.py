@@ -208,7 +208,7 @@ def quarantined_records(journal: j.Journal) -> list[QuarantinedRecord]:
         records.append(
             QuarantinedRecord(
                 name=name.removesuffix(".json"),
-                file=str(journal.quarantine_dir / name),
+                file=str(journal.quarantine_path(name)),
                 reason=str(data.get("reason", "")),
                 segment=str(data.get("segment", "")),
                 offset=int(data.get("offset", 0)),

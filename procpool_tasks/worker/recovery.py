@@ -11,7 +11,6 @@ and the heartbeat go. Supervisors that died idle are cleaned up the same way at 
 from __future__ import annotations
 
 import logging
-import os
 
 import filelock
 
@@ -42,9 +41,8 @@ class Recovery:
 
         Otherwise the lock file and result log of one that died idle stay forever.
         """
-        for entry in os.scandir(self._journal.workers_dir):
-            if entry.name.endswith(".lock"):
-                self.is_alive(entry.name.removesuffix(".lock"))
+        for instance in self._journal.supervisor_instances():
+            self.is_alive(instance)
 
     @property
     def has_dead(self) -> bool:
@@ -59,7 +57,7 @@ class Recovery:
             # Not a name we give (a damaged or forged state): no lock file can be its,
             # and it must never become a path outside the journal.
             return False
-        if not (self._journal.workers_dir / f"{instance}.lock").exists():
+        if not self._journal.has_worker_lock(instance):
             return False
         return self._take_over_if_dead(instance)
 
@@ -107,7 +105,7 @@ class Recovery:
             journal.remove_result_log(self._journal, instance)
             self._journal.remove_heartbeat(instance)
             lock.release()
-            (self._journal.workers_dir / f"{instance}.lock").unlink(missing_ok=True)
+            self._journal.remove_worker_lock(instance)
         self._dead.clear()
 
     def read_state(self, record_id: str) -> journal.State | None:

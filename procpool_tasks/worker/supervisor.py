@@ -236,7 +236,7 @@ class Supervisor:
             self._instance_lock.release()
             if clean:
                 with contextlib.suppress(OSError):
-                    (self.journal.workers_dir / f"{self.instance}.lock").unlink(missing_ok=True)
+                    self.journal.remove_worker_lock(self.instance)
 
     # -- the loop ----------------------------------------------------------------------------
 
