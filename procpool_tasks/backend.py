@@ -24,6 +24,7 @@ from .exceptions import (
 from .journal import Record
 from .options import BackendOptions, is_positive_seconds
 from .results import build_task_result, load_task
+from .task import ProcPoolTask
 
 __all__ = [
     "BackendOptions",
@@ -43,6 +44,8 @@ class ProcPoolBackend(compat.BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+    #: Takes ``@task(max_attempts=..., backoff=..., timeout=..., retry=...)`` (Django 6.1).
+    task_class = ProcPoolTask
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
@@ -104,6 +107,11 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             raise InvalidTaskArguments(
                 f"{task.module_path}: {error}; pass an id or plain data instead"
             ) from None
+        options = task.record_options() if isinstance(task, ProcPoolTask) else None
+        try:
+            json_options = journal.to_json_value(options, "@task(...) options")
+        except journal.ValueNotJSON as error:
+            raise compat.InvalidTask(f"{task.module_path}: {error}") from None
         return Record(
             id="",
             task_path=task.module_path,
@@ -114,6 +122,7 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             backend=self.alias,
             enqueued_at=timezone.now(),
             run_after=task.run_after,
+            options=json_options or None,
         )
 
     def _enqueue_on_commit(self, connection: Any, task: Any, record: Record) -> Any:

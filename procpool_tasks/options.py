@@ -22,8 +22,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 __all__ = [
+    "DECORATOR_OPTIONS",
     "DEFAULT_JOURNAL_DIRNAME",
     "SCHEDULE_NAME_PATTERN",
     "BackendOptions",
@@ -31,6 +33,7 @@ __all__ = [
     "ScheduleOptions",
     "TaskOptions",
     "is_positive_seconds",
+    "parse_task_level",
 ]
 
 DEFAULT_JOURNAL_DIRNAME = ".procpool_tasks"
@@ -63,9 +66,24 @@ class RetryPolicy:
     #: Dotted paths of exception classes that are retried (subclasses too); empty: any
     #: ``Exception`` (not a ``BaseException`` such as a timeout).
     exceptions: tuple[str, ...] = ()
+    #: The dotted path of a function ``f(attempt) -> seconds`` that gives the wait instead
+    #: (``@task(backoff=f)``); None: ``delay``, ``backoff`` and ``max_delay`` give it.
+    backoff_function: str | None = None
 
     def delay_after(self, attempt: int) -> float:
-        """Seconds to wait after attempt ``attempt`` (1 = the first) failed."""
+        """Seconds to wait after attempt ``attempt`` (1 = the first) failed.
+
+        Raises what a ``backoff_function`` raises, or ``TypeError``/``ValueError`` when it
+        returns something that is not a number of seconds >= 0.
+        """
+        if self.backoff_function is not None:
+            wait = import_string(self.backoff_function)(attempt)
+            if not _is_number(wait) or wait < 0:
+                raise ValueError(
+                    f"{self.backoff_function}({attempt}) returned {wait!r}, not a number of "
+                    "seconds >= 0"
+                )
+            return float(wait)
         try:
             wait = min(self.max_delay, self.delay * self.backoff ** (attempt - 1))
         except OverflowError:
@@ -80,11 +98,14 @@ class RetryPolicy:
         """A policy from its mapping; keys not given come from ``base`` (or the defaults)."""
         if not isinstance(value, Mapping):
             raise _Invalid(f"{where} must be a dict such as {{'attempts': 3}}, not {value!r}")
-        known = [each.name for each in dataclasses.fields(cls)]
-        _refuse_unknown(where, value, known)
+        _refuse_unknown(where, value, list(_RETRY_CHECKS))
         changes: dict[str, Any] = {}
         for key, item in value.items():
             changes[key] = _RETRY_CHECKS[key](f"{where}[{key!r}]", item)
+        if isinstance(changes.get("backoff"), str):  # a function's path, not a factor
+            changes["backoff_function"] = changes.pop("backoff")
+        elif "backoff" in changes:
+            changes["backoff_function"] = None
         return dataclasses.replace(base or cls(), **changes)
 
 
@@ -125,7 +146,7 @@ def _dotted_paths(where: str, value: Any) -> tuple[str, ...]:
 
 _RETRY_CHECKS: dict[str, Any] = {
     "attempts": _whole_number_at_least_one,
-    "backoff": _factor,
+    "backoff": lambda where, value: _backoff(where, value),
     "delay": _seconds_or_zero,
     "max_delay": _seconds_or_zero,
     "jitter": _boolean,
@@ -135,11 +156,44 @@ _RETRY_CHECKS: dict[str, Any] = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskOptions:
-    """What one task path gets: its ``task_options``, else the backend's defaults."""
+    """What one task gets: its decorator's options, its ``task_options``, the backend's.
+
+    ``max_attempts`` bounds the attempts of a task whose attempt was interrupted (its
+    supervisor died or was stopped at once); ``retry.attempts`` those of a task that raised.
+    A ``max_attempts`` given for one task sets both (see ``given``).
+    """
 
     retry: RetryPolicy | None = None
     timeout: float | None = None
     enqueue_on_commit: bool = False
+    max_attempts: int = 3
+
+    def given(self, layer: Mapping[str, Any]) -> TaskOptions:
+        """These options with one checked layer over them (``task_options``, a decorator's).
+
+        ``retry`` (a policy merged over this one's, or None: off) comes first; then
+        ``max_attempts``, which bounds every attempt whatever ended it and so turns retries
+        on (this policy's, else the defaults) with that many attempts; then ``backoff``, a
+        factor or a function's path, which turns retries on likewise.
+        """
+        retry = layer.get("retry", self.retry)
+        max_attempts = layer.get("max_attempts", self.max_attempts)
+        if "max_attempts" in layer:
+            retry = dataclasses.replace(retry or RetryPolicy(), attempts=max_attempts)
+        backoff = layer.get("backoff")
+        if isinstance(backoff, str):
+            retry = dataclasses.replace(retry or RetryPolicy(), backoff_function=backoff)
+        elif backoff is not None:
+            retry = dataclasses.replace(
+                retry or RetryPolicy(), backoff=backoff, backoff_function=None
+            )
+        return dataclasses.replace(
+            self,
+            retry=retry,
+            max_attempts=max_attempts,
+            timeout=layer.get("timeout", self.timeout),
+            enqueue_on_commit=layer.get("enqueue_on_commit", self.enqueue_on_commit),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,18 +242,29 @@ class BackendOptions:
     #: ``handoff``): they are still its own, to read and to hand off.
     former_alias: str | None = None
 
-    def for_task(self, task_path: str, *, timeout: float | None = None) -> TaskOptions:
-        """The retry policy, timeout and enqueue-on-commit choice of one task.
+    def for_task(
+        self,
+        task_path: str,
+        *,
+        timeout: float | None = None,
+        decorated: Mapping[str, Any] | None = None,
+    ) -> TaskOptions:
+        """The retry policy, timeouts, attempts and enqueue-on-commit choice of one task.
 
-        ``timeout`` (a worker's ``--task-timeout``) stands in for ``task_timeout``; a
-        timeout in the task's own options wins over both.
+        Each of these wins over the next: ``decorated`` (the options its ``@task(...)``
+        gave, as the task's record carries them: ``record_options``), its ``task_options``,
+        ``timeout`` (a worker's ``--task-timeout``), the backend's ``OPTIONS``.
         """
-        own = self.task_options.get(task_path, {})
-        return TaskOptions(
-            retry=own.get("retry", self.retry),
-            timeout=own.get("timeout", timeout or self.task_timeout),
-            enqueue_on_commit=own.get("enqueue_on_commit", self.enqueue_on_commit),
+        defaults = TaskOptions(
+            retry=self.retry,
+            timeout=timeout or self.task_timeout,
+            enqueue_on_commit=self.enqueue_on_commit,
+            max_attempts=self.max_attempts,
         )
+        options = defaults.given(self.task_options.get(task_path, {}))
+        if decorated:
+            options = options.given(parse_task_level("the task's record", decorated, options.retry))
+        return options
 
     @classmethod
     def from_options(cls, alias: str, options: Mapping[str, Any]) -> BackendOptions:
@@ -292,11 +357,7 @@ def _task_options(where: str, value: Any, retry: RetryPolicy | None) -> dict[str
             )
         if not isinstance(options, Mapping):
             raise _Invalid(f"{own} must be a dict such as {{'timeout': 30}}, not {options!r}")
-        _refuse_unknown(own, options, list(_TASK_OPTION_CHECKS))
-        parsed[task_path] = {
-            key: _TASK_OPTION_CHECKS[key](f"{own}[{key!r}]", item, retry)
-            for key, item in options.items()
-        }
+        parsed[task_path] = parse_task_level(own, options, retry)
     return parsed
 
 
@@ -305,11 +366,61 @@ def _own_retry(where: str, value: Any, retry: RetryPolicy | None) -> RetryPolicy
     return None if value is None else RetryPolicy.parse(where, value, retry)
 
 
+def _backoff(where: str, value: Any) -> float | str:
+    """A factor >= 1, or the dotted path of a function ``f(attempt) -> seconds``."""
+    if isinstance(value, str):
+        return _function_path(where, value)
+    return _factor(where, value)
+
+
+def _function_path(where: str, value: Any) -> str:
+    if not isinstance(value, str) or "." not in value:
+        raise _Invalid(
+            f"{where} must be a number >= 1 or the dotted path of a module-level function "
+            f"such as 'myapp.tasks.backoff', not {value!r}"
+        )
+    return value
+
+
 _TASK_OPTION_CHECKS: dict[str, Any] = {
     "retry": _own_retry,
+    "max_attempts": lambda where, value, _retry: _whole_number_at_least_one(where, value),
+    "backoff": lambda where, value, _retry: _backoff(where, value),
     "timeout": lambda where, value, _retry: _seconds_or_none(where, value),
     "enqueue_on_commit": lambda where, value, _retry: _boolean(where, value),
 }
+
+#: What a ``@task(...)`` decorator may give (Django 6.1, the backport 0.11+): the names
+#: the framework's proposals and django-ox use, and ``retry``, the whole policy.
+DECORATOR_OPTIONS = ("max_attempts", "backoff", "timeout", "retry")
+
+
+def parse_task_level(
+    where: str,
+    given: Mapping[str, Any],
+    retry: RetryPolicy | None,
+    *,
+    decorator: bool = False,
+) -> dict[str, Any]:
+    """One task's own options, checked; ``retry`` policies merge over ``retry``.
+
+    Raises ValueError (whose message names the key) for a wrong value; ``decorator``:
+    the keys are named as ``@task`` arguments, ``where`` names the task.
+    """
+    known = list(DECORATOR_OPTIONS if decorator else _TASK_OPTION_CHECKS)
+    _refuse_unknown(where, given, known)
+    retry_given = given.get("retry")
+    if "max_attempts" in given and isinstance(retry_given, Mapping) and "attempts" in retry_given:
+        raise _Invalid(
+            f"{where} gives both 'max_attempts' and retry['attempts']; give one of them "
+            "(max_attempts bounds every attempt, whatever ended it)"
+        )
+    return {
+        key: _TASK_OPTION_CHECKS[key](
+            f"{where}: {key}" if decorator else f"{where}[{key!r}]", item, retry
+        )
+        for key, item in given.items()
+    }
 
 
 _SCHEDULE_EXAMPLE = "{'task': 'myapp.tasks.report', 'cron': '0 3 * * *'}"

@@ -47,6 +47,8 @@ class Record:
     run_after: datetime | None = None
     #: The marker of the schedule tick that enqueued it, ``<name>@<tick>`` (``periodic``).
     schedule: str | None = None
+    #: The options its ``@task(...)`` gave (``ProcPoolTask.record_options``), if any.
+    options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +196,8 @@ def encode_record(record: Record) -> bytes:
     }
     if record.schedule is not None:
         data["schedule"] = record.schedule
+    if record.options:
+        data["options"] = record.options
     return _dumps(data)
 
 
@@ -223,6 +227,7 @@ def decode_record(data: Mapping[str, Any]) -> Record:
         enqueued_at=_decode_time(data["enqueued_at"]),  # type: ignore[arg-type]
         run_after=_decode_time(data["run_after"]),
         schedule=data.get("schedule"),
+        options=data.get("options"),
     )
     types_ok = (
         isinstance(record.task_path, str)
@@ -233,6 +238,7 @@ def decode_record(data: Mapping[str, Any]) -> Record:
         and isinstance(record.backend, str)
         and record.enqueued_at is not None
         and isinstance(record.schedule, str | None)
+        and isinstance(record.options, dict | None)
     )
     if not types_ok:
         raise TypeError("a field has the wrong type")

@@ -383,7 +383,7 @@ def test_a_wrong_retry_policy_is_refused_with_a_message_naming_its_key(
         pytest.param(
             {A_TASK: {"retries": 3}},
             f"{WHERE}['task_options']['tests.tasks.add'] has unknown keys ['retries']; the "
-            "keys are 'retry', 'timeout' and 'enqueue_on_commit'",
+            "keys are 'retry', 'max_attempts', 'backoff', 'timeout' and 'enqueue_on_commit'",
             id="unknown-key",
         ),
         pytest.param(
