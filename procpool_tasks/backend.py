@@ -23,6 +23,7 @@ from .exceptions import (
 )
 from .journal import Record
 from .options import BackendOptions, is_positive_seconds
+from .portability import PORTABLE_ONLY  # noqa: F401 (refuses Windows with a clear error)
 from .results import build_task_result, load_task
 from .task import ProcPoolTask
 

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 
 from ..exceptions import JournalError
+from ..portability import sync_data
 from . import files
 from .directory import _Directory
 from .files import (
@@ -67,7 +68,7 @@ def _append_line(dir_fd: int, name: str, line: bytes, *, sync: bool = False) -> 
         if sync:
             fd = os.open(name, os.O_RDONLY | _OPEN_FLAGS, dir_fd=dir_fd)
             try:
-                os.fdatasync(fd)
+                sync_data(fd)
             finally:
                 os.close(fd)
             os.fsync(dir_fd)
@@ -75,7 +76,7 @@ def _append_line(dir_fd: int, name: str, line: bytes, *, sync: bool = False) -> 
     try:
         files._write_all(fd, line)
         if sync:
-            os.fdatasync(fd)
+            sync_data(fd)
     finally:
         os.close(fd)
     if sync and made:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import RecordNotFound
+from ..portability import sync_data
 from . import files
 from .directory import _Directory
 from .files import (
@@ -103,7 +104,7 @@ class _SegmentWriter:
         try:
             files._write_all(self._fd, data)
             if self._durable:
-                os.fdatasync(self._fd)
+                sync_data(self._fd)
         except OSError:
             self._abandon_segment()
             raise

@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..portability import sync_data
 from . import files
 from .files import _FILE_MODE, _OPEN_FLAGS, _read_file
 from .format import State, _frame, _unframe, decode_state, encode_state
@@ -39,7 +40,7 @@ class ResultLog:
         try:
             files._write_all(self._fd, data)
             if self._journal.durable:
-                os.fdatasync(self._fd)
+                sync_data(self._fd)
         except OSError:
             # Half a line (a full disk) would join the first line of the retry into one
             # unreadable line, and replay would lose that state: cut it off again.

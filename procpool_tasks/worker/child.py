@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import pickle
 import signal
 import sys
@@ -29,6 +28,7 @@ from django.utils.module_loading import import_string
 
 from .. import compat, journal
 from ..exceptions import TaskTimeoutError
+from ..portability import resident_memory_mib
 from ..results import build_task_result, load_task
 from ..sqlite import apply_sqlite_defaults
 from .lifeline import die_with_process
@@ -141,16 +141,6 @@ def run_job(job: Job) -> Outcome:
     finally:
         close_old_connections()
     return replace(outcome, memory_mib=resident_memory_mib())
-
-
-def resident_memory_mib() -> float:
-    """This process's resident set size (RSS) in MiB; 0 where /proc is missing."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            resident_pages = int(statm.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 @contextlib.contextmanager

@@ -7,11 +7,11 @@ import ctypes
 import os
 import select
 import signal
-import sys
 import threading
 import time
 
 from ..journal.heartbeats import is_running
+from ..portability import HAS_PARENT_DEATH_SIGNAL, HAS_PIDFD
 
 __all__ = ["die_with_parent", "die_with_process"]
 
@@ -24,12 +24,13 @@ def die_with_parent(signum: int = signal.SIGKILL, *, parent: int | None = None) 
     """Have the kernel send ``signum`` to this process when its parent dies.
 
     ``parent`` is the pid the caller expects as its parent (default: the current one); if
-    that process is already gone, the signal is sent at once. Linux only (prctl); elsewhere
-    it does nothing and an orphan runs on until it finishes its work.
+    that process is already gone, the signal is sent at once. The kernel does it on Linux
+    (prctl); elsewhere ``die_with_process`` watches the parent.
     """
-    if not sys.platform.startswith("linux"):
-        return
     expected = os.getppid() if parent is None else parent
+    if not HAS_PARENT_DEATH_SIGNAL:
+        die_with_process(expected, signum)
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signum)
     # The parent may have died before prctl took effect; then no signal would ever come.
@@ -48,8 +49,8 @@ def die_with_process(pid: int, signum: int = signal.SIGKILL) -> None:
     none, it looks every second.
     """
     try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
+        pidfd = os.pidfd_open(pid) if HAS_PIDFD else None
+    except OSError:
         pidfd = None
     if pidfd is None and not is_running(pid):
         os.kill(os.getpid(), signum)

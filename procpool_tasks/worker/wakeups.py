@@ -20,6 +20,8 @@ from pathlib import Path
 
 import watchfiles
 
+from ..portability import HAS_INOTIFY
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["JournalWatch", "WakePipe"]
@@ -110,6 +112,8 @@ class JournalWatch:
 
 def _inotify_watch(directory: Path) -> int | None:
     """An inotify descriptor watching ``directory``; None where there is none (not Linux)."""
+    if not HAS_INOTIFY:
+        return None
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name, use_errno=True)
