@@ -135,4 +135,9 @@ if find_spec("django_tasks_rq"):
     RQ_QUEUES = {name: {"URL": _REDIS_URL} for name in HANDOFF_QUEUES}
     TASKS["rq"] = {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": HANDOFF_QUEUES}
 
-LOGGING_CONFIG = None
+# PROCPOOL_TEST_LOGGING (JSON) is a project's LOGGING, on top of Django's defaults ("{}":
+# a new project's); without it Django configures no logging at all.
+if "PROCPOOL_TEST_LOGGING" in os.environ:
+    LOGGING = json.loads(os.environ["PROCPOOL_TEST_LOGGING"])
+else:
+    LOGGING_CONFIG = None
