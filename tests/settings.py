@@ -5,6 +5,8 @@ the worker subprocesses it starts, so tests never share a journal. PROCPOOL_TEST
 (JSON) adds OPTIONS to the default backend, e.g. ``{"max_attempts": 1}`` for one worker,
 PROCPOOL_TEST_DB_OPTIONS (JSON) replaces the SQLite database's OPTIONS,
 PROCPOOL_TEST_TIME_ZONE replaces TIME_ZONE (UTC) and PROCPOOL_TEST_USE_TZ=0 turns USE_TZ off.
+PROCPOOL_TEST_DEBUG=1 turns DEBUG on; PROCPOOL_TEST_LOGGING (JSON) is LOGGING, over Django's
+default logging, which the tests otherwise leave off.
 
 The backends ``procpool_handoff`` moves tasks to (tests/test_handoff.py) are here where
 they are installed: "db" (django-tasks-db, which needs Django 5.2+) and "rq"
@@ -135,4 +137,9 @@ if find_spec("django_tasks_rq"):
     RQ_QUEUES = {name: {"URL": _REDIS_URL} for name in HANDOFF_QUEUES}
     TASKS["rq"] = {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": HANDOFF_QUEUES}
 
-LOGGING_CONFIG = None
+# PROCPOOL_TEST_LOGGING (JSON) is a project's LOGGING, on top of Django's defaults ("{}":
+# a new project's); without it Django configures no logging at all.
+if "PROCPOOL_TEST_LOGGING" in os.environ:
+    LOGGING = json.loads(os.environ["PROCPOOL_TEST_LOGGING"])
+else:
+    LOGGING_CONFIG = None

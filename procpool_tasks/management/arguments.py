@@ -6,13 +6,12 @@ command such as ``procpool_status`` does not load the worker.
 
 from __future__ import annotations
 
-import logging
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
 from django.core.management.base import CommandError
 
-from procpool_tasks import compat
+from procpool_tasks import compat, logs
 from procpool_tasks.backend import ProcPoolBackend, is_positive_seconds
 
 MAX_WORKER_ID_LENGTH = 64
@@ -88,13 +87,7 @@ def valid_worker_id(value: str) -> str:
 
 def configure_logging(verbosity: int, stream: Any) -> None:
     """-v 0: errors only; -v 1: one line per task start and finish; -v 2: debug."""
-    level = {0: logging.ERROR, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    for logger in (logging.getLogger("procpool_tasks"), compat.FRAMEWORK_LOGGER):
-        logger.setLevel(level if logger.name == "procpool_tasks" else max(level, logging.WARNING))
-        if not logger.hasHandlers():
-            handler = logging.StreamHandler(stream)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            logger.addHandler(handler)
+    logs.configure(verbosity, stream)
 
 
 def parse_queue_names(value: str, backend: ProcPoolBackend) -> frozenset[str] | None:

@@ -26,7 +26,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .. import compat, journal
+from .. import compat, journal, logs
 from ..exceptions import TaskTimeoutError
 from ..portability import resident_memory_mib
 from ..results import build_task_result, load_task
@@ -84,7 +84,7 @@ def init_child(settings: ChildSettings) -> None:
         django.setup()
     if settings.sqlite_defaults:
         apply_sqlite_defaults()  # before the first connection; the supervisor logged it
-    configure_child_logging(settings.verbosity)
+    logs.configure(settings.verbosity, sys.stdout)
 
 
 def serve(conn: Connection, settings: ChildSettings) -> None:
@@ -122,14 +122,6 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
             return  # the supervisor is gone; the next one recovers the task
         if leaving:
             return
-
-
-def configure_child_logging(verbosity: int) -> None:
-    """Show the framework's own log lines: failures at -v 1, everything at -v 2."""
-    level = {0: logging.CRITICAL, 1: logging.WARNING}.get(verbosity, logging.DEBUG)
-    compat.FRAMEWORK_LOGGER.setLevel(level)
-    if not compat.FRAMEWORK_LOGGER.hasHandlers():
-        compat.FRAMEWORK_LOGGER.addHandler(logging.StreamHandler(sys.stdout))
 
 
 def run_job(job: Job) -> Outcome:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import journal
+from .. import journal, logs
 from . import child, states
 from .outcomes import Outcomes
 from .pool import Pool, WorkerProcess
@@ -176,7 +176,7 @@ class Dispatcher:
         policy = self._config.options_for(flight.record).retry
         self._outcomes.task_ended(flight.record, flight.state, outcome, policy)
         if not outcome.retry:
-            self._log_finished(flight, outcome.status)
+            self._log_finished(flight, outcome)
 
     def on_exit(self, worker: WorkerProcess) -> None:
         """A process exited: as it said it would, or it died (see the module docstring)."""
@@ -314,13 +314,29 @@ class Dispatcher:
                 limit,
             )
 
-    def _log_finished(self, flight: InFlight, status: str) -> None:
-        logger.log(
-            logging.INFO if status == journal.SUCCESSFUL else logging.WARNING,
-            "Task id=%s path=%s queue=%s state=%s duration=%.3fs",
+    def _log_finished(self, flight: InFlight, outcome: child.Outcome) -> None:
+        line = "Task id=%s path=%s queue=%s state=%s duration=%.3fs"
+        fields = (
             flight.record.id,
             flight.record.task_path,
             flight.record.queue_name,
-            status,
+            outcome.status,
             time.monotonic() - flight.started,
+        )
+        if outcome.error is None:
+            logger.log(
+                logging.INFO if outcome.status == journal.SUCCESSFUL else logging.WARNING,
+                line,
+                *fields,
+            )
+            return
+        # The exception on the line itself, its traceback (from the child) after it.
+        traceback = outcome.error.traceback
+        logs.log_with_traceback(
+            logger,
+            logging.WARNING,
+            traceback,
+            line + ": %s",
+            *fields,
+            traceback.strip().splitlines()[-1],
         )

@@ -1,0 +1,89 @@
+"""How the worker's processes log: one stream, one format, on any Django and any DEBUG.
+
+The supervisor, each worker process and the reloader call ``configure``, so a line looks
+the same whichever process wrote it::
+
+    2025-01-01 12:00:00,000 WARNING Task id=... state=FAILED duration=0.090s: ValueError: boom
+    Traceback (most recent call last):
+      ...
+
+Django's default ``LOGGING`` would send the framework's lines (``django.tasks`` is a child
+of ``django``) to stderr, unformatted and only with ``DEBUG = True``; so the loggers set up
+here do not propagate. A project's own ``LOGGING`` for ``procpool_tasks`` or the
+framework's logger wins: handlers it gave a logger stay its only ones, a level it set stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+from . import compat
+
+__all__ = ["FORMAT", "LOGGER_NAME", "configure", "levels", "log_with_traceback"]
+
+FORMAT = "%(asctime)s %(levelname)s %(message)s"
+#: The parent of every logger of this package (``procpool_tasks.worker.supervisor``, ...).
+LOGGER_NAME = "procpool_tasks"
+
+#: The loggers whose level ``configure`` set, so a second call may set it again.
+_levels_set: set[str] = set()
+
+
+class _WorkerHandler(logging.StreamHandler[TextIO]):
+    """The handler ``configure`` adds, told apart from a project's own."""
+
+
+def levels(verbosity: int) -> tuple[int, int]:
+    """The levels of this package's loggers and of the framework's for ``-v verbosity``.
+
+    -v 0: errors only; -v 1: a line per task start and finish, failures with their
+    traceback; -v 2: debug. The framework's lines repeat the worker's own task lines
+    (which also name the queue, the duration and the error), so they show at -v 2 only.
+    """
+    own = {0: logging.ERROR, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    return own, logging.DEBUG if verbosity >= 2 else logging.CRITICAL
+
+
+def configure(verbosity: int, stream: TextIO | None = None) -> None:
+    """Log this package's and the framework's lines to ``stream`` (stdout), in ``FORMAT``."""
+    own, framework = levels(verbosity)
+    for logger, level in (
+        (logging.getLogger(LOGGER_NAME), own),
+        (compat.FRAMEWORK_LOGGER, framework),
+    ):
+        _configure_logger(logger, level, sys.stdout if stream is None else stream)
+
+
+def _configure_logger(logger: logging.Logger, level: int, stream: TextIO) -> None:
+    ours = [handler for handler in logger.handlers if isinstance(handler, _WorkerHandler)]
+    if ours:  # configured before, in this process
+        for handler in ours:
+            handler.setStream(stream)
+    elif not logger.handlers:  # else the project's LOGGING gave it handlers: only those
+        handler = _WorkerHandler(stream)
+        handler.setFormatter(logging.Formatter(FORMAT))
+        logger.addHandler(handler)
+        # Django's own handlers of ``django`` would print the framework's lines again.
+        logger.propagate = False
+    if logger.level == logging.NOTSET or logger.name in _levels_set:
+        logger.setLevel(level)
+        _levels_set.add(logger.name)
+
+
+def log_with_traceback(
+    logger: logging.Logger, level: int, traceback: str, msg: str, *args: object
+) -> None:
+    """Log ``msg`` followed by a traceback another process formatted, as ``exc_info`` is.
+
+    The traceback is the record's ``exc_text``: a formatter prints it after the message
+    (``logging.Formatter``) or in a field of its own (JSON formatters), so the message
+    itself stays one line.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    filename, lineno, function, _ = logger.findCaller(stacklevel=2)
+    record = logger.makeRecord(logger.name, level, filename, lineno, msg, args, None, function)
+    record.exc_text = traceback.rstrip("\n")
+    logger.handle(record)

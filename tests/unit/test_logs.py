@@ -1,0 +1,100 @@
+"""``logs.configure``: which handler and level each logger gets, and what a project's wins."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from procpool_tasks import compat, logs
+
+OWN = logging.getLogger(logs.LOGGER_NAME)
+
+
+@pytest.fixture(autouse=True)
+def restored_loggers() -> Iterator[None]:
+    """The two loggers as they were before the test, whatever it configured."""
+    loggers = (OWN, compat.FRAMEWORK_LOGGER)
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    levels_set = set(logs._levels_set)
+    for logger in loggers:
+        logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+    logs._levels_set.clear()
+    yield
+    for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+    logs._levels_set.clear()
+    logs._levels_set.update(levels_set)
+
+
+@pytest.mark.parametrize(
+    ("verbosity", "own", "framework"),
+    [
+        (0, logging.ERROR, logging.CRITICAL),
+        (1, logging.INFO, logging.CRITICAL),
+        (2, logging.DEBUG, logging.DEBUG),
+        (3, logging.DEBUG, logging.DEBUG),
+    ],
+)
+def test_verbosity_sets_the_level_of_both_loggers(verbosity: int, own: int, framework: int) -> None:
+    logs.configure(verbosity, io.StringIO())
+
+    assert (OWN.level, compat.FRAMEWORK_LOGGER.level) == (own, framework)
+
+
+def test_both_loggers_write_the_format_to_the_stream_and_do_not_propagate() -> None:
+    stream = io.StringIO()
+    logs.configure(2, stream)
+
+    logging.getLogger("procpool_tasks.worker.dispatch").info("own %s", 1)
+    compat.FRAMEWORK_LOGGER.error("framework")
+
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == ["INFO own 1", "ERROR framework"]
+    assert (OWN.propagate, compat.FRAMEWORK_LOGGER.propagate) == (False, False)
+
+
+def test_configuring_again_changes_the_stream_and_level_and_adds_no_second_handler() -> None:
+    logs.configure(1, io.StringIO())
+    stream = io.StringIO()
+    logs.configure(0, stream)
+
+    OWN.error("once")
+
+    assert len(OWN.handlers) == 1
+    assert OWN.level == logging.ERROR
+    assert stream.getvalue().endswith(" ERROR once\n")
+
+
+def test_a_projects_handlers_stay_the_only_ones_and_its_level_stays() -> None:
+    project = logging.StreamHandler(io.StringIO())
+    OWN.addHandler(project)
+    compat.FRAMEWORK_LOGGER.setLevel(logging.WARNING)
+
+    logs.configure(2, io.StringIO())
+
+    assert OWN.handlers == [project]
+    assert OWN.propagate is True
+    assert OWN.level == logging.DEBUG  # no level of its own: -v decides
+    assert compat.FRAMEWORK_LOGGER.level == logging.WARNING
+    assert len(compat.FRAMEWORK_LOGGER.handlers) == 1  # no handler of its own: the worker's
+
+
+def test_a_traceback_from_another_process_follows_the_message() -> None:
+    stream = io.StringIO()
+    logs.configure(1, stream)
+
+    logs.log_with_traceback(
+        OWN, logging.WARNING, "Traceback (most recent call last):\nValueError: boom\n", "x=%s", 1
+    )
+    logs.log_with_traceback(OWN, logging.DEBUG, "not shown\n", "below the level")
+
+    assert stream.getvalue().split(" ", 2)[2] == (
+        "WARNING x=1\nTraceback (most recent call last):\nValueError: boom\n"
+    )
