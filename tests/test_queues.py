@@ -9,12 +9,22 @@ not serve at each heartbeat (every 5 s); a test waits for its heartbeats, never 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
 
 from procpool_tasks import journal
 from tests import tasks
 from tests.conftest import Env, Worker, wait_for
 from tests.support import status_of
+
+# The page's users live in a test database of this process (``database``).
+from tests.test_status_page import client_of, database, page_of  # noqa: F401
 
 #: The supervisor's warning about the queue 'low', without its time.
 WARNING_LOW = (
@@ -119,3 +129,96 @@ def test_a_supervisor_does_not_count_the_tasks_another_one_ran_before_it_stopped
     wait_for(lambda: one_waits in warnings_in(worker.output), what="the warning")
     assert status_of(waiting) == "READY"
     assert journal.Journal(env.journal).read_state(on_low.id) is not None
+
+
+# -- procpool_status and the status page ------------------------------------------------------
+
+#: What procpool_status and the page say about the queue 'low', which the worker does not serve.
+UNSERVED_LOW = (
+    "2 READY task(s) wait in queue 'low', which no live supervisor serves; serve it with "
+    "--queue-name default,low or --queue-name '*'"
+)
+NO_SUPERVISOR = (
+    "No live supervisor serves backend 'default', and READY tasks wait (1 in 'default', "
+    "2 in 'low'); start a worker: manage.py procpool_worker"
+)
+
+
+@pytest.fixture
+def staff(request: pytest.FixtureRequest) -> Iterator[Client]:
+    """A logged-in staff user's client for the status page."""
+    request.getfixturevalue("database")
+    user = User.objects.create_user("staff", is_staff=True)
+    yield client_of(user)
+    user.delete()
+
+
+def start_live_worker(env: Env, *args: str) -> Worker:
+    worker = env.start_worker("--processes", "1", *args)
+    wait_for(lambda: beat_of(env, worker), what="the worker's first heartbeat")
+    return worker
+
+
+def test_status_warns_at_the_top_about_a_queue_with_ready_tasks_that_nobody_serves(
+    env: Env, staff: Client
+) -> None:
+    for n in (1, 2):
+        tasks.add.using(queue_name="low").enqueue(n, n)
+    start_live_worker(env, "--queue-name", "default")
+
+    text = env.manage("procpool_status").stdout.splitlines()
+    document = json.loads(env.manage("procpool_status", "--json").stdout)
+    unhealthy = env.manage("procpool_status", "-v", "0", "--fail-if-no-worker", expect_code=1)
+    page = page_of(staff, "/tasks/")
+
+    assert text[:3] == [f"WARNING: {UNSERVED_LOW}", "", text[2]]
+    assert text[2].startswith("Backend 'default', journal ")
+    assert (document["live_supervisors"], document["unserved_queues"]) == (
+        1,
+        [{"queue": "low", "ready": 2}],
+    )
+    assert (unhealthy.stdout, unhealthy.stderr.splitlines()) == (
+        "",
+        ["UNHEALTHY: no live supervisor serves queue 'low', where 2 READY task(s) wait"],
+    )
+    assert page.texts["warnings"] == UNSERVED_LOW
+    # The forms that name queues keep their meaning.
+    env.manage("procpool_status", "--fail-if-no-worker", "default", expect_code=0)
+    env.manage("procpool_status", "--fail-if-no-worker", "--queue-name", "default")
+
+
+def test_status_is_quiet_and_healthy_when_every_queue_with_ready_tasks_is_served(
+    env: Env, staff: Client
+) -> None:
+    start_live_worker(env, "--queue-name", "default")
+    tasks.add.using(queue_name="high", run_after=timezone.now() + timedelta(hours=1)).enqueue(1, 1)
+
+    text = env.manage("procpool_status", "--fail-if-no-worker").stdout.splitlines()
+    document = json.loads(env.manage("procpool_status", "--json").stdout)
+    page = page_of(staff, "/tasks/")
+
+    assert text[0].startswith("Backend 'default', journal ")  # a deferred task waits its time
+    assert (document["live_supervisors"], document["unserved_queues"]) == (1, [])
+    assert "warnings" not in page.texts
+
+
+def test_status_and_the_page_warn_when_no_supervisor_is_live_while_tasks_are_ready(
+    env: Env, staff: Client
+) -> None:
+    tasks.add.enqueue(1, 1)
+    for n in (1, 2):
+        tasks.add.using(queue_name="low").enqueue(n, n)
+
+    text = env.manage("procpool_status").stdout.splitlines()
+    document = json.loads(env.manage("procpool_status", "--json").stdout)
+    page = page_of(staff, "/tasks/")
+
+    assert text[:2] == [f"WARNING: {NO_SUPERVISOR}", ""]
+    assert (document["live_supervisors"], document["unserved_queues"]) == (
+        0,
+        [{"queue": "default", "ready": 1}, {"queue": "low", "ready": 2}],
+    )
+    assert page.texts["warnings"] == NO_SUPERVISOR
+    assert env.manage("procpool_status", "--fail-if-no-worker", expect_code=1).stderr == (
+        "UNHEALTHY: no live supervisor serves backend 'default'\n"
+    )
