@@ -162,6 +162,8 @@ class Supervisor:
         """Run the loop on an opened supervisor; return the exit code."""
         assert self._result_log is not None  # noqa: S101 (open() comes first)
         self._log_start()
+        if self._schedules is not None:
+            self._schedules.log_schedules()
         self._apply_sqlite_defaults()
         self._beat()
         self._start_forkserver()

@@ -260,7 +260,7 @@ def _schedules(schedules: list[scheduler.ScheduleStatus]) -> list[str]:
                     schedule.name,
                     schedule.task_path,
                     schedule.queue_name or "?",
-                    schedule.cron if schedule.cron is not None else f"every {schedule.every:g}s",
+                    schedule.when,
                     _when(last.tick.astimezone(tz)) if last else "-",
                     last.task_id if last else "-",
                     _when(schedule.next_tick.astimezone(tz)) if schedule.next_tick else "-",
