@@ -434,6 +434,29 @@ def test_status_shows_each_schedule_with_its_last_and_next_tick(env: Env) -> Non
     )
 
 
+def test_a_worker_lists_the_schedules_it_will_fire_after_its_start_line(env: Env) -> None:
+    set_schedules(
+        env,
+        "Europe/Berlin",
+        yearly={"task": "tests.tasks.echo", "cron": "0 0 1 1 *", "queue_name": "low"},
+        aeon={"task": "tests.tasks.add", "every": 10**9, "args": [1, 2]},
+    )
+    worker = start_live_worker(env)
+    assert worker.stop() == 0
+
+    berlin = ZoneInfo("Europe/Berlin")
+    started = datetime.now(berlin)
+    new_year = datetime(started.year + 1, 1, 1, tzinfo=berlin)
+    lines = [line.split(" ", 3)[3] for line in worker.output.splitlines() if " INFO " in line]
+    start = next(n for n, line in enumerate(lines) if line.startswith("Starting worker "))
+    assert lines[start + 1 : start + 3] == [
+        "Will fire periodic task schedule=aeon path=tests.tasks.add queue=default "
+        "when='every 1e+09s' next_tick=2033-05-18T05:33:20+02:00",
+        "Will fire periodic task schedule=yearly path=tests.tasks.echo queue=low "
+        f"when='0 0 1 1 *' next_tick={new_year.isoformat()}",
+    ]
+
+
 def words(*cells: str) -> list[str]:
     """Table cells as ``table_rows`` splits them: a cell with spaces is several words."""
     return " ".join(cells).split()

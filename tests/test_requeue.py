@@ -221,7 +221,7 @@ def test_requeue_refuses_ready_running_and_successful_tasks_and_requeues_the_fai
     successful = tasks.add.enqueue(1, 2)
     release, marker = env.tmp_path / "let-go", env.tmp_path / "started"
     running = tasks.block_until.enqueue(str(release), str(marker))
-    worker = env.start_worker("--worker-id", "holding")
+    worker = env.start_worker("--worker-id", "holding", "--queue-name", "default")
     wait_for(marker.exists, what="block_until to start")  # RUNNING until `release` exists
     wait_for(
         lambda: [status_of(failed), status_of(successful)] == ["FAILED", "SUCCESSFUL"],

@@ -150,7 +150,12 @@ def table_rows(output: str, heading: str) -> dict[str, list[str]]:
 
 def assert_tables_show(output: str, env: Env, run: MixedRun) -> None:
     """The human-readable form of the mixed run: the same numbers as the JSON."""
-    lines = output.splitlines()
+    warning, blank, *lines = output.splitlines()
+    assert [warning, blank] == [
+        "WARNING: 2 READY task(s) wait in queue 'low', which no live supervisor serves; "
+        "serve it with --queue-name default,low or --queue-name '*'",
+        "",
+    ]
     assert lines[0].startswith(f"Backend 'default', journal {env.journal}, at ")
     assert lines[2].split() == ["QUEUE", *COUNTS, "OLDEST", "READY"]
     queues = {line.split()[0]: line.split()[1:] for line in lines[3:7]}
@@ -318,6 +323,7 @@ def test_status_json_of_a_mixed_run_matches_the_documented_schema(
 
     lists = ("running", "supervisors", "recent_failures", "quarantined")
     assert [len(document[key]) for key in lists] == [1, 1, 2, 1]  # none left unchecked
+    assert document["unserved_queues"] == [{"queue": "low", "ready": 2}]
     assert schema_errors(document) == []
 
 

@@ -135,16 +135,36 @@ def test_worker_runs_only_the_tasks_of_the_queues_it_serves(
     assert sorted(lines_of(env.tmp_path / "queues.txt")) == sorted(served)
 
 
-def test_worker_serves_the_default_queue_when_no_queue_name_is_given(env: Env) -> None:
+def test_worker_serves_every_queue_of_queues_when_no_queue_name_is_given(env: Env) -> None:
     results = _enqueue_one_per_queue(env)
 
-    env.run_batch()
+    output = env.run_batch()
 
     assert {name: refreshed(result).status for name, result in results.items()} == {
         "default": "SUCCESSFUL",
-        "high": "READY",
-        "low": "READY",
+        "high": "SUCCESSFUL",
+        "low": "SUCCESSFUL",
     }
+    [started] = [line for line in output.splitlines() if " Starting worker " in line]
+    assert re.fullmatch(
+        r".* INFO Starting worker worker_id=\w+ queues=default,high,low processes=\d+ "
+        f"journal={re.escape(str(env.journal))}",
+        started,
+    ), started
+
+
+def test_worker_of_a_backend_with_empty_queues_serves_every_queue_by_default(env: Env) -> None:
+    on_any = tasks.add.using(backend="second", queue_name="anything").enqueue(1, 2)
+
+    output = env.run_batch("--backend", "second")
+
+    assert refreshed(on_any).status == "SUCCESSFUL"
+    [started] = [line for line in output.splitlines() if " Starting worker " in line]
+    assert re.fullmatch(
+        r".* INFO Starting worker worker_id=\w+ queues=\* processes=\d+ "
+        f"journal={re.escape(str(env.journal))}-second",
+        started,
+    ), started
 
 
 def test_unknown_queue_name_is_refused_naming_the_queue(env: Env) -> None:

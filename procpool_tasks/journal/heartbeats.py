@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["HEARTBEAT_INTERVAL_S", "STALE_AFTER_S", "Heartbeat", "is_running"]
+__all__ = ["HEARTBEAT_INTERVAL_S", "STALE_AFTER_S", "Heartbeat", "is_running", "serve_flags"]
 
 #: How often a supervisor writes its heartbeat.
 HEARTBEAT_INTERVAL_S = 5.0
@@ -80,6 +81,15 @@ class Heartbeat:
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def serve_flags(queue_name: str, served: Iterable[str], known: Collection[str]) -> str:
+    """The ``--queue-name`` that lets a worker serve ``queue_name`` too, as warnings say it:
+    ``served`` and it; or only ``'*'`` for a queue not in the backend's QUEUES (``known``),
+    which ``--queue-name`` refuses by name."""
+    if known and queue_name not in known:
+        return f"--queue-name '*' (queue {queue_name!r} is not in QUEUES)"
+    return f"--queue-name {','.join(sorted({*served, queue_name}))} or --queue-name '*'"
 
 
 def is_running(pid: int) -> bool:

@@ -90,6 +90,12 @@ def configure_logging(verbosity: int, stream: Any) -> None:
     logs.configure(verbosity, stream)
 
 
+def served_by_default(backend: ProcPoolBackend) -> frozenset[str] | None:
+    """The queues a worker serves without --queue-name: its backend's QUEUES; None (every
+    queue) when QUEUES is empty, as the backend then accepts any queue name."""
+    return frozenset(backend.queues) or None
+
+
 def parse_queue_names(value: str, backend: ProcPoolBackend) -> frozenset[str] | None:
     """Comma-separated queue names of the backend's QUEUES; None for '*' (every queue)."""
     names = frozenset(name.strip() for name in value.split(",") if name.strip())

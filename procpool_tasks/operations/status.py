@@ -18,12 +18,22 @@ from typing import Any
 
 from django.utils import timezone
 
+from .. import compat
 from .. import journal as j
 from ..journal import history
-from ..journal.heartbeats import Heartbeat
+from ..journal.heartbeats import Heartbeat, serve_flags
 from ..periodic import scheduler
 
-__all__ = ["COUNTED", "SCHEMA_VERSION", "Status", "age_text", "collect", "to_json"]
+__all__ = [
+    "COUNTED",
+    "SCHEMA_VERSION",
+    "Status",
+    "UnservedQueue",
+    "age_text",
+    "collect",
+    "to_json",
+    "warnings",
+]
 
 SCHEMA_VERSION = 1
 #: What is counted per queue. READY is due now; DEFERRED is READY with a run_after in the
@@ -75,6 +85,14 @@ class QuarantinedRecord:
     queue_name: str | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnservedQueue:
+    """A queue where READY tasks (due now) wait and that no live supervisor serves."""
+
+    queue: str
+    ready: int
+
+
 @dataclass(slots=True, kw_only=True)
 class Status:
     backend: str
@@ -89,9 +107,20 @@ class Status:
     finished_per_minute: list[tuple[datetime, Counter[str]]] = field(default_factory=list)
     #: The backend's periodic tasks, by name, with their last fire and next tick.
     schedules: list[scheduler.ScheduleStatus] = field(default_factory=list)
+    #: The backend's QUEUES (empty: it accepts any queue name).
+    known_queues: frozenset[str] = frozenset()
 
     def live_supervisors(self) -> list[Heartbeat]:
         return [beat for beat in self.supervisors if beat.is_live(self.generated_at)]
+
+    def unserved_queues(self) -> list[UnservedQueue]:
+        """The queues with READY tasks due now that no live supervisor serves, by name."""
+        live = self.live_supervisors()
+        return [
+            UnservedQueue(queue=name, ready=queue.counts["READY"])
+            for name, queue in sorted(self.queues.items())
+            if queue.counts["READY"] and not any(beat.serves(name) for beat in live)
+        ]
 
     def total(self) -> QueueStatus:
         total = QueueStatus()
@@ -129,6 +158,7 @@ def collect(backend: Any) -> Status:
         finished_per_minute=_finished_per_minute(survey, now),
         quarantined=quarantined_records(journal),
         schedules=scheduler.schedule_statuses(backend, now),
+        known_queues=frozenset(backend.queues),
     )
     for summary in survey.summaries.values():
         for queue_name, by_status in summary.counts.items():
@@ -230,6 +260,32 @@ def _task_of(line: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+def warnings(status: Status) -> list[str]:
+    """What ``procpool_status`` says at its top and the page in its banner: READY tasks
+    that no live supervisor will run."""
+    unserved = status.unserved_queues()
+    if not unserved:
+        return []
+    live = status.live_supervisors()
+    if not live:
+        backend = (
+            ""
+            if status.backend == compat.DEFAULT_TASK_BACKEND_ALIAS
+            else f" --backend {status.backend}"
+        )
+        waiting = ", ".join(f"{queue.ready} in {queue.queue!r}" for queue in unserved)
+        return [
+            f"No live supervisor serves backend {status.backend!r}, and READY tasks wait "
+            f"({waiting}); start a worker: manage.py procpool_worker{backend}"
+        ]
+    served = {name for beat in live for name in (beat.queues or ())}
+    return [
+        f"{queue.ready} READY task(s) wait in queue {queue.queue!r}, which no live "
+        f"supervisor serves; serve it with {serve_flags(queue.queue, served, status.known_queues)}"
+        for queue in unserved
+    ]
+
+
 # --- JSON ---------------------------------------------------------------------------------
 
 
@@ -252,6 +308,10 @@ def to_json(status: Status) -> dict[str, Any]:
         ],
         "quarantined": [_quarantined_json(bad) for bad in status.quarantined],
         "schedules": [_schedule_json(schedule) for schedule in status.schedules],
+        "live_supervisors": len(status.live_supervisors()),
+        "unserved_queues": [
+            {"queue": queue.queue, "ready": queue.ready} for queue in status.unserved_queues()
+        ],
     }
 
 

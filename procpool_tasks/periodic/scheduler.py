@@ -191,6 +191,22 @@ class Scheduler:
             look_at=self._watching_since,
         )
 
+    def log_schedules(self) -> None:
+        """Say which schedules this supervisor fires, and when each ticks next."""
+        watched = {watched.options.name for watched in self._watched}
+        for schedule in schedule_statuses(self._backend, _now()):
+            if schedule.name in watched:
+                logger.info(
+                    "Will fire periodic task schedule=%s path=%s queue=%s when=%r next_tick=%s",
+                    schedule.name,
+                    schedule.task_path,
+                    schedule.queue_name or "?",
+                    schedule.when,
+                    "-"
+                    if schedule.next_tick is None
+                    else schedule.next_tick.astimezone(schedule.tz).isoformat(),
+                )
+
     def seconds_to_next_look(self) -> float:
         """Seconds until a schedule's next tick (0: one is due); inf without schedules."""
         if not self._watched:
@@ -391,6 +407,11 @@ class ScheduleStatus:
     #: The first tick after now; None if the schedule cannot fire (see the checks).
     next_tick: datetime | None
     tz: tzinfo = field(default=UTC)
+
+    @property
+    def when(self) -> str:
+        """The cron expression, or ``every 300s``."""
+        return self.cron if self.cron is not None else f"every {self.every:g}s"
 
 
 def schedule_statuses(backend: Any, now: datetime) -> list[ScheduleStatus]:

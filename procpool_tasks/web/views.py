@@ -175,7 +175,8 @@ def _no_backend(request: HttpRequest, alias: str) -> HttpResponse:
 @_viewers_only
 @csrf_protect  # sets the CSRF cookie for the action buttons, with or without the middleware
 def status_page(request: HttpRequest) -> HttpResponse:
-    """Counts per queue, the chart, supervisors, running tasks, failures, quarantine."""
+    """Counts per queue, the chart, supervisors, running tasks, failures, quarantine; a
+    banner when READY tasks wait in a queue that no live supervisor serves."""
     alias, backend = _backend(request)
     if backend is None:
         return _no_backend(request, alias)
@@ -184,6 +185,7 @@ def status_page(request: HttpRequest) -> HttpResponse:
     context = {
         **_page_context(request, alias),
         "status": current,
+        "warnings": status.warnings(current),
         "counted": status.COUNTED,
         "queues": [
             QueueRow(

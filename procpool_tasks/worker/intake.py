@@ -4,7 +4,8 @@ At start every segment not marked done is read, with the state of every task tha
 one (a listing per segment says which), so that tasks a dead supervisor left RUNNING
 are found before anything is claimed. Later only the lines appended since are read, on
 a wake-up. A record of a served queue that is READY goes to the ready set (its result
-file is made ahead, see ``background``); an unreadable line is quarantined and counted.
+file is made ahead, see ``background``); one of another queue to ``unserved``, which says
+so when no live supervisor serves that queue; an unreadable line is quarantined and counted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Intake:
         recovery: Recovery,
         committer: Committer,
         prepare: Callable[[str], None],
+        unserved: Callable[[journal.Record], None],
     ) -> None:
         self._journal = journal_
         self._serves = serves
@@ -41,6 +43,7 @@ class Intake:
         self._recovery = recovery
         self._committer = committer
         self._prepare = prepare
+        self._unserved = unserved
         self._tail = journal.SegmentTail(journal_)
         self.quarantined = 0
 
@@ -56,6 +59,8 @@ class Intake:
                 # A new line has no state yet; at start every state must be looked at.
                 state = self._state_at_start(item.id, with_state) if initial else None
                 self._consider(item, state)
+            else:
+                self._unserved(item)
         if self._recovery.has_dead:
             # Their tasks' new states must be durable before another supervisor may
             # take their locks and look at those tasks again.
@@ -91,6 +96,7 @@ class Intake:
         except journal.RecordNotFound:
             return
         if not self._serves(record.queue_name):
+            self._unserved(record)
             return
         state: journal.State | None = UNUSABLE
         try:

@@ -52,6 +52,7 @@ from .pool import Pool
 from .ready import ReadySet
 from .recovery import Recovery
 from .states import TaskInterrupted, WorkerProcessDied
+from .unserved import UnservedQueues
 from .wakeups import JournalWatch, WakePipe
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,8 @@ class Supervisor:
         """Run the loop on an opened supervisor; return the exit code."""
         assert self._result_log is not None  # noqa: S101 (open() comes first)
         self._log_start()
+        if self._schedules is not None:
+            self._schedules.log_schedules()
         self._apply_sqlite_defaults()
         self._beat()
         self._start_forkserver()
@@ -176,6 +179,7 @@ class Supervisor:
             sender=type(self.config.backend),
         )
         recovery = Recovery(self.journal, self.instance, self.outcomes)
+        self._unserved = self._watch_unserved()
         self.intake = Intake(
             self.journal,
             serves=self.config.serves,
@@ -183,6 +187,7 @@ class Supervisor:
             recovery=recovery,
             committer=self.committer,
             prepare=self._preparer.prepare,
+            unserved=self._unserved.note if self._unserved else _ignore,
         )
         self.dispatcher = Dispatcher(
             self.config, self.journal, self.instance, self.ready, self.outcomes, recovery,
@@ -208,6 +213,20 @@ class Supervisor:
             self.config.processes,
             self.journal.path,
         )
+
+    def _watch_unserved(self) -> UnservedQueues | None:
+        """What says so when READY tasks wait in a queue nobody serves; None for '*'."""
+        served = self.config.queue_names
+        if served is None:
+            return None
+        unserved = UnservedQueues(
+            self.journal,
+            backend_alias=self.config.backend.alias,
+            known_queues=self.config.backend.queues,
+            served=served,
+        )
+        unserved.look()  # not to keep the backlog of the queues others serve
+        return unserved
 
     def _close(self) -> None:
         """Stop the helpers and the processes; keep what the next supervisor recovers."""
@@ -261,6 +280,8 @@ class Supervisor:
         """Wait for anything to happen (or ``timeout``), then handle all that happened."""
         if time.monotonic() >= self._next_beat:
             self._beat()
+            if self._unserved is not None:
+                self._unserved.check()
         events = self._selector.select(timeout)
         journal_changed = time.monotonic() >= self._next_poll
         for key, _ in events:
@@ -430,3 +451,7 @@ class Supervisor:
             self.journal.write_heartbeat(self.instance, beat.to_json())
         except OSError as error:
             logger.warning("Cannot write the heartbeat of worker_id=%s: %s", beat.worker_id, error)
+
+
+def _ignore(record: journal.Record) -> None:
+    """No queue is left unserved by a supervisor that serves them all."""

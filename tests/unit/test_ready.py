@@ -169,12 +169,17 @@ def ready() -> ReadySet:
 
 
 def intake(
-    store: journal.Journal, committer: Committer, ready: ReadySet, queues: set[str]
+    store: journal.Journal,
+    committer: Committer,
+    ready: ReadySet,
+    queues: set[str],
+    unserved: list[journal.Record] | None = None,
 ) -> tuple[Intake, list[str]]:
     """An ``Intake`` serving ``queues``, as a supervisor makes one; and the ids it prepared
-    a result file for."""
+    a result file for. The records of other queues go to ``unserved``."""
     outcomes = Outcomes(store, committer, ready, max_attempts=3, sender=ProcPoolBackend)
     prepared: list[str] = []
+    others: list[journal.Record] = [] if unserved is None else unserved
     reader = Intake(
         store,
         serves=queues.__contains__,
@@ -182,6 +187,7 @@ def intake(
         recovery=Recovery(store, INSTANCE, outcomes),
         committer=committer,
         prepare=prepared.append,
+        unserved=others.append,
     )
     return reader, prepared
 
@@ -190,14 +196,16 @@ def test_a_supervisor_reads_in_only_the_tasks_of_the_queues_it_serves(
     store: journal.Journal, pipeline: Pipeline, ready: ReadySet
 ) -> None:
     default = enqueue(store, queue_name="default")
-    enqueue(store, queue_name="low")
+    low = enqueue(store, queue_name="low")
     high = enqueue(store, queue_name="high", priority=1)
-    reader, prepared = intake(store, pipeline.committer, ready, {"default", "high"})
+    unserved: list[journal.Record] = []
+    reader, prepared = intake(store, pipeline.committer, ready, {"default", "high"}, unserved)
 
     reader.read(initial=True)
 
     assert ready.take(10) == [high, default]
     assert prepared == [default.id, high.id]
+    assert unserved == [low]  # told, in case no live supervisor serves it
 
 
 def test_a_requeue_marker_of_a_task_on_a_queue_not_served_is_ignored(

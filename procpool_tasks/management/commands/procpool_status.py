@@ -43,7 +43,8 @@ class Command(BaseCommand):
             default=None,
             metavar="QUEUES",
             help="Exit 1 unless a live supervisor serves each of these queues (comma-"
-            "separated; default: those of --queue-name, else any queue)",
+            "separated; default: those of --queue-name, else any queue, and each queue "
+            "where READY tasks wait)",
         )
         parser.add_argument(
             "--fail-if-older",
@@ -121,6 +122,14 @@ def health_problems(
         for queue_name in wanted:
             if not any(beat.serves(queue_name) for beat in live):
                 problems.append(f"no live supervisor serves queue {queue_name!r}")
+        if not no_worker and live:
+            # Without names: also each queue where READY tasks wait for nobody.
+            for unserved in current.unserved_queues():
+                if unserved.queue not in wanted and (not queues or unserved.queue in queues):
+                    problems.append(
+                        f"no live supervisor serves queue {unserved.queue!r}, where "
+                        f"{unserved.ready} READY task(s) wait"
+                    )
     if older_than is not None:
         for name, queue in current.queues.items():
             if (queues and name not in queues) or queue.oldest_ready_at is None:
@@ -139,7 +148,10 @@ def health_problems(
 
 def render(current: status.Status) -> str:
     now = current.generated_at
+    warnings = [f"WARNING: {warning}" for warning in status.warnings(current)]
     lines = [
+        *warnings,
+        *([""] if warnings else []),
         f"Backend {current.backend!r}, journal {current.journal}, at {_when(now)}",
         "",
         *_queues(current),
@@ -248,7 +260,7 @@ def _schedules(schedules: list[scheduler.ScheduleStatus]) -> list[str]:
                     schedule.name,
                     schedule.task_path,
                     schedule.queue_name or "?",
-                    schedule.cron if schedule.cron is not None else f"every {schedule.every:g}s",
+                    schedule.when,
                     _when(last.tick.astimezone(tz)) if last else "-",
                     last.task_id if last else "-",
                     _when(schedule.next_tick.astimezone(tz)) if schedule.next_tick else "-",

@@ -24,6 +24,7 @@ from procpool_tasks.management.arguments import (
     positive_float,
     positive_int,
     positive_seconds,
+    served_by_default,
     valid_worker_id,
 )
 from procpool_tasks.worker import reload
@@ -51,8 +52,10 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--queue-name",
-            default=compat.DEFAULT_TASK_QUEUE_NAME,
-            help="The queues to process, separated by commas; '*' for all (default: %(default)r)",
+            default=None,
+            help="The queues to process, separated by commas; '*' for every queue, those not "
+            "in QUEUES too (default: every queue of the backend's QUEUES; all when QUEUES "
+            "is empty)",
         )
         add_backend_argument(parser, " to run")
         parser.add_argument(
@@ -141,7 +144,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(options["verbosity"], self.stdout)
         backend = backend_of(options)
-        queue_names = parse_queue_names(options["queue_name"], backend)
+        queue_names = (
+            served_by_default(backend)
+            if options["queue_name"] is None
+            else parse_queue_names(options["queue_name"], backend)
+        )
         reloading = options["reload"]
         if reloading is None:
             reloading = settings.DEBUG and not options["batch"]
