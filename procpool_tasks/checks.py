@@ -7,6 +7,7 @@ message names the setting at fault and its hint says what to set.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "SCHEDULE_BAD_QUEUE",
     "SCHEDULE_NOT_A_TASK",
     "SCHEDULE_WHEN",
+    "SQLITE_WARNED_ENV",
     "SQLITE_WITHOUT_DEFAULTS",
     "TASK_OPTIONS_NOT_A_TASK",
     "check_backend",
@@ -66,8 +68,11 @@ SCHEDULE_ARGUMENTS_NOT_JSON = "procpool_tasks.E013"
 SCHEDULE_BAD_QUEUE = "procpool_tasks.E014"
 #: A schedule's priority is outside the framework's range.
 SCHEDULE_BAD_PRIORITY = "procpool_tasks.E015"
-#: A SQLite database that web processes share with tasks lacks a busy timeout and IMMEDIATE.
+#: A SQLite database that processes share with tasks lacks a busy timeout and IMMEDIATE,
+#: and procpool_tasks does not add them (opted out, app not installed, another ENGINE).
 SQLITE_WITHOUT_DEFAULTS = "procpool_tasks.W001"
+#: Set (to "1") for the supervisors the reloader starts: it said W001 at start, they do not.
+SQLITE_WARNED_ENV = "PROCPOOL_TASKS_SQLITE_WARNED"
 
 
 def check_backend(backend: ProcPoolBackend) -> list[django_checks.CheckMessage]:
@@ -142,25 +147,69 @@ def _check_imports(backend: ProcPoolBackend) -> Iterable[django_checks.CheckMess
 
 
 def _check_sqlite(backend: ProcPoolBackend) -> Iterable[django_checks.CheckMessage]:
-    """Warn when web processes would share SQLite with tasks under its default settings.
+    """Warn about each SQLite database that processes use without a busy timeout and IMMEDIATE.
 
-    The worker's own processes get the settings they lack (``sqlite_defaults``); the web
-    processes run the project's settings as written.
+    The app gives them to every process it is installed in (``sqlite``), so this warns
+    only where that does not happen: a backend opted out (``sqlite_defaults``), the app
+    is not in INSTALLED_APPS, or the database's ENGINE is not Django's SQLite backend.
+    One backend says it, once per database, and the supervisors the reloader starts
+    leave it to the reloader, which said it at start.
     """
+    if os.environ.get(SQLITE_WARNED_ENV) or not _reports_sqlite(backend):
+        return
+    process = sqlite.process_defaults()
     for alias in connections:
-        missing = sqlite.missing_sqlite_settings(connections.settings[alias])
+        database = connections.settings[alias]
+        if sqlite.is_other_sqlite(database):
+            yield django_checks.Warning(
+                f"Database {alias!r} is SQLite through ENGINE {database['ENGINE']!r}, which "
+                "is not built on Django's SQLite backend, so procpool_tasks gives it no busy "
+                "timeout and IMMEDIATE transactions: processes that write to it while tasks "
+                "do may fail with 'database is locked'.",
+                hint="Set the busy timeout and IMMEDIATE transactions the way its ENGINE "
+                "offers, then add 'procpool_tasks.W001' to SILENCED_SYSTEM_CHECKS; or use "
+                "ENGINE 'django.db.backends.sqlite3'.",
+                obj=backend,
+                id=SQLITE_WITHOUT_DEFAULTS,
+            )
+            continue
+        missing = sqlite.missing_sqlite_settings(database)
         if not missing:
             continue
         lines = ", ".join(f"{key!r}: {value!r}" for key, value in missing.items())
+        if process is None:
+            why = "'procpool_tasks' is not in INSTALLED_APPS, so this process does not add them"
+            remedy = "add 'procpool_tasks' to INSTALLED_APPS"
+        else:
+            why = (
+                f"OPTIONS['sqlite_defaults'] is False in TASKS[{process.opted_out[0]!r}], so "
+                "procpool_tasks adds them in no process"
+            )
+            remedy = "remove 'sqlite_defaults': False"
         yield django_checks.Warning(
-            f"Database {alias!r} is SQLite without a busy timeout and IMMEDIATE transactions; "
-            "web processes that write to it while tasks do will fail with 'database is "
-            "locked' (procpool_worker sets these in its own processes).",
-            hint=f"Add {lines} to DATABASES[{alias!r}]['OPTIONS']"
-            + ("." if sqlite.HAS_TRANSACTION_MODE else "; Django 5.1+ adds 'transaction_mode'."),
+            f"Database {alias!r} is SQLite without a busy timeout and IMMEDIATE transactions, "
+            f"and {why}: processes that write to it while tasks do will fail with 'database "
+            "is locked'.",
+            hint=f"Add {lines} to DATABASES[{alias!r}]['OPTIONS'], or {remedy}.",
             obj=backend,
             id=SQLITE_WITHOUT_DEFAULTS,
         )
+
+
+def _reports_sqlite(backend: ProcPoolBackend) -> bool:
+    """Whether this backend says W001: the first that opted out, else the first of TASKS."""
+    process = sqlite.process_defaults()
+    if process is not None and process.opted_out:
+        return backend.alias == process.opted_out[0]
+    from .backend import ProcPoolBackend  # backend imports this module
+
+    for alias in compat.task_backends.settings:
+        try:
+            if isinstance(compat.task_backends[alias], ProcPoolBackend):
+                return backend.alias == alias
+        except compat.InvalidTaskBackend:
+            continue  # the framework's own check reports it
+    return False
 
 
 def _import(path: str) -> Any:

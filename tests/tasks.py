@@ -144,6 +144,19 @@ def increment_counter(name: str, pause: float = 0.005) -> int:
 
 
 @task()
+def hold_write_lock(seconds: float) -> int:
+    """Write a ``Note`` and keep the transaction open ``seconds``: SQLite's write lock, held."""
+    from django.db import transaction
+
+    from tests.models import Note
+
+    with transaction.atomic():
+        note = Note.objects.create(text="held")
+        time.sleep(seconds)
+    return note.pk
+
+
+@task()
 def database_options() -> dict[str, Any]:
     """The default database's OPTIONS as the worker process connects with them."""
     from django.db import connection

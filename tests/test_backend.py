@@ -21,7 +21,7 @@ from django.conf import settings
 from django.test.utils import override_settings
 from django.utils import timezone
 
-from procpool_tasks import compat, sqlite
+from procpool_tasks import compat
 from procpool_tasks.backend import JournalUnavailable, ProcPoolBackend
 from tests import more_tasks, tasks
 from tests.conftest import REPO_ROOT, WAIT_S, Env, wait_for
@@ -548,21 +548,12 @@ def test_the_test_settings_pass_every_check(env: Env) -> None:
     assert procpool_messages(backend("second").check()) == []
 
 
-@pytest.mark.parametrize(
-    ("sqlite_options", "missing"),
-    [
-        pytest.param({}, "'timeout': 20, 'transaction_mode': 'IMMEDIATE'", id="defaults"),
-        pytest.param({"timeout": 20}, "'transaction_mode': 'IMMEDIATE'", id="timeout-only"),
-        pytest.param({"transaction_mode": "IMMEDIATE"}, "'timeout': 20", id="immediate-only"),
-    ]
-    if sqlite.HAS_TRANSACTION_MODE
-    else [pytest.param({}, "'timeout': 20", id="defaults")],
-)
-def test_sqlite_without_busy_timeout_and_immediate_transactions_is_a_check_warning(
-    env: Env, sqlite_options: dict[str, Any], missing: str
-) -> None:
-    # The check reads Django's connection settings, which a process computes once; so a
-    # process with other settings runs it, as `manage.py check` would.
+def plain_sqlite_project(env: Env, sqlite_options: dict[str, Any], extra: str = "") -> Env:
+    """``env`` with settings of its own: one SQLite database with these OPTIONS, and ``extra``.
+
+    Django reads the database settings once per process, so a process with these settings
+    runs the check, as `manage.py check` would.
+    """
     settings_dir = env.tmp_path / "other_settings"
     settings_dir.mkdir()
     database = {
@@ -571,9 +562,10 @@ def test_sqlite_without_busy_timeout_and_immediate_transactions_is_a_check_warni
         "OPTIONS": sqlite_options,
     }
     (settings_dir / "plain_sqlite_settings.py").write_text(
-        f"from tests.settings import *  # noqa: F403\nDATABASES = {{'default': {database!r}}}\n"
+        "from tests.settings import *  # noqa: F403\n"
+        f"DATABASES = {{'default': {database!r}}}\n{extra}"
     )
-    plain = dataclasses.replace(
+    return dataclasses.replace(
         env,
         variables={
             **env.variables,
@@ -582,22 +574,104 @@ def test_sqlite_without_busy_timeout_and_immediate_transactions_is_a_check_warni
         },
     )
 
-    output = plain.run_python(
-        "import json\n"
-        "from procpool_tasks.compat import task_backends\n"
-        "print(json.dumps([[m.id, m.msg, m.hint] for m in task_backends['default'].check()]))\n"
+
+#: Run in a process: every backend's check messages, and the OPTIONS it connects with.
+CHECK_AND_CONNECT = """
+import json
+from django.db import connection
+from procpool_tasks.compat import task_backends
+messages = [
+    [m.id, str(m.obj), m.msg, m.hint]
+    for alias in ["default", "second"]
+    for m in task_backends[alias].check()
+]
+connection.ensure_connection()
+print(json.dumps([messages, connection.settings_dict["OPTIONS"], connection.transaction_mode]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("sqlite_options", "missing"),
+    [
+        pytest.param({}, "'timeout': 20, 'transaction_mode': 'IMMEDIATE'", id="defaults"),
+        pytest.param({"timeout": 20}, "'transaction_mode': 'IMMEDIATE'", id="timeout-only"),
+        pytest.param({"transaction_mode": "IMMEDIATE"}, "'timeout': 20", id="immediate-only"),
+    ],
+)
+def test_sqlite_without_busy_timeout_and_immediate_with_the_opt_out_is_one_check_warning(
+    env: Env, sqlite_options: dict[str, Any], missing: str
+) -> None:
+    plain = plain_sqlite_project(
+        env, sqlite_options, "TASKS['second']['OPTIONS']['sqlite_defaults'] = False\n"
     )
 
-    assert json.loads(output) == [
+    messages, options, transaction_mode = json.loads(plain.run_python(CHECK_AND_CONNECT))
+
+    # Said once, by the backend that opted out, though both backends ran their checks.
+    assert messages == [
         [
             "procpool_tasks.W001",
-            "Database 'default' is SQLite without a busy timeout and IMMEDIATE transactions; "
-            "web processes that write to it while tasks do will fail with 'database is "
-            "locked' (procpool_worker sets these in its own processes).",
-            f"Add {missing} to DATABASES['default']['OPTIONS']"
-            + ("." if sqlite.HAS_TRANSACTION_MODE else "; Django 5.1+ adds 'transaction_mode'."),
+            "TASKS['second']",
+            "Database 'default' is SQLite without a busy timeout and IMMEDIATE transactions, "
+            "and OPTIONS['sqlite_defaults'] is False in TASKS['second'], so procpool_tasks "
+            "adds them in no process: processes that write to it while tasks do will fail "
+            "with 'database is locked'.",
+            f"Add {missing} to DATABASES['default']['OPTIONS'], or remove "
+            "'sqlite_defaults': False.",
         ]
     ]
+    assert (options, transaction_mode) == (
+        sqlite_options,
+        sqlite_options.get("transaction_mode"),
+    )
+
+
+def test_any_process_with_the_app_connects_to_stock_sqlite_with_the_defaults_and_no_warning(
+    env: Env,
+) -> None:
+    plain = plain_sqlite_project(env, {})
+
+    messages, options, transaction_mode = json.loads(plain.run_python(CHECK_AND_CONNECT))
+
+    assert messages == []
+    assert options == {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    assert transaction_mode == "IMMEDIATE"
+
+
+def test_a_setting_the_project_chose_is_kept_even_when_it_is_not_the_suggested_one(
+    env: Env,
+) -> None:
+    plain = plain_sqlite_project(env, {"transaction_mode": "DEFERRED"})
+
+    messages, options, transaction_mode = json.loads(plain.run_python(CHECK_AND_CONNECT))
+
+    assert messages == []
+    assert options == {"transaction_mode": "DEFERRED", "timeout": 20}
+    assert transaction_mode == "DEFERRED"
+
+
+def test_without_the_app_installed_the_backend_warns_that_nothing_adds_the_settings(
+    env: Env,
+) -> None:
+    plain = plain_sqlite_project(
+        env, {}, "INSTALLED_APPS = [app for app in INSTALLED_APPS if app != 'procpool_tasks']\n"
+    )
+
+    messages, options, transaction_mode = json.loads(plain.run_python(CHECK_AND_CONNECT))
+
+    assert messages == [
+        [
+            "procpool_tasks.W001",
+            "TASKS['default']",
+            "Database 'default' is SQLite without a busy timeout and IMMEDIATE transactions, "
+            "and 'procpool_tasks' is not in INSTALLED_APPS, so this process does not add "
+            "them: processes that write to it while tasks do will fail with 'database is "
+            "locked'.",
+            "Add 'timeout': 20, 'transaction_mode': 'IMMEDIATE' to "
+            "DATABASES['default']['OPTIONS'], or add 'procpool_tasks' to INSTALLED_APPS.",
+        ]
+    ]
+    assert (options, transaction_mode) == ({}, None)
 
 
 # --- Several processes --------------------------------------------------------------------

@@ -10,13 +10,18 @@ same page is in ``test_status_page_browser.py``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import django
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
@@ -30,6 +35,7 @@ from procpool_tasks.backend import ProcPoolBackend
 from tests import tasks
 from tests.conftest import Env, wait_for
 from tests.pages import Page, read_page
+from tests.support import status_of
 from tests.test_periodic import fired, set_schedules, start_live_worker
 from tests.test_status import COUNTS, MixedRun, run_mixed, status_json
 
@@ -146,6 +152,72 @@ def test_the_login_page_is_the_login_url_setting(env: Env, users: Users) -> None
 
     assert response.status_code == 302
     assert response["Location"] == "/sign-in/?next=/tasks/%3Frefresh%3D0"
+
+
+#: Run in a project made by ``startproject``: where an anonymous visit to the page ends.
+ANONYMOUS_VISITS = """
+import json
+from django.test import Client
+from django.test.utils import override_settings, setup_test_environment
+setup_test_environment()  # lets the test client's host in
+followed = Client().get("/tasks/", follow=True)
+with override_settings(LOGIN_URL="/sign-in/"):
+    with_login_url = Client().get("/tasks/")
+print(json.dumps({
+    "redirects": followed.redirect_chain,
+    "final": [followed.request["PATH_INFO"], followed.request["QUERY_STRING"],
+              followed.status_code],
+    "login_form": 'name="password"' in followed.content.decode(),
+    "with_login_url": [with_login_url.status_code, with_login_url["Location"]],
+}))
+"""
+
+
+def startproject_with_the_status_page(env: Env) -> Env:
+    """A new project as ``startproject`` makes it, with the app, TASKS and the README's
+    urls snippet added, and nothing else: no login page of its own."""
+    (env.tmp_path / "site").mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "django", "startproject", "mysite", str(env.tmp_path / "site")],
+        env={key: value for key, value in env.variables.items() if key != "DJANGO_SETTINGS_MODULE"},
+        check=True,
+        timeout=60,
+    )
+    site = env.tmp_path / "site" / "mysite"
+    backport = '"django_tasks", ' if django.VERSION < (6,) else ""
+    with (site / "settings.py").open("a") as settings_file:
+        settings_file.write(
+            f"\nINSTALLED_APPS += [{backport}'procpool_tasks']\n"
+            "TASKS = {'default': {'BACKEND': 'procpool_tasks.backend.ProcPoolBackend', "
+            f"'OPTIONS': {{'path': {str(env.journal)!r}}}}}}}\n"
+        )
+    urls = (site / "urls.py").read_text()
+    # The README's snippet, as it stands.
+    urls = urls.replace("from django.urls import path", "from django.urls import include, path")
+    snippet = '    path("tasks/", include("procpool_tasks.urls")),\n'
+    urls = urls.replace("urlpatterns = [\n", "urlpatterns = [\n" + snippet)
+    (site / "urls.py").write_text(urls)
+    return dataclasses.replace(
+        env,
+        variables={
+            **env.variables,
+            "DJANGO_SETTINGS_MODULE": "mysite.settings",
+            "PYTHONPATH": os.pathsep.join([str(site.parent), env.variables["PYTHONPATH"]]),
+        },
+    )
+
+
+def test_on_a_new_project_an_anonymous_user_lands_on_the_admin_login(env: Env) -> None:
+    project = startproject_with_the_status_page(env)
+    assert "System check identified no issues" in project.manage("check").stdout
+
+    visits = json.loads(project.run_python(ANONYMOUS_VISITS))
+
+    assert visits["redirects"] == [["/admin/login/?next=/tasks/", 302]]
+    assert visits["final"] == ["/admin/login/", "next=%2Ftasks%2F", 200]
+    assert visits["login_form"] is True
+    # LOGIN_URL, once set, wins over the admin's.
+    assert visits["with_login_url"] == [302, "/sign-in/?next=/tasks/"]
 
 
 @pytest.mark.parametrize("url", PAGES)
@@ -612,6 +684,40 @@ def test_the_task_page_shows_status_times_attempts_errors_and_arguments(
     assert json.loads(task.raw_texts["task-args"]) == ["boom"]
     assert json.loads(task.raw_texts["task-kwargs"]) == {}
     assert "task-return-value" not in task.texts
+
+
+def test_a_finished_tasks_page_does_not_refresh_a_ready_or_running_ones_does(
+    env: Env, users: Users
+) -> None:
+    release, marker = env.tmp_path / "release", env.tmp_path / "started"
+    succeeded = tasks.add.enqueue(1, 2)
+    failed = tasks.fail_with.enqueue("boom")
+    worker = env.start_worker("--processes", "2")
+    running = tasks.block_until.enqueue(str(release), str(marker))
+    waiting = tasks.add.using(queue_name="low").enqueue(3, 4)  # no worker serves "low"
+    wait_for(marker.exists, what="block_until to start")
+    wait_for(lambda: status_of(succeeded) == "SUCCESSFUL", what="add to succeed")
+    wait_for(lambda: status_of(failed) == "FAILED", what="fail_with to fail")
+    staff = client_of(users.staff)
+
+    def page_of_task(result: Any) -> tuple[str, Page]:
+        html = html_of(staff.get(f"/tasks/task/{result.id}/"))
+        return html, read_page(html)
+
+    for result, status in [(running, "RUNNING"), (waiting, "READY")]:
+        html, page = page_of_task(result)
+        assert (page.texts["task-status"], page.meta_refresh) == (status, ["10"])
+        assert page.texts["user-tools"] == "Logged in as staff · refreshes every 10 s (stop)"
+    for result, status in [(succeeded, "SUCCESSFUL"), (failed, "FAILED")]:
+        html, page = page_of_task(result)
+        assert (page.texts["task-status"], page.meta_refresh) == (status, [])
+        assert "<script" not in html
+        assert page.texts["user-tools"] == "Logged in as staff ·"
+    # The running task's page stops refreshing once it has finished.
+    release.touch()
+    wait_for(lambda: status_of(running) == "SUCCESSFUL", what="block_until to finish")
+    assert page_of_task(running)[1].meta_refresh == []
+    assert worker.stop() == 0
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,9 @@
     POST "quarantine/<name>/drop/" delete a quarantined record    } OPTIONS["admin_actions"]
 
 Every view takes ``?backend=ALIAS`` (default: the default alias) and answers 404 for
-anything but a ``ProcPoolBackend``. Anonymous users are sent to the login page, users
-that ``status_page.may_view`` refuses get 403. Nothing user-controlled is marked safe:
+anything but a ``ProcPoolBackend``. Anonymous users are sent to the login page
+(``access.login_url``), users that ``access.may_view`` refuses get 403. A finished
+task's page does not reload itself. Nothing user-controlled is marked safe:
 the templates escape task paths, arguments, errors and names like any other text.
 """
 
@@ -39,7 +40,7 @@ from ..backend import ProcPoolBackend
 from ..journal import history
 from ..journal.heartbeats import Heartbeat
 from ..operations import quarantine, requeue, status
-from .access import may_view, refresh_seconds
+from .access import login_url, may_view, refresh_seconds
 from .chart import finished_chart
 
 __all__ = ["drop_quarantined", "requeue_task", "status_json", "status_page", "task_page"]
@@ -73,7 +74,7 @@ class FailureRow:
 
 
 def _viewers_only(view: View) -> View:
-    """Anonymous users go to the login page (``LOGIN_URL``); others need ``may_view``."""
+    """Anonymous users go to the login page (``access.login_url``); others need ``may_view``."""
 
     @wraps(view)
     def check_access(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -89,7 +90,7 @@ def _viewers_only(view: View) -> View:
             # django.contrib.auth being installed (the benchmarks render without it).
             from django.contrib.auth.views import redirect_to_login
 
-            return redirect_to_login(request.get_full_path())
+            return redirect_to_login(request.get_full_path(), login_url())
         if not may_view(user):
             raise PermissionDenied("This user may not see the task status page")
         return view(request, *args, **kwargs)
@@ -264,8 +265,11 @@ def task_page(request: HttpRequest, result_id: str) -> HttpResponse:
             + ("." if detail in ("", result_id) else f": {detail}."),
         )
     state = str(getattr(result.status, "value", result.status))
+    finished = _is_finished(backend.journal, result_id)
     context = {
         **_page_context(request, alias),
+        # A finished task's page changes no more: it does not reload itself.
+        **({"refresh_s": 0, "finished": True} if finished else {}),
         "result": result,
         "state": state,
         "task_path": result.task.module_path,
@@ -278,6 +282,15 @@ def task_page(request: HttpRequest, result_id: str) -> HttpResponse:
         "here": request.get_full_path(),
     }
     return render(request, "procpool_tasks/task.html", context)
+
+
+def _is_finished(journal: j.Journal, result_id: str) -> bool:
+    """Whether the task ended in this journal: SUCCESSFUL, FAILED or HANDED_OFF."""
+    try:
+        state = journal.read_state(result_id)
+    except OSError:
+        return False  # pruned meanwhile: the page shows what get_result read
+    return state is not None and state.is_finished
 
 
 def _json_text(value: Any) -> str:

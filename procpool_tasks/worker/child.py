@@ -30,7 +30,6 @@ from .. import compat, journal, logs
 from ..exceptions import TaskTimeoutError
 from ..portability import resident_memory_mib
 from ..results import build_task_result, load_task
-from ..sqlite import apply_sqlite_defaults
 from .lifeline import die_with_process
 
 __all__ = [
@@ -68,7 +67,6 @@ class ChildSettings:
 
     verbosity: int
     supervisor_pid: int
-    sqlite_defaults: bool = True  # see ``sqlite``: make concurrent tasks wait for locks
     max_tasks: int | None = None  # leave after this many tasks (--max-tasks-per-child)
     max_memory_mib: float | None = None  # leave past this RSS (--max-memory-per-child)
 
@@ -81,9 +79,7 @@ def init_child(settings: ChildSettings) -> None:
     # supervisor runs again) or waiting for work forever.
     die_with_process(settings.supervisor_pid)
     if not apps.ready:
-        django.setup()
-    if settings.sqlite_defaults:
-        apply_sqlite_defaults()  # before the first connection; the supervisor logged it
+        django.setup()  # which gives SQLite databases the settings they lack (``sqlite``)
     logs.configure(settings.verbosity, sys.stdout)
 
 

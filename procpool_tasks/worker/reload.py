@@ -34,6 +34,7 @@ import watchfiles
 from django.utils.autoreload import get_child_arguments
 from django.utils.module_loading import autodiscover_modules
 
+from ..checks import SQLITE_WARNED_ENV
 from .lifeline import die_with_parent
 
 logger = logging.getLogger(__name__)
@@ -217,7 +218,8 @@ class _Reloader:
             self._start()
 
     def _start(self) -> None:
-        env = {**os.environ, RELOADER_PID_ENV: str(os.getpid())}
+        # This process ran the system checks at start; W001 needs saying once, not per reload.
+        env = {**os.environ, RELOADER_PID_ENV: str(os.getpid()), SQLITE_WARNED_ENV: "1"}
         command = self.config.supervisor_command
         self.stops_sent = 0
         self.supervisor = subprocess.Popen(command, env=env, process_group=0)  # noqa: S603

@@ -164,7 +164,7 @@ class Supervisor:
         self._log_start()
         if self._schedules is not None:
             self._schedules.log_schedules()
-        self._apply_sqlite_defaults()
+        self._log_sqlite_defaults()
         self._beat()
         self._start_forkserver()
         self._install_signal_handlers()
@@ -400,15 +400,15 @@ class Supervisor:
 
     # -- set-up ------------------------------------------------------------------------------
 
-    def _apply_sqlite_defaults(self) -> None:
-        """Let concurrent tasks wait for SQLite's write lock (see ``sqlite``); say so once."""
-        if not self.config.backend.backend_options.sqlite_defaults:
-            return
-        for applied in sqlite.apply_sqlite_defaults():
+    def _log_sqlite_defaults(self) -> None:
+        """Say what the app gave this project's SQLite databases (see ``sqlite``), once."""
+        process = sqlite.process_defaults()
+        for applied in process.applied if process is not None else ():
             logger.info(
-                "SQLite database %r: worker processes use %s, so that concurrent tasks wait "
-                "for each other instead of failing with 'database is locked' (to keep your "
-                "settings as they are, set OPTIONS['sqlite_defaults'] = False in TASKS[%r])",
+                "SQLite database %r: every process with procpool_tasks installed (web, "
+                "commands, workers) uses %s, so that concurrent writes wait for each other "
+                "instead of failing with 'database is locked' (to keep your settings as they "
+                "are, set OPTIONS['sqlite_defaults'] = False in TASKS[%r])",
                 applied.alias,
                 applied.describe(),
                 self.config.backend.alias,
@@ -426,7 +426,6 @@ class Supervisor:
         settings = child.ChildSettings(
             verbosity=self.config.verbosity,
             supervisor_pid=os.getpid(),
-            sqlite_defaults=self.config.backend.backend_options.sqlite_defaults,
             max_tasks=self.config.max_tasks_per_child,
             max_memory_mib=self.config.max_memory_per_child,
         )

@@ -22,6 +22,15 @@ class Command(BaseCommand):
         "fixed deploy."
     )
 
+    #: Actions that only read: like procpool_status, they run no system checks (W001 would
+    #: be noise on their stderr); drop and readmit change the journal and run them.
+    READ_ONLY_ACTIONS = ("list", "show")
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        if options.get("action") in self.READ_ONLY_ACTIONS:
+            options["skip_checks"] = True
+        return super().execute(*args, **options)
+
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("action", choices=["list", "show", "drop", "readmit"])
         parser.add_argument(
