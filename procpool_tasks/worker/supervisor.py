@@ -183,6 +183,7 @@ class Supervisor:
             recovery=recovery,
             committer=self.committer,
             prepare=self._preparer.prepare,
+            stop_cancelled=lambda task_id: self.dispatcher.cancel(task_id),
         )
         self.dispatcher = Dispatcher(
             self.config, self.journal, self.instance, self.ready, self.outcomes, recovery,
