@@ -1,12 +1,15 @@
-"""``ProcPoolBackend``: validate and enqueue tasks into the journal, read their results."""
+"""``ProcPoolBackend``: validate and enqueue tasks into the journal, read their results,
+cancel them."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from functools import partial
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
@@ -15,13 +18,14 @@ from django.utils import timezone
 from . import checks as system_checks
 from . import compat, journal
 from .exceptions import (
+    CancelRefused,
     HandedOffResultDoesNotExist,
     InvalidTaskArguments,
     JournalUnavailable,
     TaskNotLoadable,
     UnsafeResult,
 )
-from .journal import Record
+from .journal import Cancelling, Record
 from .options import BackendOptions, is_positive_seconds
 from .portability import PORTABLE_ONLY  # noqa: F401 (refuses Windows with a clear error)
 from .results import build_task_result, load_task
@@ -34,8 +38,11 @@ __all__ = [
     "JournalUnavailable",
     "ProcPoolBackend",
     "UnsafeResult",
+    "cannot_cancel",
     "is_positive_seconds",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class ProcPoolBackend(compat.BaseTaskBackend):
@@ -185,6 +192,53 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             raise compat.TaskResultDoesNotExist(f"{result_id}: {error}") from error
         return build_task_result(record, state, task)
 
+    # -- cancel ----------------------------------------------------------------------------
+
+    def cancel(self, result_id: str) -> Any:
+        """Cancel a READY (deferred or not) or RUNNING task; return its result as it is now.
+
+        A READY task is FAILED on return, with a ``TaskCancelled`` error, and never runs.
+        A RUNNING task's cancel is durable on return, its result still RUNNING: its
+        supervisor stops its worker process (SIGTERM, SIGKILL after a grace period) and
+        marks it FAILED with ``TaskCancelled`` moments later (``refresh()`` shows it), or,
+        if that supervisor is gone, the next one to start does; it never runs again.
+
+        Raises CancelRefused for a task that finished (or is being handed off), and the
+        framework's TaskResultDoesNotExist for an id this backend has no task of.
+        """
+        try:
+            record = self.journal.read_record(result_id)
+        except journal.RecordNotFound:
+            raise compat.TaskResultDoesNotExist(self._missing(result_id)) from None
+        if not self.owns(record):
+            raise compat.TaskResultDoesNotExist(result_id)
+        done = self.cancel_task(record)
+        if done.pruned:
+            raise compat.TaskResultDoesNotExist(f"{result_id}: pruned")
+        if done.refused:
+            raise CancelRefused(result_id, done.status, cannot_cancel(done.status))
+        return self.get_result(result_id)
+
+    async def acancel(self, result_id: str) -> Any:
+        """See ``cancel``."""
+        return await sync_to_async(self.cancel, thread_sensitive=True)(result_id)
+
+    def cancel_task(self, record: Record, *, dry_run: bool = False) -> Cancelling:
+        """Cancel the task of one of this backend's records (``Journal.cancel``); say what
+        was done. ``task_finished`` is sent for a task cancelled before it ran; a RUNNING
+        task's supervisor sends it once it stopped the task."""
+        done = self.journal.cancel(record.id, dry_run=dry_run)
+        if done.after is not None and not dry_run:
+            try:
+                result = build_task_result(record, done.after, load_task(record))
+                compat.task_finished.send(type(self), task_result=result)
+            except TaskNotLoadable:
+                pass  # no Task to report it with
+            except Exception:
+                # The cancel is done; a failing receiver must not make it look undone.
+                logger.exception("A task_finished receiver failed for task id=%s", record.id)
+        return done
+
     def owns(self, record: Record) -> bool:
         """Whether a record of the journal is this backend's: enqueued under its alias, or
         under its ``former_alias``."""
@@ -207,6 +261,11 @@ class ProcPoolBackend(compat.BaseTaskBackend):
             *super().check(**kwargs),
             *system_checks.check_backend(self),
         ]
+
+
+def cannot_cancel(status: str) -> str:
+    """Why a task of this status cannot be cancelled."""
+    return f"it is {status}; only READY and RUNNING tasks can be cancelled"
 
 
 class _WriteOnCommit:

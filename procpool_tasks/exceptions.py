@@ -18,6 +18,7 @@ from . import compat
 
 __all__ = [
     "FORMER_PATHS",
+    "CancelRefused",
     "CronError",
     "HandedOffResultDoesNotExist",
     "HandoffRefused",
@@ -28,6 +29,7 @@ __all__ = [
     "QuarantineError",
     "RecordNotFound",
     "ReservationLost",
+    "TaskCancelled",
     "TaskInterrupted",
     "TaskNotLoadable",
     "TaskTimeoutError",
@@ -112,6 +114,14 @@ class WorkerProcessDied(RuntimeError):
     """The worker process running a task died (killed, crashed, out of memory)."""
 
 
+class TaskCancelled(RuntimeError):
+    """The task was cancelled (``procpool_cancel``, the status page, ``backend.cancel``).
+
+    Recorded as the error of a task that ends FAILED because it was cancelled: before it
+    ran, or while it ran (its worker process was stopped). It never runs again.
+    """
+
+
 class TaskTimeoutError(BaseException):
     """The task ran past its timeout (``task_timeout``).
 
@@ -125,6 +135,15 @@ class TaskTimeoutError(BaseException):
 
 class QuarantineError(LookupError):
     """The quarantined record cannot be found, or cannot be re-admitted; says why."""
+
+
+class CancelRefused(RuntimeError):
+    """The task cannot be cancelled (it finished already); carries ``id`` and ``status``."""
+
+    def __init__(self, result_id: str, status: str, why: str) -> None:
+        super().__init__(f"Task {result_id} was not cancelled: {why}")
+        self.id = result_id
+        self.status = status
 
 
 class HandoffRefused(RuntimeError):

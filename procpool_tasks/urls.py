@@ -14,5 +14,6 @@ urlpatterns = [
     path("status.json", views.status_json, name="status_json"),
     path("task/<str:result_id>/", views.task_page, name="task"),
     path("task/<str:result_id>/requeue/", views.requeue_task, name="requeue"),
+    path("task/<str:result_id>/cancel/", views.cancel_task, name="cancel"),
     path("quarantine/<str:name>/drop/", views.drop_quarantined, name="drop"),
 ]

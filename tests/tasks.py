@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,25 @@ def block_until(release: str, marker: str, timeout: float = 60.0) -> str:
             raise TimeoutError(f"{release} did not appear within {timeout}s")
         time.sleep(0.01)
     return "released"
+
+
+@task()
+def log_pid_then_block(log: str, release: str, ignore_sigterm: bool = False) -> int:
+    """Append this process's pid to ``log`` (a line per run), then run until ``release``
+    exists; with ``ignore_sigterm``, a task that does not stop on SIGTERM."""
+    if ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 60.0
+    while not Path(release).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} did not appear within 60s")
+        time.sleep(0.01)
+    return os.getpid()
 
 
 @task()

@@ -57,7 +57,13 @@ def test_the_scheduler_names_of_procpool_tasks_periodic_still_import() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["procpool_status", "procpool_requeue", "procpool_prune", "procpool_quarantine"],
+    [
+        "procpool_status",
+        "procpool_requeue",
+        "procpool_cancel",
+        "procpool_prune",
+        "procpool_quarantine",
+    ],
 )
 def test_read_only_and_operator_commands_load_no_module_of_the_worker(
     env: Env, command: str

@@ -551,8 +551,8 @@ def test_requeue_needs_the_csrf_token_and_then_runs_the_failed_task_again(
     assert read_page(html).texts["task-status"] == "READY"
 
     # From the task page, back to it; a task that is not FAILED is refused with the reason.
-    task_form = read_page(html).forms
-    assert task_form == []  # READY: nothing to re-queue
+    task_forms = read_page(html).forms
+    assert [form.buttons for form in task_forms] == [["Cancel"]]  # READY: nothing to re-queue
     refused = staff.post(requeue_url, {**form.fields, "next": f"/tasks/task/{failed.id}/"})
     assert refused["Location"] == f"/tasks/task/{failed.id}/"
     assert read_page(html_of(staff.get(refused["Location"]))).texts["messages"] == (
@@ -563,6 +563,61 @@ def test_requeue_needs_the_csrf_token_and_then_runs_the_failed_task_again(
     failed.refresh()
     assert str(failed.status) == "FAILED"
     assert len(failed.worker_ids) == 2  # it ran again, as attempt 2
+
+
+def test_cancel_needs_the_csrf_token_and_then_cancels_a_ready_task(
+    env: Env, users: Users, actions: None
+) -> None:
+    ready = tasks.add.enqueue(1, 2)
+    staff = client_of(users.staff, enforce_csrf_checks=True)
+    cancel_url = f"/tasks/task/{ready.id}/cancel/"
+
+    assert staff.post(cancel_url).status_code == 403
+    assert state_of(env, ready.id) is None  # READY, never claimed
+
+    [form] = page_of(staff, f"/tasks/task/{ready.id}/").forms
+    assert (form.action, form.method, form.buttons) == (cancel_url, "post", ["Cancel"])
+    assert set(form.fields) == {"csrfmiddlewaretoken", "next"}
+    done = staff.post(form.action, form.fields)
+
+    assert done.status_code == 302
+    assert done["Location"] == f"/tasks/task/{ready.id}/"
+    page = page_of(staff, done["Location"])
+    assert page.texts["messages"] == (
+        f"Task {ready.id} (tests.tasks.add) is cancelled: it will never run."
+    )
+    assert page.texts["task-status"] == "FAILED"
+    assert [form.buttons for form in page.forms] == [["Re-queue"]]  # FAILED now
+    ready.refresh()
+    assert [error.traceback for error in ready.errors] == [
+        "procpool_tasks.exceptions.TaskCancelled: The task was cancelled before it ran\n"
+    ]
+    # A finished task is refused with the reason.
+    refused = staff.post(cancel_url, form.fields, follow=True)
+    assert read_page(html_of(refused)).texts["messages"] == (
+        f"Task {ready.id} was not cancelled: it is FAILED; only READY and RUNNING tasks can be "
+        "cancelled."
+    )
+    env.run_batch()
+    assert state_of(env, ready.id) == "FAILED"  # it never ran
+
+
+def test_cancel_of_a_running_task_stops_it(env: Env, users: Users, actions: None) -> None:
+    release, marker = env.tmp_path / "release", env.tmp_path / "started"
+    running = tasks.block_until.enqueue(str(release), str(marker))
+    worker = env.start_worker("--processes", "1")
+    wait_for(marker.exists, what="the task to start")
+    staff = client_of(users.staff)
+
+    [form] = page_of(staff, f"/tasks/task/{running.id}/").forms
+    page = read_page(html_of(staff.post(form.action, form.fields, follow=True)))
+
+    assert page.texts["messages"] == (
+        f"Task {running.id} (tests.tasks.block_until) is cancelled: its worker process is "
+        "being stopped, and it ends FAILED."
+    )
+    wait_for(lambda: state_of(env, running.id) == "FAILED", what="its process to be stopped")
+    assert worker.stop() == 0
 
 
 def test_drop_needs_the_csrf_token_and_then_deletes_the_quarantined_record(
@@ -604,16 +659,25 @@ def test_with_admin_actions_off_there_are_no_buttons_and_posts_are_refused(
     # CSRF is not what stops these: the client does not enforce it.
     staff = client_of(users.staff)
 
+    ready = tasks.add.enqueue(1, 2)
     assert page_of(staff, "/tasks/").forms == []
     assert page_of(staff, f"/tasks/task/{failed.id}/").forms == []
+    assert page_of(staff, f"/tasks/task/{ready.id}/").forms == []
     assert staff.post(f"/tasks/task/{failed.id}/requeue/").status_code == 403
+    assert staff.post(f"/tasks/task/{ready.id}/cancel/").status_code == 403
+    assert state_of(env, ready.id) is None  # still READY
     assert staff.post(f"/tasks/quarantine/{bad}/drop/").status_code == 403
     assert state_of(env, failed.id) == "FAILED"
     assert (env.journal / "quarantine" / f"{bad}.json").exists()
 
 
 @pytest.mark.parametrize(
-    "url", ["/tasks/task/0123456789abcdef-0/requeue/", "/tasks/quarantine/x/drop/"]
+    "url",
+    [
+        "/tasks/task/0123456789abcdef-0/requeue/",
+        "/tasks/task/0123456789abcdef-0/cancel/",
+        "/tasks/quarantine/x/drop/",
+    ],
 )
 def test_actions_answer_only_post(env: Env, users: Users, url: str, actions: None) -> None:
     response = client_of(users.staff).get(url)

@@ -8,6 +8,8 @@ Layout of a journal directory (0700; every file 0600)::
                                      (``history``); can always be computed again
     segments/<segment>.done          marker: sealed, quiet, and every task in it finished
                                      (supervisors skip it; a missing result is pruned)
+    segments/<task id>.cancel        a RUNNING task's cancel, for its supervisor to honour
+                                     (``cancels``)
     results/<segment>/<offset>.json  a task's states, appended: the last intact line counts
     results/<segment>/.<offset>.json.spare  empty, made ahead of the claim (see below)
     wal/<instance>.log               a supervisor's log of finished states (group commit)
@@ -54,6 +56,7 @@ Modules, one concern each (``Journal`` is made of the parts marked so)::
     segments      segment writers, SegmentTail, and listing and reading segments (Journal)
     reservations  enqueue on commit: ids given ahead of the write
     enqueue       appending records and re-queue markers (Journal)
+    cancels       cancelling READY tasks, cancel requests for RUNNING ones (Journal)
     resultfiles   reading and appending a task's states (Journal)
     prune         deleting segments and results (Journal)
     quarantine    copies of unreadable lines (Journal)
@@ -66,6 +69,7 @@ from __future__ import annotations
 
 from ..exceptions import JournalError, RecordNotFound, ReservationLost, ValueNotJSON
 from . import files
+from .cancels import Cancelling, _Cancels, cancelled_error
 from .directory import ClaimLock
 from .enqueue import _Enqueue
 from .format import (
@@ -77,6 +81,7 @@ from .format import (
     READY,
     RUNNING,
     SUCCESSFUL,
+    CancelRequest,
     Fire,
     Handoff,
     Quarantined,
@@ -117,6 +122,8 @@ __all__ = [
     "SEGMENT_MAX_BYTES",
     "SUCCESSFUL",
     "WAL_MAX_BYTES",
+    "CancelRequest",
+    "Cancelling",
     "ClaimLock",
     "Fire",
     "Handoff",
@@ -133,6 +140,7 @@ __all__ = [
     "State",
     "TaskError",
     "ValueNotJSON",
+    "cancelled_error",
     "decode_fire",
     "decode_record",
     "decode_state",
@@ -150,7 +158,7 @@ __all__ = [
 ]
 
 
-class Journal(_Enqueue, _Pruning, _Quarantine, _Schedules, _Workers):
+class Journal(_Enqueue, _Cancels, _Pruning, _Quarantine, _Schedules, _Workers):
     """One journal directory: enqueue, read, claim and finish tasks there.
 
     Its methods live with their concern, one base class per module (see above); all of

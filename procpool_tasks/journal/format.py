@@ -116,6 +116,13 @@ class Requeue:
     state: State | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """A task's cancel was asked for while it ran: its supervisor stops it (``cancels``)."""
+
+    id: str
+
+
 @dataclass(slots=True)
 class Quarantined:
     """A line that could not be read, and why."""

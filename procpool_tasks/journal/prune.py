@@ -38,8 +38,8 @@ class _Pruning(_Segments, _ResultFiles):
                 os.unlink(self.segments_dir / f"{segment}{suffix}")
 
     def remove_orphan_results(self) -> None:
-        """Remove results, summaries and done markers whose segment is gone (a prune that
-        crashed half-way).
+        """Remove results, summaries, done markers and cancel requests whose segment is gone
+        (a prune that crashed half-way).
 
         A segment is looked for again just before its leftovers go: one created after the
         listing already has a results directory once a task of it is claimed. Segment
@@ -51,7 +51,13 @@ class _Pruning(_Segments, _ResultFiles):
                 self._remove_results(name)
         for name in os.listdir(self.segments_dir):
             stem, _, suffix = name.partition(".")
-            if suffix in ("summary", "done") and is_instance_name(stem) and stem not in segments:
+            if suffix == "cancel":  # <task id>.cancel: a request left for a pruned task
+                stem = stem.partition("-")[0]
+            if (
+                suffix in ("summary", "done", "cancel")
+                and is_instance_name(stem)
+                and stem not in segments
+            ):
                 if self._is_gone(stem):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.segments_dir / name)

@@ -35,6 +35,7 @@ from .files import (
 )
 from .format import (
     _NAME_PATTERN,
+    CancelRequest,
     Quarantined,
     Record,
     Requeue,
@@ -61,6 +62,9 @@ SEGMENT_MAX_AGE_S = 3600.0
 #: (they look at least every 2 s): only then may it be marked done or pruned.
 QUIET_S = 60.0
 _SEGMENT_SUFFIX = ".log"
+#: ``segments/<task id>.cancel``: a cancel request (``cancels``), beside the segments so
+#: that the supervisors' watch and listing of this directory notice it at no extra cost.
+CANCEL_SUFFIX = ".cancel"
 
 
 class _SegmentWriter:
@@ -200,14 +204,22 @@ class _Segments(_Directory):
 
     def segment_names(self) -> list[str]:
         """Segments that may still hold unfinished tasks (not marked done)."""
+        return self.list_segments()[0]
+
+    def list_segments(self) -> tuple[list[str], list[str]]:
+        """The segments not marked done, and the ids with a cancel request (``cancels``),
+        from one listing: a supervisor's every read costs no more than it did."""
         names = []
         done = set()
+        cancels = []
         for entry in os.scandir(self.segments_dir):
             if entry.name.endswith(_SEGMENT_SUFFIX):
                 names.append(entry.name.removesuffix(_SEGMENT_SUFFIX))
             elif entry.name.endswith(".done"):
                 done.add(entry.name.removesuffix(".done"))
-        return sorted(set(names) - done)
+            elif entry.name.endswith(CANCEL_SUFFIX) and not entry.name.startswith("."):
+                cancels.append(entry.name.removesuffix(CANCEL_SUFFIX))
+        return sorted(set(names) - done), sorted(cancels)
 
     def is_sealed(self, segment: str) -> bool:
         return not _is_flocked(self.segment_path(segment))
@@ -269,15 +281,22 @@ class SegmentTail:
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
         self._offsets: dict[str, int] = {}
+        self._cancels: frozenset[str] = frozenset()  # the cancel requests seen last time
 
-    def read_new(self) -> Iterator[Record | Requeue | Quarantined]:
-        for segment in self._journal.segment_names():
+    def read_new(self) -> Iterator[Record | Requeue | Quarantined | CancelRequest]:
+        """New lines, then each cancel request that appeared since the last call."""
+        segments, cancels = self._journal.list_segments()
+        for segment in segments:
             if _NAME_PATTERN.fullmatch(segment):
                 yield from self.read_segment(segment)
             elif segment not in self._offsets:
                 # A copy or hand edit: its ids could not be ours, so none of it can run.
                 self._offsets[segment] = -1
                 yield Quarantined(segment, 0, "not a segment: its name is not one we give", b"")
+        seen, self._cancels = self._cancels, frozenset(cancels)
+        for record_id in cancels:
+            if record_id not in seen:
+                yield CancelRequest(record_id)
 
     def offsets(self) -> dict[str, int]:
         return dict(self._offsets)

@@ -83,6 +83,9 @@ def _requeue_one(journal: j.Journal, record_id: str, alias: str, *, dry_run: boo
         )
         if not dry_run:
             journal.remove_summary(j.parse_id(record_id)[0])
+            # A cancel left behind (the task ended before its cancel stopped it) must not
+            # cancel the new attempt: gone before the marker, the re-queue's commit point.
+            journal.remove_cancel_request(record_id)
             journal.append_requeue(record_id, again)
             journal.write_state(again)
     return Requeued(id=record_id, task_path=record.task_path, attempt=len(state.worker_ids) + 1)

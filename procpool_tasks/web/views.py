@@ -4,7 +4,8 @@
     GET  "status.json"             ``status.to_json(status.collect(backend))``
     GET  "task/<id>/"              one task, read with the backend's ``get_result``
     POST "task/<id>/requeue/"      re-queue a FAILED task         } only with the
-    POST "quarantine/<name>/drop/" delete a quarantined record    } OPTIONS["admin_actions"]
+    POST "task/<id>/cancel/"       cancel a READY or RUNNING task } OPTIONS["admin_actions"]
+    POST "quarantine/<name>/drop/" delete a quarantined record    }
 
 Every view takes ``?backend=ALIAS`` (default: the default alias) and answers 404 for
 anything but a ``ProcPoolBackend``. Anonymous users are sent to the login page
@@ -39,11 +40,18 @@ from .. import journal as j
 from ..backend import ProcPoolBackend
 from ..journal import history
 from ..journal.heartbeats import Heartbeat
-from ..operations import quarantine, requeue, status
+from ..operations import cancel, quarantine, requeue, status
 from .access import login_url, may_view, refresh_seconds
 from .chart import finished_chart
 
-__all__ = ["drop_quarantined", "requeue_task", "status_json", "status_page", "task_page"]
+__all__ = [
+    "cancel_task",
+    "drop_quarantined",
+    "requeue_task",
+    "status_json",
+    "status_page",
+    "task_page",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +287,7 @@ def task_page(request: HttpRequest, result_id: str) -> HttpResponse:
         "kwargs_json": _json_text(result.kwargs),
         "return_json": _json_text(result.return_value) if state == j.SUCCESSFUL else None,
         "can_requeue": backend.backend_options.admin_actions and state == j.FAILED,
+        "can_cancel": backend.backend_options.admin_actions and state in (j.READY, j.RUNNING),
         "here": request.get_full_path(),
     }
     return render(request, "procpool_tasks/task.html", context)
@@ -353,6 +362,32 @@ def requeue_task(request: HttpRequest, backend: ProcPoolBackend, result_id: str)
         messages.error(
             request, f"Task {result_id} was not re-queued: {outcome.refused}.", fail_silently=True
         )
+
+
+@_action
+def cancel_task(request: HttpRequest, backend: ProcPoolBackend, result_id: str) -> None:
+    """Cancel a READY or RUNNING task (``cancel.cancel``); finished ones are refused."""
+    [outcome] = cancel.cancel(backend, [result_id])
+    if outcome.refused is not None:
+        messages.error(
+            request, f"Task {result_id} was not cancelled: {outcome.refused}.", fail_silently=True
+        )
+        return
+    logger.info(
+        "Status page: user=%s cancelled id=%s path=%s status=%s",
+        request.user.get_username(),
+        result_id,
+        outcome.task_path,
+        outcome.status,
+    )
+    if outcome.is_running:
+        text = (
+            f"Task {result_id} ({outcome.task_path}) is cancelled: its worker process is "
+            "being stopped, and it ends FAILED."
+        )
+    else:
+        text = f"Task {result_id} ({outcome.task_path}) is cancelled: it will never run."
+    messages.success(request, text, fail_silently=True)
 
 
 @_action

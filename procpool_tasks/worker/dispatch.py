@@ -8,7 +8,8 @@ the supervisor killed it for ignoring its time limit); SIGTERM from outside (a p
 manager stopping every process of the service) re-runs it instead. Either way the
 process pool is replaced, as the Guarantees promise: the tasks running in the other
 processes are stopped and run again as a new attempt, whatever ``max_attempts`` says
-(each death fails the task that caused it, so this ends).
+(each death fails the task that caused it, so this ends). A process stopped because its
+task was cancelled (``cancel``) fails that task, and only that process is replaced.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ CLAIM_RETRY_S = 0.5
 TIMEOUT_KILL_GRACE_S = 2.0
 #: When the pool is replaced, how long its other processes get between SIGTERM and SIGKILL.
 REPLACE_GRACE_S = 5.0
+#: How long the process of a cancelled task gets between SIGTERM and SIGKILL.
+CANCEL_GRACE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -79,6 +82,7 @@ class Dispatcher:
         self.claimed = 0
         self._claims_paused_until = 0.0
         self._timed_out: set[int] = set()  # pids killed for running past their time limit
+        self._cancelled: set[int] = set()  # pids stopped because their task was cancelled
 
     # -- claiming and sending ----------------------------------------------------------------
 
@@ -104,6 +108,7 @@ class Dispatcher:
     def _claim(self, records: list[journal.Record]) -> list[tuple[journal.Record, journal.State]]:
         """Mark READY tasks RUNNING under the claim lock: each is claimed exactly once."""
         claimed = []
+        cancelled = []
         with self._journal.claim_lock():
             for index, record in enumerate(records):
                 if self._outcomes.is_pending(record.id):
@@ -115,13 +120,27 @@ class Dispatcher:
                     # Another supervisor claimed it, it finished, or procpool_handoff is
                     # moving it (HANDING_OFF) or moved it (HANDED_OFF) to another backend.
                     continue
-                running = states.running(record, state, self._config.worker_id, self._instance)
                 try:
+                    # Cancelled while an attempt ran, READY again since: it never runs again.
+                    # Only a task run before can have a cancel request (a stat, then).
+                    if state is not None and self._journal.has_cancel_request(record.id):
+                        cancelled.append((record, self._journal.write_cancelled(record.id, state)))
+                        continue
+                    running = states.running(record, state, self._config.worker_id, self._instance)
                     self._journal.write_state(running)
                 except OSError as error:
                     self._pause_claims(records[index:], error)
                     break
                 claimed.append((record, running))
+        for record, failed in cancelled:
+            logger.warning(
+                "Task id=%s path=%s queue=%s state=FAILED: cancelled before attempt %d ran",
+                record.id,
+                record.task_path,
+                record.queue_name,
+                len(failed.worker_ids) + 1,
+            )
+            self._outcomes.announce(record, failed)
         self.claimed += len(claimed)
         return claimed
 
@@ -183,7 +202,11 @@ class Dispatcher:
         assert self.pool is not None  # noqa: S101 (only a pool's sentinel is watched)
         self._take_last_outcome(worker)  # its last outcome came with its exit: that first
         if worker.leaving:
+            self._cancelled.discard(worker.pid)
             self.pool.reap(worker)
+            return
+        if worker.pid in self._cancelled:
+            self._end_cancelled(worker)  # the other processes go on
             return
         self._replace_pool({worker.pid: self._end_dead(worker)})
 
@@ -256,6 +279,7 @@ class Dispatcher:
             self._interrupt(worker, error)
             self.pool.reap(worker)
         self._timed_out.clear()
+        self._cancelled.clear()
 
     def _interrupt(self, worker: WorkerProcess, error: journal.TaskError) -> None:
         """The task of a process stopped with its pool: a new attempt, or none was made."""
@@ -267,6 +291,46 @@ class Dispatcher:
         else:
             self._outcomes.unclaim(flight.record, flight.state)  # it never got the task
 
+    # -- cancels -----------------------------------------------------------------------------
+
+    def cancel(self, task_id: str) -> None:
+        """A cancel was asked for: stop the process running the task, if it is ours.
+
+        SIGTERM, then SIGKILL after ``CANCEL_GRACE_S`` (``kill_overdue``); its exit
+        records FAILED (``_end_cancelled``). An outcome that comes first stands.
+        """
+        flight = self.in_flight.get(task_id)
+        if flight is None or not flight.sent or flight.worker.pid in self._cancelled:
+            return  # another supervisor's, over, or never started (its claim honours it)
+        if not self._journal.has_cancel_request(task_id):
+            return  # re-queued by hand since: that cancel is over
+        pid = flight.worker.pid
+        self._cancelled.add(pid)
+        self._outcomes.note_cancel(task_id)
+        logger.warning(
+            "Task id=%s path=%s queue=%s was cancelled; stopping its worker process pid=%s",
+            task_id,
+            flight.record.task_path,
+            flight.record.queue_name,
+            pid,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        kill_at = time.monotonic() + CANCEL_GRACE_S
+        flight.kill_at = kill_at if flight.kill_at is None else min(flight.kill_at, kill_at)
+
+    def _end_cancelled(self, worker: WorkerProcess) -> None:
+        """Forget a process stopped for a cancel; its task, unless it ended first, FAILED."""
+        assert self.pool is not None  # noqa: S101 (the process was one of its)
+        self._cancelled.discard(worker.pid)
+        task_id = worker.task_id
+        self.pool.reap(worker)
+        flight = self.in_flight.pop(task_id, None) if task_id else None
+        if flight is not None:
+            self._outcomes.cancel(
+                flight.record, flight.state, states.cancelled_while_running(worker.pid)
+            )
+
     # -- time limits -------------------------------------------------------------------------
 
     def kill_overdue(self) -> None:
@@ -275,10 +339,17 @@ class Dispatcher:
             if flight.kill_at is not None and flight.kill_at <= now:
                 flight.kill_at = None
                 pid = flight.worker.pid
-                logger.warning(
-                    "Task id=%s ignored its timeout; killing pid=%s", flight.record.id, pid
-                )
-                self._timed_out.add(pid)
+                if pid in self._cancelled:
+                    logger.warning(
+                        "Task id=%s was cancelled and did not stop on SIGTERM; killing pid=%s",
+                        flight.record.id,
+                        pid,
+                    )
+                else:
+                    logger.warning(
+                        "Task id=%s ignored its timeout; killing pid=%s", flight.record.id, pid
+                    )
+                    self._timed_out.add(pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 

@@ -1,4 +1,5 @@
-"""What a supervisor reads from the journal: new records, re-queue markers, bad lines.
+"""What a supervisor reads from the journal: new records, re-queue markers, bad lines,
+cancel requests.
 
 At start every segment not marked done is read, with the state of every task that has
 one (a listing per segment says which), so that tasks a dead supervisor left RUNNING
@@ -6,6 +7,7 @@ are found before anything is claimed. Later only the lines appended since are re
 a wake-up. A record of a served queue that is READY goes to the ready set (its result
 file is made ahead, see ``background``); one of another queue to ``unserved``, which says
 so when no live supervisor serves that queue; an unreadable line is quarantined and counted.
+A new cancel request goes to ``stop_cancelled``, which stops the task if it runs here.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Intake:
         committer: Committer,
         prepare: Callable[[str], None],
         unserved: Callable[[journal.Record], None],
+        stop_cancelled: Callable[[str], None] | None = None,
     ) -> None:
         self._journal = journal_
         self._serves = serves
@@ -44,6 +47,7 @@ class Intake:
         self._committer = committer
         self._prepare = prepare
         self._unserved = unserved
+        self._stop_cancelled = stop_cancelled
         self._tail = journal.SegmentTail(journal_)
         self.quarantined = 0
 
@@ -55,6 +59,9 @@ class Intake:
                 self.quarantine(item)
             elif isinstance(item, journal.Requeue):
                 self._on_requeue(item)
+            elif isinstance(item, journal.CancelRequest):
+                if self._stop_cancelled is not None:
+                    self._stop_cancelled(item.id)
             elif self._serves(item.queue_name):
                 # A new line has no state yet; at start every state must be looked at.
                 state = self._state_at_start(item.id, with_state) if initial else None

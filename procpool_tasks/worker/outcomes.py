@@ -50,6 +50,8 @@ class Outcomes:
         self._announce: set[str] = set()  # ids whose FAILED is ours to announce
         #: Ids this supervisor re-queued for a retry (a batch waits for them).
         self.retrying: set[str] = set()
+        #: Ids whose cancel request goes once their end is committed (``cancels``).
+        self._cancels: set[str] = set()
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -123,6 +125,33 @@ class Outcomes:
         self._announce.add(record.id)
         self.finish(record, states.failed(state, error))
 
+    def cancel(
+        self, record: journal.Record, state: journal.State, error: journal.TaskError
+    ) -> None:
+        """FAILED by a cancel that stopped (or found stopped) the task; it announces it."""
+        self.note_cancel(record.id)
+        self.fail(record, state, error)
+        logger.warning(
+            "Task id=%s path=%s queue=%s state=FAILED: %s",
+            record.id,
+            record.task_path,
+            record.queue_name,
+            error.traceback.strip(),
+        )
+
+    def note_cancel(self, task_id: str) -> None:
+        """The task's cancel request is acted on: it goes once the task's end is durable.
+
+        Not before: a supervisor killed between the two would leave a RUNNING task that
+        nobody knows was cancelled. A task that becomes READY instead (its retry was on
+        its way) keeps the request, which its claim honours.
+        """
+        self._cancels.add(task_id)
+
+    def announce(self, record: journal.Record, state: journal.State) -> None:
+        """Send ``task_finished`` for a FAILED state this supervisor wrote durably itself."""
+        self._send_finished(record, state)
+
     def rerun(self, record: journal.Record, state: journal.State, error: journal.TaskError) -> None:
         """A new attempt of an interrupted task, with what interrupted it."""
         self.finish(record, states.ready_again(state, errors=(*state.errors, error)))
@@ -180,6 +209,12 @@ class Outcomes:
             elif state.id in self._announce:
                 self._announce.discard(state.id)
                 self._send_finished(record, state)
+            if state.is_finished and state.id in self._cancels:
+                self._cancels.discard(state.id)
+                try:
+                    self._journal.remove_cancel_request(state.id)
+                except OSError as error:  # harmless: a finished task is never claimed
+                    logger.warning("Cannot remove the cancel of task id=%s: %s", state.id, error)
 
     def _send_finished(self, record: journal.Record, state: journal.State) -> None:
         try:

@@ -4,8 +4,9 @@ Every live supervisor holds ``workers/<instance>.lock``. A supervisor that finds
 can take knows that instance died: holding the lock, it alone replays the dead one's WAL
 (its finished states that were synced but perhaps not published) and re-queues, as a new
 attempt, or fails after ``max_attempts``, the tasks the dead one left RUNNING
-(``Outcomes.rerun_or_fail``). Once those states are committed it lets the lock, the WAL
-and the heartbeat go. Supervisors that died idle are cleaned up the same way at start.
+(``Outcomes.rerun_or_fail``), or fails those whose cancel was asked for. Once those states
+are committed it lets the lock, the WAL and the heartbeat go. Supervisors that died idle
+are cleaned up the same way at start.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class Recovery:
             if state is None or state.status != journal.RUNNING or self.is_alive(state.owner):
                 return
             worker = state.worker_ids[-1] if state.worker_ids else "?"
+            if self._journal.has_cancel_request(record.id):
+                self._outcomes.cancel(record, state, states.cancelled_unsupervised(worker))
+                return
             error = states.error(
                 states.TaskInterrupted,
                 f"The worker {worker} stopped before the task finished (supervisor killed, "

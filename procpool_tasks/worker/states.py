@@ -15,11 +15,14 @@ from typing import Any
 from django.utils import timezone
 
 from .. import journal
-from ..exceptions import TaskInterrupted, TaskTimeoutError, WorkerProcessDied
+from ..exceptions import TaskCancelled, TaskInterrupted, TaskTimeoutError, WorkerProcessDied
 
 __all__ = [
+    "TaskCancelled",
     "TaskInterrupted",
     "WorkerProcessDied",
+    "cancelled_unsupervised",
+    "cancelled_while_running",
     "death_error",
     "error",
     "failed",
@@ -96,6 +99,23 @@ def death_error(
         )
     how = how_it_died(exit_code, timed_out=False)
     return error(WorkerProcessDied, f"The worker process (pid {pid}) running the task {how}")
+
+
+def cancelled_while_running(pid: int) -> journal.TaskError:
+    """For a task whose process its supervisor stopped because it was cancelled."""
+    return error(
+        TaskCancelled,
+        f"The task was cancelled while it ran; its worker process (pid {pid}) was stopped",
+    )
+
+
+def cancelled_unsupervised(worker_id: str) -> journal.TaskError:
+    """For a cancelled task whose supervisor died before it stopped the task."""
+    return error(
+        TaskCancelled,
+        f"The task was cancelled while it ran; the worker {worker_id} stopped before it "
+        "finished (supervisor killed, or stopped at once), and it does not run again",
+    )
 
 
 def interruption_error(exit_codes: dict[int, int], timed_out: set[int]) -> journal.TaskError:

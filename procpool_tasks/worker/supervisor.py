@@ -188,6 +188,7 @@ class Supervisor:
             committer=self.committer,
             prepare=self._preparer.prepare,
             unserved=self._unserved.note if self._unserved else _ignore,
+            stop_cancelled=lambda task_id: self.dispatcher.cancel(task_id),
         )
         self.dispatcher = Dispatcher(
             self.config, self.journal, self.instance, self.ready, self.outcomes, recovery,
