@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import checks as system_checks
-from . import compat, journal
+from . import compat, journal, signals
 from .exceptions import (
     CancelRefused,
     HandedOffResultDoesNotExist,
@@ -231,12 +231,10 @@ class ProcPoolBackend(compat.BaseTaskBackend):
         if done.after is not None and not dry_run:
             try:
                 result = build_task_result(record, done.after, load_task(record))
-                compat.task_finished.send(type(self), task_result=result)
             except TaskNotLoadable:
-                pass  # no Task to report it with
-            except Exception:
-                # The cancel is done; a failing receiver must not make it look undone.
-                logger.exception("A task_finished receiver failed for task id=%s", record.id)
+                return done  # no Task to report it with
+            errors = done.after.errors
+            signals.send_finished_with(type(self), result, errors[-1] if errors else None)
         return done
 
     def owns(self, record: Record) -> bool:

@@ -26,7 +26,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .. import compat, journal, logs
+from .. import compat, journal, logs, signals
 from ..exceptions import TaskTimeoutError
 from ..portability import resident_memory_mib
 from ..results import build_task_result, load_task
@@ -178,7 +178,7 @@ def _run(job: Job) -> Outcome:
             )
         )
         # Sent inside the handler, so the framework's receiver logs the traceback.
-        _send_finished(sender, result)
+        signals.send_finished(sender, result)
         return outcome
     outcome = Outcome(
         status=journal.SUCCESSFUL,
@@ -188,18 +188,8 @@ def _run(job: Job) -> Outcome:
     compat.set_result_field(result, "status", compat.TaskResultStatus.SUCCESSFUL)
     compat.set_result_field(result, "finished_at", outcome.finished_at)
     compat.set_result_field(result, "_return_value", return_value)
-    _send_finished(sender, result)
+    signals.send_finished(sender, result)
     return outcome
-
-
-def _send_finished(sender: Any, result: Any) -> None:
-    try:
-        compat.task_finished.send(sender=sender, task_result=result)
-    except Exception:
-        # The task's outcome is already decided; a failing receiver must not change it.
-        logging.getLogger(__name__).exception(
-            "A task_finished receiver failed for task id=%s", result.id
-        )
 
 
 def _will_retry(job: Job, error: BaseException) -> bool:

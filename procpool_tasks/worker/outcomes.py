@@ -16,8 +16,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from .. import compat, journal, logs
-from ..exceptions import TaskInterrupted, TaskNotLoadable, TaskTimeoutError, WorkerProcessDied
+from .. import journal, logs, signals
+from ..exceptions import TaskNotLoadable
 from ..options import RetryPolicy
 from ..results import build_task_result, load_task
 from . import child, states
@@ -221,23 +221,4 @@ class Outcomes:
             result = build_task_result(record, state, load_task(record))
         except TaskNotLoadable:
             return  # no Task to report it with; its record was quarantined
-        try:
-            # Sent while the error is being handled, as the child sends a task's own
-            # failure: receivers that read sys.exc_info() (the framework's log line does)
-            # get the error, not None ("NoneType: None" under the line, on the backport).
-            raise _supervisor_exception(state.errors[-1])
-        except BaseException as error:
-            error.__traceback__ = None  # it would show this frame, not what happened
-            try:
-                compat.task_finished.send(sender=self._sender, task_result=result)
-            except Exception:
-                logger.exception("A task_finished receiver failed for task id=%s", record.id)
-
-
-def _supervisor_exception(error: journal.TaskError) -> BaseException:
-    """The exception a TaskError the supervisor recorded (``states.error``) stands for."""
-    for exception_class in (TaskInterrupted, TaskTimeoutError, WorkerProcessDied):
-        path = f"{exception_class.__module__}.{exception_class.__qualname__}"
-        if error.exception_class_path == path:
-            return exception_class(error.traceback.strip().removeprefix(f"{path}: "))
-    return RuntimeError(error.traceback.strip())
+        signals.send_finished_with(self._sender, result, state.errors[-1] if state.errors else None)
