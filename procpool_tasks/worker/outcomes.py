@@ -18,7 +18,7 @@ from typing import Any
 from django.utils import timezone
 
 from .. import compat, journal
-from ..exceptions import TaskNotLoadable
+from ..exceptions import TaskInterrupted, TaskNotLoadable, TaskTimeoutError, WorkerProcessDied
 from ..options import RetryPolicy
 from ..results import build_task_result, load_task
 from . import child, states
@@ -194,8 +194,36 @@ class Outcomes:
     def _send_finished(self, record: journal.Record, state: journal.State) -> None:
         try:
             result = build_task_result(record, state, load_task(record))
-            compat.task_finished.send(sender=self._sender, task_result=result)
+            _send_while_handling(state.errors[-1] if state.errors else None, self._sender, result)
         except TaskNotLoadable:
             pass  # no Task to report it with; its record was quarantined
         except Exception:
             logger.exception("A task_finished receiver failed for task id=%s", record.id)
+
+
+#: The errors a supervisor records when it decides FAILED (``states``), by their path.
+_SUPERVISOR_ERRORS: dict[str, type[BaseException]] = {
+    f"{cls.__module__}.{cls.__qualname__}": cls
+    for cls in (TaskInterrupted, WorkerProcessDied, TaskTimeoutError)
+}
+
+
+def _send_while_handling(error: journal.TaskError | None, sender: Any, result: Any) -> None:
+    """Send ``task_finished`` for a FAILED state the supervisor decided, as if in the
+    ``except`` of its ``error``.
+
+    The framework's receiver logs the exception being handled (in the worker process the
+    signal is sent from the task's handler, ``child``): here there is none, and the
+    backport's receiver logged the line "NoneType: None" instead of the error.
+    """
+    cls = _SUPERVISOR_ERRORS.get(error.exception_class_path) if error else None
+    if error is None or cls is None:
+        compat.task_finished.send(sender=sender, task_result=result)
+        return
+    message = error.traceback.strip().removeprefix(f"{error.exception_class_path}: ")
+    exception = cls(message)
+    try:
+        raise exception
+    except BaseException:
+        exception.__traceback__ = None  # the recorded error as it is, without this frame
+        compat.task_finished.send(sender=sender, task_result=result)
