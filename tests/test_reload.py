@@ -260,6 +260,42 @@ def test_saves_during_a_long_task_do_not_use_up_its_attempts(project: Project) -
     assert len(reload_lines(worker)) == 5
 
 
+def test_a_signal_during_a_reload_stops_the_worker_and_a_second_one_costs_an_attempt(
+    project: Project,
+) -> None:
+    release = project.env.tmp_path / "release"
+    log = project.env.tmp_path / "log.txt"
+    worker = project.start_worker("--reload-grace-period", "60", "--worker-id", "reloading")
+    in_flight = project.tasks().block_then_version.enqueue(str(release), str(log))
+    wait_for(lambda: log.exists(), what="the long task to start")
+    project.write(version=2)
+    wait_for(lambda: reload_lines(worker), what="the reload to begin")
+
+    worker.send(signal.SIGINT)
+    wait_for(lambda: "Received SIGINT" in worker.output, what="the graceful stop")
+    worker.send(signal.SIGINT)
+
+    assert worker.wait() == 1, worker.output
+    assert (
+        "WARNING Received SIGINT - shutting down gracefully, waiting for 1 running task(s)... "
+        "(send it again to stop them now)\n"
+    ) in worker.output
+    assert starts(worker) == 1
+    release.touch()
+    project.env.run_batch("--worker-id", "next")
+    result = finished(in_flight)
+    # Stopped at once, not by the reload: that was an attempt.
+    assert (result.status, result.return_value, result.worker_ids) == (
+        "SUCCESSFUL",
+        2,
+        ["reloading", "next"],
+    )
+    assert [error.traceback for error in result.errors] == [
+        f"{INTERRUPTED}: The worker reloading stopped before the task finished (supervisor "
+        "killed, or stopped at once)\n"
+    ]
+
+
 def test_ctrl_c_is_passed_on_as_sigint_and_the_next_start_finds_nothing_to_recover(
     project: Project,
 ) -> None:

@@ -210,6 +210,7 @@ class _Reloader:
         self.stops_sent = 0
         self.stop_event = threading.Event()
         self.signals: list[int] = []
+        self.exit_code = 0  # of a supervisor that a signal stopped while it reloaded
 
     def run(self) -> int:
         previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
@@ -279,18 +280,22 @@ class _Reloader:
         if not self._ask_to_reload(request):  # none runs: nothing to stop, we say it
             logger.info("Reloading: changed %s", described)
         try:
-            self._wait_for_supervisor(timeout=self.config.grace_period_s + FORCED_STOP_TIMEOUT_S)
+            code = self._wait_for_supervisor(
+                timeout=self.config.grace_period_s + FORCED_STOP_TIMEOUT_S
+            )
         except subprocess.TimeoutExpired:
             if self.signals:  # stopping on a signal now: the next signal decides
-                self._wait_for_supervisor()
+                code = self._wait_for_supervisor()
             else:
                 logger.error(
                     "The worker did not stop within %gs of the reload; killing it, its "
                     "running tasks run again on the next start as a new attempt",
                     self.config.grace_period_s + FORCED_STOP_TIMEOUT_S,
                 )
-                self._wait_for_supervisor(timeout=0, kill=True)
-        if not self.signals and _compiles(changed):
+                code = self._wait_for_supervisor(timeout=0, kill=True)
+        if self.signals:
+            self.exit_code = code  # ours, as if it had stopped outside a reload
+        elif _compiles(changed):
             self._start(reloaded_for=described)
 
     def _ask_to_reload(self, request: ReloadRequest) -> bool:
@@ -328,9 +333,10 @@ class _Reloader:
         self._pass_signals_on()
 
     def _wait_for_supervisor(self, timeout: float | None = None, *, kill: bool = False) -> int:
-        """Wait for the supervisor to exit; its exit code (0 if none runs)."""
+        """Wait for the supervisor to exit; its exit code (if none runs, the last one's that
+        a signal stopped, else 0)."""
         if self.supervisor is None:
-            return 0
+            return self.exit_code
         try:
             code = self.supervisor.wait(timeout)
         except subprocess.TimeoutExpired:
