@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT, Env, Worker, wait_for
+from tests.support import INTERRUPTED, lines_of, set_options
 
 TASK_MODULE = """\
 import os
@@ -98,6 +99,14 @@ def reload_lines(worker: Worker) -> list[str]:
     return [line for line in worker.output.splitlines() if "Reloading: changed" in line]
 
 
+def reload_error(project: Project) -> str:
+    """The error a task stopped by a reload of the project's tasks module records."""
+    return (
+        f"{INTERRUPTED}: Stopped by a code reload (changed {project.path}) before it "
+        "finished; it runs again under the new code\n"
+    )
+
+
 @pytest.fixture
 def project(env: Env, monkeypatch: pytest.MonkeyPatch) -> Project:
     return Project(env, monkeypatch)
@@ -130,8 +139,24 @@ def test_a_syntax_error_keeps_the_worker_alive_until_the_next_good_save(
     result = finished(waiting)
     assert (result.status, result.return_value, result.attempts) == ("SUCCESSFUL", 3, 1)
     assert "does not compile; waiting for the next change" in worker.output
-    assert "Traceback (most recent call last):" in worker.output
-    assert f'File "{project.path}", line 1' in worker.output
+
+
+def test_a_syntax_error_is_shown_as_runserver_shows_it_without_the_reloaders_frames(
+    project: Project,
+) -> None:
+    worker = project.start_worker()
+
+    project.path.write_text("VERSION = (\n")
+
+    wait_for(lambda: "SyntaxError" in worker.output, what="the syntax error to be logged")
+    assert (
+        f"ERROR {project.path} does not compile; waiting for the next change\n"
+        f'  File "{project.path}", line 1\n'
+        "    VERSION = (\n"
+        "              ^\n"
+        "SyntaxError: '(' was never closed\n"
+    ) in worker.output
+    assert "Traceback" not in worker.output
 
 
 def test_a_tasks_module_that_fails_to_import_waits_for_a_fix_and_fails_no_task(
@@ -167,7 +192,7 @@ def test_a_task_in_flight_finishes_with_the_old_code_once_and_the_queue_keeps_it
     ]
 
     project.write(version=2)
-    wait_for(lambda: "shutting down gracefully" in worker.output, what="the reload to begin")
+    wait_for(lambda: reload_lines(worker), what="the reload to begin")
     release.touch()
 
     assert finished(in_flight).return_value == 1
@@ -197,8 +222,102 @@ def test_a_task_over_the_grace_period_is_stopped_and_run_again_under_the_new_cod
     release.touch()
 
     result = finished(in_flight)
-    assert (result.status, result.return_value, result.attempts) == ("SUCCESSFUL", 2, 2)
+    # A reload is not an attempt of the task.
+    assert (result.status, result.return_value, result.attempts) == ("SUCCESSFUL", 2, 1)
+    assert [error.traceback for error in result.errors] == [reload_error(project)]
     assert log.read_text().splitlines() == ["start 1", "start 2"]
+    output = worker.output
+    for line in (
+        f"INFO Reloading: changed {project.path}; stopping 1 running task within 0.5 s\n",
+        "WARNING Tasks still running after the 0.5s grace period; stopping 1 task(s), they "
+        "run again under the new code (not counted as an attempt)\n",
+        f"INFO Reloaded: running the new code (changed {project.path})\n",
+    ):
+        assert line in output
+    # Stopped on purpose: nothing for the new supervisor to recover, and no signal.
+    assert "died" not in output
+    assert "Received" not in output
+
+
+def test_saves_during_a_long_task_do_not_use_up_its_attempts(project: Project) -> None:
+    set_options(project.env, max_attempts=2)
+    release = project.env.tmp_path / "release"
+    log = project.env.tmp_path / "log.txt"
+    worker = project.start_worker("--reload-grace-period", "0.2")
+    in_flight = project.tasks().block_then_version.enqueue(str(release), str(log))
+    wait_for(lambda: log.exists(), what="the long task to start")
+
+    for version in range(2, 7):
+        project.write(version=version)
+        started = f"start {version}"
+        wait_for(lambda: started in lines_of(log), what=f"the task to start as {started}")  # noqa: B023
+    release.touch()
+
+    result = finished(in_flight)
+    assert (result.status, result.return_value, result.attempts) == ("SUCCESSFUL", 6, 1)
+    assert [error.traceback for error in result.errors] == [reload_error(project)] * 5
+    assert lines_of(log) == [f"start {version}" for version in range(1, 7)]
+    assert len(reload_lines(worker)) == 5
+
+
+def test_a_signal_during_a_reload_stops_the_worker_and_a_second_one_costs_an_attempt(
+    project: Project,
+) -> None:
+    release = project.env.tmp_path / "release"
+    log = project.env.tmp_path / "log.txt"
+    worker = project.start_worker("--reload-grace-period", "60", "--worker-id", "reloading")
+    in_flight = project.tasks().block_then_version.enqueue(str(release), str(log))
+    wait_for(lambda: log.exists(), what="the long task to start")
+    project.write(version=2)
+    wait_for(lambda: reload_lines(worker), what="the reload to begin")
+
+    worker.send(signal.SIGINT)
+    wait_for(lambda: "Received SIGINT" in worker.output, what="the graceful stop")
+    worker.send(signal.SIGINT)
+
+    assert worker.wait() == 1, worker.output
+    assert (
+        "WARNING Received SIGINT - shutting down gracefully, waiting for 1 running task(s)... "
+        "(send it again to stop them now)\n"
+    ) in worker.output
+    assert starts(worker) == 1
+    release.touch()
+    project.env.run_batch("--worker-id", "next")
+    result = finished(in_flight)
+    # Stopped at once, not by the reload: that was an attempt.
+    assert (result.status, result.return_value, result.worker_ids) == (
+        "SUCCESSFUL",
+        2,
+        ["reloading", "next"],
+    )
+    assert [error.traceback for error in result.errors] == [
+        f"{INTERRUPTED}: The worker reloading stopped before the task finished (supervisor "
+        "killed, or stopped at once)\n"
+    ]
+
+
+def test_ctrl_c_is_passed_on_as_sigint_and_the_next_start_finds_nothing_to_recover(
+    project: Project,
+) -> None:
+    release = project.env.tmp_path / "release"
+    log = project.env.tmp_path / "log.txt"
+    worker = project.start_worker()
+    in_flight = project.tasks().block_then_version.enqueue(str(release), str(log))
+    wait_for(lambda: log.exists(), what="the long task to start")
+
+    worker.send(signal.SIGINT)  # as the terminal sends Ctrl-C to the reloader alone
+
+    wait_for(lambda: "Received" in worker.output, what="the supervisor to get the signal")
+    release.touch()
+    assert worker.wait() == 0, worker.output
+    assert (
+        "WARNING Received SIGINT - shutting down gracefully, waiting for 1 running task(s)... "
+        "(send it again to stop them now)\n"
+    ) in worker.output
+    assert finished(in_flight).status == "SUCCESSFUL"
+    output = project.env.run_batch()
+    assert "died" not in output
+    assert "recover" not in output
 
 
 def test_changes_to_ignored_files_do_not_reload(project: Project, env: Env) -> None:

@@ -15,6 +15,7 @@ import pytest
 from procpool_tasks.worker.supervisor import KILL_GRACE_S
 from tests import more_tasks
 from tests.conftest import Env, wait_for
+from tests.pause_at import PAUSE_AT_VARIABLE, PAUSE_FILE_VARIABLE
 from tests.support import INTERRUPTED, hold_running, lines_of, set_options, status_of
 
 
@@ -150,3 +151,23 @@ def test_with_max_attempts_1_a_task_stopped_at_once_fails_on_the_next_start(env:
     assert [error.traceback for error in running.errors] == [message + "\n"]
     assert f"state=FAILED after 1 attempt(s): {message}" in output
     assert len(lines_of(starts)) == 1
+
+
+@pytest.mark.parametrize("point", ["close", "exit"])
+def test_a_second_signal_after_the_worker_stopped_still_exits_1_not_killed_by_it(
+    env: Env, point: str
+) -> None:
+    # Paused where the race would put the second signal: after "Worker ... stopped", while
+    # it lets everything go (close), or with everything let go, about to exit (exit).
+    paused = env.tmp_path / "paused"
+    env.variables.update({PAUSE_AT_VARIABLE: point, PAUSE_FILE_VARIABLE: str(paused)})
+    worker = env.start_worker("--processes", "1", "--worker-id", "late", module="tests.pause_at")
+    wait_for(lambda: "Starting worker" in worker.output, what="the worker to start")
+    worker.send(signal.SIGTERM)
+    wait_for(paused.exists, what=f"the worker to pause at {point}")
+
+    worker.send(signal.SIGTERM)
+    paused.unlink()
+
+    assert worker.wait() == 1, worker.output
+    assert "INFO Worker worker_id=late stopped\n" in worker.output

@@ -300,6 +300,21 @@ def test_task_finished_is_sent_by_the_supervisor_for_a_task_whose_process_died(
     assert lines_of(signal_log) == [f"started {dies.id}", f"finished {dies.id} FAILED"]
 
 
+def test_a_task_the_supervisor_fails_is_logged_with_its_error_on_both_frameworks(
+    env: Env,
+) -> None:
+    dies = tasks.exit_hard.enqueue(5)
+
+    output = env.run_batch("--processes", "1")
+
+    [error] = refreshed(dies).errors
+    # The framework's own line, followed by the error, as for a task that raised.
+    assert (
+        f"ERROR Task id={dies.id} path=tests.tasks.exit_hard state=FAILED\n{error.traceback}"
+    ) in output
+    assert "NoneType" not in output
+
+
 def test_worker_logs_one_line_per_task_start_and_finish(env: Env) -> None:
     on_default = tasks.add.enqueue(1, 2)
     on_high = tasks.on_high_queue.enqueue(str(env.tmp_path / "high.txt"), "x")

@@ -365,6 +365,21 @@ class Dispatcher:
         if self.pool is not None:
             self.pool.terminate(list(self.pool.workers), grace_s)
 
+    def stop_for_reload(self, grace_s: float, error: journal.TaskError) -> None:
+        """A code reload's grace period is over: stop the processes now (SIGTERM, then
+        SIGKILL); their tasks are READY again, not as a new attempt (``Outcomes``)."""
+        assert self.pool is not None  # noqa: S101 (tasks in flight ran in it)
+        workers = list(self.pool.workers)
+        self.pool.stop(workers, grace_s)
+        for worker in workers:
+            self._take_last_outcome(worker)  # finished while it was being stopped
+            flight = self.in_flight.pop(worker.task_id, None) if worker.task_id else None
+            if flight is not None and flight.sent:
+                self._outcomes.stopped_by_reload(flight.record, flight.state, error)
+            elif flight is not None:
+                self._outcomes.unclaim(flight.record, flight.state)  # it never got the task
+            self.pool.reap(worker)
+
     # -- logging -----------------------------------------------------------------------------
 
     def _quarantine_record(self, record: journal.Record, outcome: child.Outcome) -> None:

@@ -2,7 +2,8 @@
 
 Every decision is a new state handed to the committer (``committer``): the task's own
 outcome, a retry after its backoff, a re-run after an interruption, FAILED when its
-process died or its attempts ran out, or READY again when it never started. Nothing is
+process died or its attempts ran out, or READY again, no attempt made, when it never
+started or a code reload stopped it. Nothing is
 acted on before its state is durable: a task re-queued is queued again (here, and for
 the other supervisors by a re-queue marker) and ``task_finished`` is sent for a FAILED
 state the supervisor decided, only once ``committed`` hands the state back.
@@ -191,6 +192,18 @@ class Outcomes:
                 worker_ids=worker_ids,
                 started_at=state.started_at if worker_ids else None,
                 last_attempted_at=state.last_attempted_at if worker_ids else None,
+            ),
+        )
+
+    def stopped_by_reload(
+        self, record: journal.Record, state: journal.State, error: journal.TaskError
+    ) -> None:
+        """READY again, with the reload's error: a code reload is not an attempt of the
+        task, so it counts neither against ``max_attempts`` nor against retries."""
+        self.finish(
+            record,
+            states.ready_again(
+                state, worker_ids=state.worker_ids[:-1], errors=(*state.errors, error)
             ),
         )
 

@@ -4,13 +4,20 @@ Python cannot unload modules, so, like ``runserver``, the reloader never imports
 project's code itself: it runs the supervisor as a child process (the same command line
 with ``--no-reload``) and watches the source with watchfiles. On a change::
 
-    stop     SIGTERM: the supervisor claims nothing more and lets running tasks finish;
-             after the grace period a second SIGTERM stops them, and the next supervisor
-             recovers them as after a crash (re-run as a new attempt)
-    check    every changed file must compile; if one does not, log the error, run
-             nothing and wait for the next change
+    stop     a reload request on the supervisor's pipe (``ReloadRequests``), not a signal:
+             the supervisor claims nothing more and lets running tasks finish; after the
+             grace period it stops them itself and records them READY again with an
+             error that names the reload, not as an attempt (``max_attempts``), then
+             exits 0 like after a graceful stop, leaving nothing to recover
+    check    every changed file must compile; if one does not, log the error the way
+             ``runserver`` does, run nothing and wait for the next change
     start    a new supervisor, which imports the installed apps' ``tasks`` modules before
              it claims anything and exits with EXIT_BROKEN_CODE if one fails
+
+A signal to the reloader (Ctrl-C, a process manager's SIGTERM) is passed on to the
+supervisor as it came, first a graceful stop, then a stop at once. The supervisor starts
+with SIGTERM and SIGINT blocked, so that one which comes while it sets Django up waits
+until its own handlers take it, instead of killing it half-started.
 
 Only one supervisor runs at a time, so no task runs twice, and the ready tasks wait in the
 journal in priority order while the code is swapped. Not for production: a process
@@ -20,11 +27,13 @@ manager restarting the worker on deploy is simpler and loses no throughput.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import os
 import signal
 import subprocess
 import threading
+import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +52,8 @@ __all__ = [
     "DEFAULT_GRACE_PERIOD_S",
     "EXIT_BROKEN_CODE",
     "ReloadConfig",
+    "ReloadRequest",
+    "ReloadRequests",
     "SourceFilter",
     "prepare_reloaded_supervisor",
     "run_with_reload",
@@ -53,11 +64,17 @@ DEFAULT_GRACE_PERIOD_S = 10.0
 EXIT_BROKEN_CODE = 4
 #: Set in the supervisor's environment to the reloader's pid.
 RELOADER_PID_ENV = "PROCPOOL_TASKS_RELOADER_PID"
+#: Set in the supervisor's environment to the pipe it reads reload requests from.
+RELOAD_REQUESTS_FD_ENV = "PROCPOOL_TASKS_RELOAD_REQUESTS_FD"
+#: Set in the environment of a supervisor started for a reload: the files that changed.
+RELOADED_FOR_ENV = "PROCPOOL_TASKS_RELOADED_FOR"
+#: The signals that stop a supervisor, passed on as they came.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 #: Editors write a file in several steps; wait this long for the last one.
 DEBOUNCE_MS = 150
 #: How often the reloader looks whether the supervisor exited on its own.
 POLL_MS = 250
-#: How long a supervisor gets to exit once told to stop at once.
+#: How long past its grace period a reloading supervisor gets to exit before it is killed.
 FORCED_STOP_TIMEOUT_S = 30.0
 
 
@@ -70,6 +87,60 @@ class ReloadConfig:
     ignore_patterns: tuple[str, ...]
     grace_period_s: float
     supervisor_command: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReloadRequest:
+    """The reloader asks its supervisor to stop for new code."""
+
+    changed: str  # the files that changed, as the log names them
+    grace_period_s: float
+
+    def encode(self) -> bytes:
+        return json.dumps({"changed": self.changed, "grace_period_s": self.grace_period_s}).encode()
+
+
+class ReloadRequests:
+    """The supervisor's end of the pipe through which its reloader asks it to reload.
+
+    A pipe and not a signal, so that the supervisor knows what changed, and that it stops
+    for a reload: it then records its running tasks READY again itself.
+    """
+
+    def __init__(self, fd: int, *, reloaded_for: str | None = None) -> None:
+        self._fd = fd
+        self._buffer = b""
+        #: The files whose change started this supervisor; None for the first one.
+        self.reloaded_for = reloaded_for
+        #: The reloader closed its end: it exited (and its exit stops us, ``lifeline``).
+        self.closed = False
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)  # not for the forkserver, nor the tasks' processes
+
+    @classmethod
+    def from_environment(cls) -> ReloadRequests | None:
+        """In a supervisor that a reloader started, its requests; None in any other."""
+        fd = os.environ.pop(RELOAD_REQUESTS_FD_ENV, None)
+        reloaded_for = os.environ.pop(RELOADED_FOR_ENV, None)
+        return None if fd is None else cls(int(fd), reloaded_for=reloaded_for)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self) -> list[ReloadRequest]:
+        """The requests that came since the last call; never blocks."""
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return []
+        if not data:
+            self.closed = True
+            return []
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        return [ReloadRequest(**json.loads(line)) for line in lines if line]
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class SourceFilter(watchfiles.PythonFilter):
@@ -136,15 +207,14 @@ class _Reloader:
     def __init__(self, config: ReloadConfig) -> None:
         self.config = config
         self.supervisor: subprocess.Popen[bytes] | None = None
+        self.requests_fd: int | None = None  # our end of the supervisor's ReloadRequests
         self.stops_sent = 0
         self.stop_event = threading.Event()
-        self.signals = 0
+        self.signals: list[int] = []
+        self.exit_code = 0  # of a supervisor that a signal stopped while it reloaded
 
     def run(self) -> int:
-        previous = {
-            signum: signal.signal(signum, self._on_signal)
-            for signum in (signal.SIGTERM, signal.SIGINT)
-        }
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
         try:
             logger.info(
                 "Reloading on changes to Python files in %s",
@@ -160,15 +230,19 @@ class _Reloader:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # The supervisor runs in its own process group, so a Ctrl-C in the terminal reaches
         # it only through here: first signal graceful, second at once, as for the worker.
-        self.signals += 1
+        self.signals.append(signum)
         self.stop_event.set()
-        self._stop_supervisor(level=min(self.signals, 2))
+        self._pass_signals_on()
 
-    def _stop_supervisor(self, *, level: int) -> None:
-        """Bring the supervisor's stop up to ``level``: 1 graceful, 2 at once."""
+    def _pass_signals_on(self) -> None:
+        """Send the supervisor the signals it has not had yet (at most two), as they came."""
         supervisor = self.supervisor
-        while supervisor is not None and supervisor.poll() is None and self.stops_sent < level:
-            supervisor.send_signal(signal.SIGTERM)
+        while (
+            supervisor is not None
+            and supervisor.poll() is None
+            and self.stops_sent < min(len(self.signals), 2)
+        ):
+            supervisor.send_signal(self.signals[self.stops_sent])
             self.stops_sent += 1
 
     def _watch(self) -> None:
@@ -196,40 +270,76 @@ class _Reloader:
         """Whether the supervisor finished its work (``--max-tasks``); log a failure."""
         if self.supervisor is None or (code := self.supervisor.poll()) is None:
             return False
-        self.supervisor = None
+        self._forget_supervisor()
         if code not in (0, EXIT_BROKEN_CODE):  # a broken import logged its own traceback
             logger.error("The worker exited with code %d; waiting for the next change", code)
         return code == 0
 
     def _reload(self, changed: list[str]) -> None:
-        logger.info("Reloading: changed %s", ", ".join(map(_relative, changed)))
-        self._stop_supervisor(level=1)
+        described = ", ".join(map(_relative, changed))
+        request = ReloadRequest(changed=described, grace_period_s=self.config.grace_period_s)
+        if not self._ask_to_reload(request):  # none runs: nothing to stop, we say it
+            logger.info("Reloading: changed %s", described)
         try:
-            self._wait_for_supervisor(timeout=self.config.grace_period_s)
-        except subprocess.TimeoutExpired:
-            logger.warning(
-                "Tasks still running after the %gs grace period; stopping them, they will "
-                "run again under the new code",
-                self.config.grace_period_s,
+            code = self._wait_for_supervisor(
+                timeout=self.config.grace_period_s + FORCED_STOP_TIMEOUT_S
             )
-            self._stop_supervisor(level=2)
-            self._wait_for_supervisor(timeout=FORCED_STOP_TIMEOUT_S, kill=True)
-        if not self.signals and _compiles(changed):
-            self._start()
+        except subprocess.TimeoutExpired:
+            if self.signals:  # stopping on a signal now: the next signal decides
+                code = self._wait_for_supervisor()
+            else:
+                logger.error(
+                    "The worker did not stop within %gs of the reload; killing it, its "
+                    "running tasks run again on the next start as a new attempt",
+                    self.config.grace_period_s + FORCED_STOP_TIMEOUT_S,
+                )
+                code = self._wait_for_supervisor(timeout=0, kill=True)
+        if self.signals:
+            self.exit_code = code  # ours, as if it had stopped outside a reload
+        elif _compiles(changed):
+            self._start(reloaded_for=described)
 
-    def _start(self) -> None:
+    def _ask_to_reload(self, request: ReloadRequest) -> bool:
+        """Send the running supervisor ``request``; False if none runs to take it."""
+        if self.supervisor is None or self.supervisor.poll() is not None:
+            return False
+        assert self.requests_fd is not None  # noqa: S101 (made with the supervisor)
+        try:
+            os.write(self.requests_fd, request.encode() + b"\n")
+        except OSError:  # it exited meanwhile (EPIPE)
+            return False
+        return True
+
+    def _start(self, *, reloaded_for: str | None = None) -> None:
+        requests_fd, self.requests_fd = os.pipe()
         # This process ran the system checks at start; W001 needs saying once, not per reload.
-        env = {**os.environ, RELOADER_PID_ENV: str(os.getpid()), SQLITE_WARNED_ENV: "1"}
-        command = self.config.supervisor_command
+        env = {
+            **os.environ,
+            RELOADER_PID_ENV: str(os.getpid()),
+            RELOAD_REQUESTS_FD_ENV: str(requests_fd),
+            SQLITE_WARNED_ENV: "1",
+        }
+        if reloaded_for is not None:
+            env[RELOADED_FOR_ENV] = reloaded_for
         self.stops_sent = 0
-        self.supervisor = subprocess.Popen(command, env=env, process_group=0)  # noqa: S603
-        # A signal that came while Popen ran found no supervisor to forward it to.
-        self._stop_supervisor(level=min(self.signals, 2))
+        # Blocked here, they are blocked in the supervisor until its handlers take them
+        # (``Supervisor.open``), and a signal that comes while Popen runs is passed on
+        # once the supervisor is there to get it.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self.supervisor = subprocess.Popen(  # noqa: S603
+                self.config.supervisor_command, env=env, process_group=0, pass_fds=[requests_fd]
+            )
+        finally:
+            os.close(requests_fd)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self._pass_signals_on()
 
     def _wait_for_supervisor(self, timeout: float | None = None, *, kill: bool = False) -> int:
-        """Wait for the supervisor to exit; its exit code (0 if none runs)."""
+        """Wait for the supervisor to exit; its exit code (if none runs, the last one's that
+        a signal stopped, else 0)."""
         if self.supervisor is None:
-            return 0
+            return self.exit_code
         try:
             code = self.supervisor.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -237,10 +347,15 @@ class _Reloader:
                 raise
             self.supervisor.kill()
             code = self.supervisor.wait()
-        self.supervisor = None
-        if code == -signal.SIGTERM and self.stops_sent:
-            return 0  # stopped while starting up, before it could claim anything
+        self._forget_supervisor()
         return code
+
+    def _forget_supervisor(self) -> None:
+        """Once it exited: drop it and our end of its requests pipe."""
+        self.supervisor = None
+        if self.requests_fd is not None:
+            os.close(self.requests_fd)
+            self.requests_fd = None
 
 
 def _compiles(paths: Iterable[str]) -> bool:
@@ -252,9 +367,14 @@ def _compiles(paths: Iterable[str]) -> bool:
             continue
         try:
             compile(source, path, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError):
-            # The traceback ends with the file, line and caret of the error.
-            logger.exception("%s does not compile; waiting for the next change", path)
+        except (SyntaxError, ValueError) as error:
+            # As ``runserver`` shows it: the file, the line and the caret, without the
+            # frames of the reloader that compiled it.
+            logger.error(
+                "%s does not compile; waiting for the next change\n%s",
+                path,
+                "".join(traceback.format_exception_only(error)).rstrip("\n"),
+            )
             return False
     return True
 

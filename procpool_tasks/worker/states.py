@@ -29,6 +29,7 @@ __all__ = [
     "finished",
     "interruption_error",
     "ready_again",
+    "reload_error",
     "running",
 ]
 
@@ -128,6 +129,15 @@ def interruption_error(exit_codes: dict[int, int], timed_out: set[int]) -> journ
         TaskInterrupted,
         f"Another worker process {deaths or 'died'}; the process pool was replaced and this "
         "task was stopped before it finished",
+    )
+
+
+def reload_error(changed: str) -> journal.TaskError:
+    """For a task stopped by a code reload (``reload``): not an attempt, it runs again."""
+    return error(
+        TaskInterrupted,
+        f"Stopped by a code reload (changed {changed}) before it finished; it runs again "
+        "under the new code",
     )
 
 

@@ -14,7 +14,11 @@ Flow::
            committer, which syncs them in groups in a thread of its own
     stop   first SIGTERM/SIGINT: claim nothing more, let running tasks finish, exit 0;
            second: stop the processes at once; their tasks stay RUNNING and the next
-           supervisor to start recovers them
+           supervisor to start recovers them; a second signal after the loop ended, up
+           to the exit, ends the process with exit 1 too
+    reload a request from the reloader (``reload``): claim nothing more, let running
+           tasks finish within its grace period, then stop them and record them READY
+           again, not as an attempt; exit 0, leaving nothing for recovery
 
 Each part has a module of its own in this package (see its docstring).
 """
@@ -42,7 +46,7 @@ from ..backend import ProcPoolBackend
 from ..journal.heartbeats import HEARTBEAT_INTERVAL_S, HOST, Heartbeat
 from ..options import TaskOptions
 from ..periodic import scheduler
-from . import child
+from . import child, states
 from .background import HistoryKeeper, SparePreparer
 from .committer import Committer
 from .dispatch import Dispatcher
@@ -51,6 +55,7 @@ from .outcomes import Outcomes
 from .pool import Pool
 from .ready import ReadySet
 from .recovery import Recovery
+from .reload import ReloadRequest, ReloadRequests
 from .states import TaskInterrupted, WorkerProcessDied
 from .unserved import UnservedQueues
 from .wakeups import JournalWatch, WakePipe
@@ -70,6 +75,9 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FORCED_STOP = 1
 EXIT_JOURNAL_UNUSABLE = 3
+
+#: The signals that stop the supervisor: first gracefully, second at once.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 #: How often an idle supervisor reads the journal even without a notification.
 POLL_INTERVAL_S = 2.0
@@ -91,6 +99,7 @@ class SupervisorConfig:
     max_memory_per_child: float | None = None  # MiB
     task_timeout: float | None = None  # --task-timeout; see BackendOptions.for_task
     verbosity: int = 1
+    reload_requests: ReloadRequests | None = None  # started by the reloader (``reload``)
 
     def serves(self, queue_name: str) -> bool:
         return self.queue_names is None or queue_name in self.queue_names
@@ -122,7 +131,11 @@ class Supervisor:
         self._selector = selectors.DefaultSelector()
         self._wake = WakePipe()
         self._signals: list[int] = []  # as they came; appended by the handler
-        self._stop_level = 0  # 1: stopping gracefully, 2: at once
+        self._signals_handled = 0
+        self._stop_level = 0  # 1: stopping gracefully (or for a reload), 2: at once
+        self._reload: ReloadRequest | None = None
+        self._reload_deadline: float | None = None  # monotonic; then running tasks stop
+        self._closed = False  # the loop ended and everything is let go
         self._instance_lock = self.journal.worker_lock(self.instance)
         self._result_log: journal.ResultLog | None = None
         self._started_at = timezone.now()
@@ -140,6 +153,9 @@ class Supervisor:
         Raises JournalError (a read-only or full disk, a symlink planted for a lock) so
         that the command exits with a clear message instead of a traceback mid-run.
         """
+        # First: from here on a signal is recorded, never the death of a half-started
+        # supervisor that leaves its lock for the next one to report as "died".
+        self._install_signal_handlers()
         try:
             self.journal.ensure()
             self.journal.keep_directories_open()
@@ -152,9 +168,11 @@ class Supervisor:
             with self.journal.claim_lock():
                 pass
         except journal.JournalError:
+            self._restore_wakeup_fd()
             self._close_instance(clean=True)
             raise
         except OSError as error:
+            self._restore_wakeup_fd()
             self._close_instance(clean=True)
             raise journal.JournalError.from_os_error(error) from error
 
@@ -167,7 +185,6 @@ class Supervisor:
         self._log_sqlite_defaults()
         self._beat()
         self._start_forkserver()
-        self._install_signal_handlers()
         self._watch = JournalWatch(self.journal.segments_dir, self._wake)
         self.committer = Committer(self._result_log, self._wake)
         self._preparer = SparePreparer(self.journal)
@@ -203,6 +220,9 @@ class Supervisor:
             exit_code = self._loop()
         finally:
             self._close()
+        self._closed = True  # from now on a second signal exits at once (``_on_signal``)
+        if self._signals_handled + len(self._signals) >= 2:
+            return EXIT_FORCED_STOP  # the second came while it closed
         return exit_code
 
     def _log_start(self) -> None:
@@ -214,6 +234,9 @@ class Supervisor:
             self.config.processes,
             self.journal.path,
         )
+        requests = self.config.reload_requests
+        if requests is not None and requests.reloaded_for is not None:
+            logger.info("Reloaded: running the new code (changed %s)", requests.reloaded_for)
 
     def _watch_unserved(self) -> UnservedQueues | None:
         """What says so when READY tasks wait in a queue nobody serves; None for '*'."""
@@ -230,8 +253,12 @@ class Supervisor:
         return unserved
 
     def _close(self) -> None:
-        """Stop the helpers and the processes; keep what the next supervisor recovers."""
-        self._restore_signal_handlers()
+        """Stop the helpers and the processes; keep what the next supervisor recovers.
+
+        The signal handlers stay until the process exits: a second signal still means a
+        stop at once, exit 1, not the death of the process by the signal.
+        """
+        self._restore_wakeup_fd()
         self._watch.close()
         self._preparer.stop()
         self._history.stop()
@@ -261,9 +288,12 @@ class Supervisor:
     # -- the loop ----------------------------------------------------------------------------
 
     def _loop(self) -> int:
+        self._handle_signals()  # those that came while it started: before any claim
+        self._read_reload_requests()
         while self.dispatcher.in_flight or self.committer.is_busy() or not self._stop_level:
             if self._stop_level >= 2:
                 return self._stop_now()
+            self._stop_for_reload_if_due()
             if not self._stop_level:
                 self._fire_schedules()
                 self.dispatcher.dispatch()
@@ -293,6 +323,8 @@ class Supervisor:
             elif kind == "journal":
                 self._watch.drain()
                 journal_changed = True
+            elif kind == "reload":
+                self._read_reload_requests()
             else:
                 self._on_process_event(*key.data)
         self._handle_signals()
@@ -318,6 +350,8 @@ class Supervisor:
             self.dispatcher.seconds_to_next_kill(),
             self.dispatcher.seconds_to_claims(),
         ]
+        if self._reload_deadline is not None:
+            waits.append(self._reload_deadline - time.monotonic())
         if not self._stop_level:
             waits.append(self.ready.seconds_to_next_due())
             if self._schedules is not None:
@@ -361,37 +395,95 @@ class Supervisor:
         )
         return EXIT_FORCED_STOP
 
+    # -- reloading ---------------------------------------------------------------------------
+
+    def _read_reload_requests(self) -> None:
+        requests = self.config.reload_requests
+        if requests is None:
+            return
+        for request in requests.read():
+            self._begin_reload(request)
+        if requests.closed:  # the reloader is gone, and its end stays readable: stop looking
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(requests)
+
+    def _begin_reload(self, request: ReloadRequest) -> None:
+        """Stop claiming; running tasks get the grace period to finish (``reload``)."""
+        if self._stop_level:
+            return  # stopping on a signal already: the reloader waits for that
+        self._stop_level = 1
+        self._reload = request
+        running = len(self.dispatcher.in_flight)
+        if not running:
+            logger.info("Reloading: changed %s", request.changed)
+            return
+        self._reload_deadline = time.monotonic() + request.grace_period_s
+        logger.info(
+            "Reloading: changed %s; stopping %d running task%s within %g s",
+            request.changed,
+            running,
+            "" if running == 1 else "s",
+            request.grace_period_s,
+        )
+
+    def _stop_for_reload_if_due(self) -> None:
+        """Past the grace period: stop the running tasks; they run again, no attempt used."""
+        deadline = self._reload_deadline
+        if deadline is None or time.monotonic() < deadline or self._reload is None:
+            return
+        self._reload_deadline = None
+        running = len(self.dispatcher.in_flight)
+        if not running:
+            return
+        logger.warning(
+            "Tasks still running after the %gs grace period; stopping %d task(s), they run "
+            "again under the new code (not counted as an attempt)",
+            self._reload.grace_period_s,
+            running,
+        )
+        self.dispatcher.stop_for_reload(KILL_GRACE_S, states.reload_error(self._reload.changed))
+
     # -- signals and wake-ups ----------------------------------------------------------------
 
     def _register_wakeups(self) -> None:
         self._selector.register(self._wake, selectors.EVENT_READ, "wake")
         if self._watch.uses_inotify:
             self._selector.register(self._watch, selectors.EVENT_READ, "journal")
+        if self.config.reload_requests is not None:
+            self._selector.register(self.config.reload_requests, selectors.EVENT_READ, "reload")
 
     def _install_signal_handlers(self) -> None:
         # The C handler writes to the wake pipe, so the selector returns at once.
         self._previous_wakeup_fd = signal.set_wakeup_fd(
             self._wake.write_fd, warn_on_full_buffer=False
         )
-        self._previous_handlers = {
-            signum: signal.signal(signum, self._on_signal)
-            for signum in (signal.SIGTERM, signal.SIGINT)
-        }
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        # A reloader starts us with them blocked (``reload``): what came meanwhile comes now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
-    def _restore_signal_handlers(self) -> None:
-        for signum, handler in getattr(self, "_previous_handlers", {}).items():
-            signal.signal(signum, handler)
+    def _restore_wakeup_fd(self) -> None:
+        """Before the wake pipe closes: the C handler must not write to its reused number."""
         if hasattr(self, "_previous_wakeup_fd"):
             signal.set_wakeup_fd(self._previous_wakeup_fd)
+            del self._previous_wakeup_fd
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals.append(signum)  # the loop decides what it means
+        if self._closed and self._signals_handled + len(self._signals) >= 2:
+            # No loop is left to decide, and nothing to stop or to save: a second signal
+            # ends the process now, with the exit code of a stop at once.
+            os._exit(EXIT_FORCED_STOP)
 
     def _handle_signals(self) -> None:
         while self._signals:
             signum = self._signals.pop(0)
-            self._stop_level = min(self._stop_level + 1, 2)
-            if self._stop_level == 1:
+            self._signals_handled += 1
+            if self._signals_handled >= 2:
+                self._stop_level = 2
+            else:
+                self._stop_level = 1
+                self._reload_deadline = None  # a stop, not a reload: running tasks finish
                 logger.warning(
                     "Received %s - shutting down gracefully, waiting for %d running task(s)"
                     "... (send it again to stop them now)",

@@ -138,7 +138,8 @@ class Command(BaseCommand):
             default=reload.DEFAULT_GRACE_PERIOD_S,
             metavar="SECONDS",
             help="With --reload: how long running tasks may take to finish before a reload "
-            "stops them; stopped tasks run again under the new code (default: %(default)g)",
+            "stops them; stopped tasks run again under the new code, and a reload does not "
+            "count as an attempt (default: %(default)g)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -170,6 +171,7 @@ class Command(BaseCommand):
             max_memory_per_child=options["max_memory_per_child"],
             task_timeout=options["task_timeout"],
             verbosity=options["verbosity"],
+            reload_requests=reload.ReloadRequests.from_environment(),
         )
         _exit(run_supervisor(config))
 
