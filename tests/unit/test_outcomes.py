@@ -367,7 +367,7 @@ def test_a_task_finished_receiver_that_raises_is_logged_and_the_supervisor_goes_
     finally:
         compat.task_finished.disconnect(raise_error)
 
-    failures = [r for r in caplog.records if r.name == "procpool_tasks.worker.outcomes"]
+    failures = [r for r in caplog.records if r.name == "procpool_tasks.signals"]
     assert [(r.levelname, r.getMessage()) for r in failures] == [
         ("ERROR", f"A task_finished receiver failed for task id={first.id}"),
         ("ERROR", f"A task_finished receiver failed for task id={second.id}"),
