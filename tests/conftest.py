@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -17,6 +18,9 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+# Every Python program the tests start prints its threads' stacks when a hung one is stopped
+# with SIGABRT (tests/processes.py).
+os.environ["PYTHONFAULTHANDLER"] = "1"
 
 import django
 
@@ -25,8 +29,13 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
+from tests.processes import run, stop_with_stacks  # noqa: E402
+
 # Real Redis, PostgreSQL and Chromium, for the tests that need them.
 from tests.services import chromium, postgres_server, redis_server  # noqa: E402, F401
+
+# A program stopped so leaves no core file behind, nor does a test's deliberate segfault.
+resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The longest any test waits for a condition; the tests' own work takes far less.
@@ -62,7 +71,11 @@ class Worker:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"worker did not exit within {timeout}s; output:\n{self.output}")
+            stop_with_stacks(self.process)
+            pytest.fail(
+                f"worker did not exit within {timeout}s; stopped with SIGABRT, its stacks and "
+                f"output:\n{self.output}"
+            )
 
     def stop(self) -> int:
         """Graceful stop (SIGTERM), as a process manager would do it."""
@@ -124,14 +137,12 @@ class Env:
     def run_python(self, code: str, *args: str, timeout: float = 60) -> str:
         """Run Python code in a fresh process with Django set up on this journal."""
         prelude = "import django; django.setup()\n"
-        done = subprocess.run(
+        done = run(
             [sys.executable, "-c", prelude + code, *args],
+            timeout=timeout,
+            what=f"python -c {code.strip().splitlines()[0]!r}... {' '.join(args)}",
             env=self.variables,
             cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
@@ -141,14 +152,12 @@ class Env:
     ) -> subprocess.CompletedProcess[str]:
         """Run a management command (``procpool_status ...``) to completion, as an operator
         would; ``module`` runs it (``tests.crash_at`` kills it at a chosen point)."""
-        done = subprocess.run(
+        done = run(
             [sys.executable, "-m", module, *args],
+            timeout=60,
+            what=f"python -m {module} {' '.join(args)}",
             env=self.variables,
             cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
         )
         assert done.returncode == expect_code, (
             f"exit code {done.returncode}; stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
@@ -169,13 +178,14 @@ class Env:
         return process
 
     def migrate(self) -> None:
-        subprocess.run(
+        done = run(
             [sys.executable, "-m", "django", "migrate", "--run-syncdb", "-v", "0"],
+            timeout=120,
+            what="migrate",
             env=self.variables,
             cwd=REPO_ROOT,
-            check=True,
-            timeout=120,
         )
+        assert done.returncode == 0, f"exit code {done.returncode}:\n{done.stdout}{done.stderr}"
 
 
 def _tasks_setting(journal: Path) -> dict[str, Any]:

@@ -75,12 +75,17 @@ def _free_port() -> int:
         return port
 
 
-def _poll(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+def _poll(check: Callable[[], bool], *, timeout: float, what: str, said: Callable[[], str]) -> None:
+    """Wait for ``check``; past ``timeout``, fail with what the server ``said`` (its log)."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout}s waiting for {what}")
+            pytest.fail(f"gave up after {timeout}s waiting for {what}; it said:\n{said()}")
         time.sleep(0.02)
+
+
+def _text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 def _reap(process: subprocess.Popen[bytes]) -> None:
@@ -124,6 +129,7 @@ def _start_redis(binary: Path, directory: Path) -> tuple[subprocess.Popen[bytes]
                 lambda: process.poll() is not None or _redis_answers(port),  # noqa: B023
                 timeout=START_TIMEOUT_S,
                 what=f"redis-server on port {port} (log: {log_path})",
+                said=lambda: log_path.read_text(errors="replace"),  # noqa: B023 (as above)
             )
         except BaseException:
             _reap(process)
@@ -216,17 +222,28 @@ class _Cluster:
         as_owner: dict[str, Any] = {}
         if self.owner is not None:
             as_owner = {"user": self.owner.pw_uid, "group": self.owner.pw_gid, "extra_groups": []}
-        return subprocess.run(
-            [self.bin_dir / program, *args],
-            # The owner may not enter root's home, which would be the working directory.
-            cwd=self.base,
-            env={**os.environ, "HOME": str(self.base)},
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT_S * 2,
-            check=False,
-            **as_owner,
-        )
+        timeout = START_TIMEOUT_S * 2
+        try:
+            return subprocess.run(
+                [self.bin_dir / program, *args],
+                # The owner may not enter root's home, which would be the working directory.
+                cwd=self.base,
+                env={**os.environ, "HOME": str(self.base)},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                **as_owner,
+            )
+        except subprocess.TimeoutExpired as expired:
+            pytest.fail(
+                f"{program} {' '.join(map(str, args))} did not finish within {timeout}s; it "
+                f"said:\n{_text(expired.stdout)}{_text(expired.stderr)}\nthe server's log:\n"
+                f"{self.log()}"
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def run_checked(self, program: str, *args: str | Path) -> None:
         done = self.run(program, *args)
@@ -256,7 +273,7 @@ class _Cluster:
             )  # fmt: skip
             if started.returncode == 0:
                 return port
-            log_text = self.log_path.read_text(errors="replace")
+            log_text = self.log()
             if ADDRESS_IN_USE not in log_text:
                 pytest.fail(f"pg_ctl start exited with {started.returncode}:\n{log_text}")
         pytest.fail(f"PostgreSQL found no free port in {PORT_ATTEMPTS} attempts")

@@ -136,6 +136,8 @@ if find_spec("django_tasks_rq"):
     _REDIS_URL = os.environ.get("PROCPOOL_TEST_REDIS_URL", "redis://127.0.0.1:1/0")
     RQ_QUEUES = {name: {"URL": _REDIS_URL} for name in HANDOFF_QUEUES}
     TASKS["rq"] = {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": HANDOFF_QUEUES}
+    # RQ's worker can take a minute to exit after its last job (tests/rq_worker.py).
+    RQ = {"WORKER_CLASS": "tests.rq_worker.PromptWorker"}
 
 # PROCPOOL_TEST_LOGGING (JSON) is a project's LOGGING, on top of Django's defaults ("{}":
 # a new project's); without it Django configures no logging at all.

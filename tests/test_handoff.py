@@ -32,8 +32,9 @@ from django.utils import timezone
 
 from procpool_tasks import journal
 from tests import tasks
-from tests.conftest import REPO_ROOT, Env, wait_for
+from tests.conftest import REPO_ROOT, WAIT_S, Env, wait_for
 from tests.crash_at import CRASH_AT_CALL_VARIABLE, CRASH_AT_VARIABLE, CRASH_STATUS_VARIABLE
+from tests.processes import run
 from tests.services import PostgresServer
 from tests.support import journal_files, state_of
 
@@ -59,10 +60,20 @@ class Target:
 # -- the targets ---------------------------------------------------------------------------
 
 
+def _redis(url: str) -> redis.Redis:
+    """A client of the test's Redis whose every wait on it ends (redis.TimeoutError)."""
+    return redis.Redis.from_url(url, socket_timeout=WAIT_S, socket_connect_timeout=WAIT_S)
+
+
+def _postgres(conninfo: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    """A connection to the test's PostgreSQL that gives up connecting after WAIT_S."""
+    return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=int(WAIT_S))
+
+
 def _rq_target(env: Env, redis_url: str) -> Target:
     from rq.job import Job
 
-    client = redis.Redis.from_url(redis_url)
+    client = _redis(redis_url)
     client.flushdb()  # one server per xdist worker: only the test before wrote here
     env.variables["PROCPOOL_TEST_REDIS_URL"] = redis_url
 
@@ -132,11 +143,13 @@ def postgres_template(
 ) -> str:
     """A database migrated once per session; each test gets a copy of it (fast)."""
     name = "handoff_template"
-    with psycopg.connect(postgres_server.conninfo, autocommit=True) as connection:
+    with _postgres(postgres_server.conninfo, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")
     database = {**postgres_server.django_database, "NAME": name}
-    subprocess.run(
+    done = run(
         [sys.executable, "-m", "django", "migrate", "-v", "0"],
+        timeout=120,
+        what="migrate on PostgreSQL",
         env={
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -145,21 +158,20 @@ def postgres_template(
             "PYTHONPATH": str(REPO_ROOT),
         },
         cwd=REPO_ROOT,
-        check=True,
-        timeout=120,
     )
+    assert done.returncode == 0, f"exit code {done.returncode}:\n{done.stdout}{done.stderr}"
     return name
 
 
 def _postgres_target(env: Env, server: PostgresServer, template: str) -> Target:
     name = f"handoff_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.conninfo, autocommit=True) as connection:
+    with _postgres(server.conninfo, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     env.variables["PROCPOOL_TEST_DATABASE"] = json.dumps({**server.django_database, "NAME": name})
     conninfo = f"host={server.host} port={server.port} user={server.user} dbname={name}"
 
     def query(sql: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(conninfo) as connection:
+        with _postgres(conninfo) as connection:
             return connection.execute(sql).fetchall()
 
     return _db_target(env, query)
@@ -470,9 +482,7 @@ def test_a_result_the_target_no_longer_has_raises_an_error_naming_where_the_task
     handoff(env, "--to", "rq")
     [copy] = target.copies()
     # As RQ does result_ttl after a job finished.
-    redis.Redis.from_url(env.variables["PROCPOOL_TEST_REDIS_URL"]).delete(
-        f"{RQ_JOB_PREFIX}{copy['id']}"
-    )
+    _redis(env.variables["PROCPOOL_TEST_REDIS_URL"]).delete(f"{RQ_JOB_PREFIX}{copy['id']}")
 
     assert read_results(env, added.id)[added.id] == {
         "error": "HandedOffResultDoesNotExist",
@@ -678,14 +688,12 @@ def test_handoffs_killed_at_random_moments_move_every_task_exactly_once(
             # At a chosen write: before HANDING_OFF, after it, or after the target's enqueue.
             status = rng.choice(["HANDING_OFF", "HANDED_OFF"])
             crash_variables(env, status, call=rng.randint(1, 8), after=rng.random() < 0.5)
-            done = subprocess.run(
+            done = run(
                 [sys.executable, "-m", "tests.crash_at", "procpool_handoff", "--to", target.alias],
+                timeout=120,
+                what=f"procpool_handoff killed at a chosen write (seed {seed})",
                 env=env.variables,
                 cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
             )
             without_crash(env)
             assert done.returncode in (0, -9), f"seed {seed}: {done.stdout}{done.stderr}"
