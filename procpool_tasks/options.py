@@ -11,6 +11,7 @@ checks (``backend``, ``periodic``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import random
@@ -23,6 +24,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DECORATOR_OPTIONS",
@@ -69,6 +72,9 @@ class RetryPolicy:
     #: The dotted path of a function ``f(attempt) -> seconds`` that gives the wait instead
     #: (``@task(backoff=f)``); None: ``delay``, ``backoff`` and ``max_delay`` give it.
     backoff_function: str | None = None
+    #: Retry a task that ran past its timeout too (set by a task's own ``max_attempts``,
+    #: which bounds every attempt, whatever ended it).
+    timeouts: bool = False
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after attempt ``attempt`` (1 = the first) failed.
@@ -179,7 +185,9 @@ class TaskOptions:
         retry = layer.get("retry", self.retry)
         max_attempts = layer.get("max_attempts", self.max_attempts)
         if "max_attempts" in layer:
-            retry = dataclasses.replace(retry or RetryPolicy(), attempts=max_attempts)
+            retry = dataclasses.replace(
+                retry or RetryPolicy(), attempts=max_attempts, timeouts=True
+            )
         backoff = layer.get("backoff")
         if isinstance(backoff, str):
             retry = dataclasses.replace(retry or RetryPolicy(), backoff_function=backoff)
@@ -262,9 +270,15 @@ class BackendOptions:
             max_attempts=self.max_attempts,
         )
         options = defaults.given(self.task_options.get(task_path, {}))
-        if decorated:
-            options = options.given(parse_task_level("the task's record", decorated, options.retry))
-        return options
+        if not decorated:
+            return options
+        # A record may come from newer code, with options this version does not know.
+        known = {key: value for key, value in decorated.items() if key in DECORATOR_OPTIONS}
+        try:
+            return options.given(parse_task_level("the task's record", known, options.retry))
+        except ValueError as error:  # a hand-edited record: its options are left out
+            logger.warning("Options of %s left out: %s", task_path, error)
+            return options
 
     @classmethod
     def from_options(cls, alias: str, options: Mapping[str, Any]) -> BackendOptions:

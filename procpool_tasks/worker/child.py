@@ -196,11 +196,14 @@ def _will_retry(job: Job, error: BaseException) -> bool:
     """Whether the task's retry policy runs it again after ``error``, attempts left."""
     try:
         backend: Any = compat.task_backends[job.record.backend]
-        policy = backend.backend_options.for_task(job.record.task_path).retry
+        options = backend.backend_options
+        policy = options.for_task(job.record.task_path, decorated=job.record.options).retry
     except Exception:  # not a ProcPoolBackend any more: no policy
         return False
     if policy is None or len(job.state.worker_ids) >= policy.attempts:
         return False
+    if policy.timeouts and isinstance(error, TaskTimeoutError):
+        return True
     if not policy.exceptions:
         return isinstance(error, Exception)
     return isinstance(error, _exception_classes(policy.exceptions))

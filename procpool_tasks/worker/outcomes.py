@@ -12,6 +12,7 @@ state the supervisor decided, only once ``committed`` hands the state back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from .. import journal, logs, signals
 from ..exceptions import TaskNotLoadable
-from ..options import RetryPolicy
+from ..options import RetryPolicy, TaskOptions
 from ..results import build_task_result, load_task
 from . import child, states
 from .committer import Committer
@@ -39,13 +40,13 @@ class Outcomes:
         committer: Committer,
         ready: ReadySet,
         *,
-        max_attempts: int,
+        options_for: Callable[[journal.Record], TaskOptions],
         sender: Any,
     ) -> None:
         self._journal = journal_
         self._committer = committer
         self._ready = ready
-        self._max_attempts = max_attempts
+        self._options_for = options_for  # the task's retry policy, timeout, max_attempts
         self._sender = sender  # the backend's class, for task_finished
         self._records: dict[str, journal.Record] = {}  # of states not yet committed
         self._announce: set[str] = set()  # ids whose FAILED is ours to announce
@@ -169,7 +170,7 @@ class Outcomes:
         self, record: journal.Record, state: journal.State, error: journal.TaskError
     ) -> None:
         """A new attempt while attempts remain (``max_attempts``), else FAILED."""
-        if len(state.worker_ids) < self._max_attempts:
+        if len(state.worker_ids) < self._options_for(record).max_attempts:
             self.rerun(record, state, error)
             return
         self.fail(record, state, error)

@@ -106,7 +106,9 @@ class SupervisorConfig:
 
     def options_for(self, record: journal.Record) -> TaskOptions:
         """The retry policy and timeout the record's task runs with."""
-        return self.backend.backend_options.for_task(record.task_path, timeout=self.task_timeout)
+        return self.backend.backend_options.for_task(
+            record.task_path, timeout=self.task_timeout, decorated=record.options
+        )
 
 
 def run_supervisor(config: SupervisorConfig) -> int:
@@ -192,7 +194,7 @@ class Supervisor:
             self.journal,
             self.committer,
             self.ready,
-            max_attempts=self.config.backend.backend_options.max_attempts,
+            options_for=self.config.options_for,
             sender=type(self.config.backend),
         )
         recovery = Recovery(self.journal, self.instance, self.outcomes)

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from procpool_tasks import compat, journal
 from procpool_tasks.backend import ProcPoolBackend
-from procpool_tasks.options import RetryPolicy
+from procpool_tasks.options import RetryPolicy, TaskOptions
 from procpool_tasks.worker import states
 from procpool_tasks.worker.child import Outcome
 from procpool_tasks.worker.outcomes import Outcomes
@@ -41,7 +41,11 @@ def ready() -> ReadySet:
 @pytest.fixture
 def outcomes(store: journal.Journal, pipeline: Pipeline, ready: ReadySet) -> Outcomes:
     return Outcomes(
-        store, pipeline.committer, ready, max_attempts=MAX_ATTEMPTS, sender=ProcPoolBackend
+        store,
+        pipeline.committer,
+        ready,
+        options_for=lambda record: TaskOptions(max_attempts=MAX_ATTEMPTS),
+        sender=ProcPoolBackend,
     )
 
 

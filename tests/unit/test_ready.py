@@ -9,6 +9,7 @@ import pytest
 
 from procpool_tasks import journal
 from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks.options import TaskOptions
 from procpool_tasks.worker.committer import Committer
 from procpool_tasks.worker.intake import Intake
 from procpool_tasks.worker.outcomes import Outcomes
@@ -177,7 +178,9 @@ def intake(
 ) -> tuple[Intake, list[str]]:
     """An ``Intake`` serving ``queues``, as a supervisor makes one; and the ids it prepared
     a result file for. The records of other queues go to ``unserved``."""
-    outcomes = Outcomes(store, committer, ready, max_attempts=3, sender=ProcPoolBackend)
+    outcomes = Outcomes(
+        store, committer, ready, options_for=lambda record: TaskOptions(), sender=ProcPoolBackend
+    )
     prepared: list[str] = []
     others: list[journal.Record] = [] if unserved is None else unserved
     reader = Intake(

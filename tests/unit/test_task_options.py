@@ -143,14 +143,14 @@ def test_the_decorator_wins_over_task_options_which_win_over_the_backends() -> N
         retry=RetryPolicy(attempts=2, delay=7.0), timeout=10.0, max_attempts=3
     )
     assert options.for_task(A_TASK, decorated={"timeout": 1, "max_attempts": 5}) == TaskOptions(
-        retry=RetryPolicy(attempts=5, delay=7.0), timeout=1.0, max_attempts=5
+        retry=RetryPolicy(attempts=5, delay=7.0, timeouts=True), timeout=1.0, max_attempts=5
     )
 
 
-def test_max_attempts_turns_retries_on_with_the_default_policy() -> None:
+def test_max_attempts_turns_retries_on_with_the_default_policy_timeouts_included() -> None:
     options = parse().for_task(A_TASK, decorated={"max_attempts": 4})
 
-    assert options == TaskOptions(retry=RetryPolicy(attempts=4), max_attempts=4)
+    assert options == TaskOptions(retry=RetryPolicy(attempts=4, timeouts=True), max_attempts=4)
 
 
 def test_a_backoff_factor_or_function_sets_the_wait_between_attempts() -> None:
@@ -169,7 +169,7 @@ def test_task_options_take_the_decorators_names_too_for_django_6_0() -> None:
     options = parse(task_options={A_TASK: {"max_attempts": 6, "backoff": 1.5}})
 
     assert options.for_task(A_TASK) == TaskOptions(
-        retry=RetryPolicy(attempts=6, backoff=1.5), max_attempts=6
+        retry=RetryPolicy(attempts=6, backoff=1.5, timeouts=True), max_attempts=6
     )
 
 
