@@ -23,10 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import django
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
-from django.db.backends.signals import connection_created
 from django.db.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
 from django.db.utils import load_backend
 
@@ -45,8 +43,6 @@ __all__ = [
 #: How long a transaction waits for another's write lock. Tasks hold it for milliseconds;
 #: 20 s rides out a burst of hundreds of them (200 contending tasks drained in ~1 s here).
 BUSY_TIMEOUT_S = 20
-#: Django 5.1 added the ``transaction_mode`` option; older versions begin with plain BEGIN.
-HAS_TRANSACTION_MODE = django.VERSION >= (5, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +51,9 @@ class SqliteDefaults:
 
     alias: str
     added: Mapping[str, Any]
-    #: Django < 5.1: transactions begin IMMEDIATE by a receiver, there is no option for it.
-    begins_immediate: bool = False
 
     def describe(self) -> str:
-        described = [f"{key}={value!r}" for key, value in self.added.items()]
-        if self.begins_immediate:
-            described.append("transactions that begin IMMEDIATE")
-        return ", ".join(described)
+        return ", ".join(f"{key}={value!r}" for key, value in self.added.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +67,7 @@ class ProcessDefaults:
 
 def suggested_sqlite_settings() -> dict[str, Any]:
     """The ``OPTIONS`` that make SQLite wait for locks: what the app applies."""
-    suggested: dict[str, Any] = {"timeout": BUSY_TIMEOUT_S}
-    if HAS_TRANSACTION_MODE:
-        suggested["transaction_mode"] = "IMMEDIATE"
-    return suggested
+    return {"timeout": BUSY_TIMEOUT_S, "transaction_mode": "IMMEDIATE"}
 
 
 def is_sqlite(database: Mapping[str, Any]) -> bool:
@@ -113,8 +101,7 @@ def missing_sqlite_settings(database: Mapping[str, Any]) -> dict[str, Any]:
     """The suggested settings a database lacks; empty when it is not SQLite or has them.
 
     A ``timeout`` or ``transaction_mode`` the project chose counts as set, whatever its
-    value: it was a decision, not an omission. On Django < 5.1, which has no
-    ``transaction_mode``, only the timeout can be missing.
+    value: it was a decision, not an omission.
     """
     if not is_sqlite(database):
         return {}
@@ -165,40 +152,15 @@ def apply_sqlite_defaults() -> list[SqliteDefaults]:
     """Add the missing settings to every SQLite database of this process; say what was added.
 
     Call it before the process opens a connection (``configure_process`` does, as the app
-    loads): the settings are read when a connection opens. On Django < 5.1, where a project cannot
-    choose the transaction mode, transactions on every SQLite database begin with
-    ``BEGIN IMMEDIATE`` through a ``connection_created`` receiver.
+    loads): the settings are read when a connection opens.
     """
     applied = []
     for alias in connections:
         database = connections.settings[alias]
         missing = missing_sqlite_settings(database)
-        begins_immediate = is_sqlite(database) and not HAS_TRANSACTION_MODE
-        if not missing and not begins_immediate:
+        if not missing:
             continue
         # A new dict: OPTIONS may be one object shared by several aliases.
         database["OPTIONS"] = {**(database.get("OPTIONS") or {}), **missing}
-        applied.append(SqliteDefaults(alias, missing, begins_immediate))
-    immediate_aliases = frozenset(each.alias for each in applied if each.begins_immediate)
-    if immediate_aliases:
-        connection_created.connect(_begin_immediately(immediate_aliases), weak=False)
+        applied.append(SqliteDefaults(alias, missing))
     return applied
-
-
-def _begin_immediately(aliases: frozenset[str]) -> Any:
-    """A ``connection_created`` receiver: transactions on these aliases begin IMMEDIATE.
-
-    Django < 5.1 starts every atomic block with a plain (deferred) ``BEGIN`` from
-    ``_start_transaction_under_autocommit``; this replaces it on each new connection.
-    """
-
-    def receiver(sender: Any, connection: Any, **kwargs: Any) -> None:
-        if connection.vendor != "sqlite" or connection.alias not in aliases:
-            return
-
-        def begin_immediate() -> None:
-            connection.cursor().execute("BEGIN IMMEDIATE")
-
-        connection._start_transaction_under_autocommit = begin_immediate
-
-    return receiver

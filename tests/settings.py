@@ -76,11 +76,7 @@ DATABASES = {
         # set PROCPOOL_TEST_DB_OPTIONS (JSON) to try a project's stock settings instead.
         "OPTIONS": json.loads(
             os.environ.get(
-                "PROCPOOL_TEST_DB_OPTIONS",
-                # Django < 5.1 has no transaction_mode (the worker begins IMMEDIATE itself).
-                '{"timeout": 30, "transaction_mode": "IMMEDIATE"}'
-                if django.VERSION >= (5, 1)
-                else '{"timeout": 30}',
+                "PROCPOOL_TEST_DB_OPTIONS", '{"timeout": 30, "transaction_mode": "IMMEDIATE"}'
             )
         ),
     }

@@ -19,11 +19,7 @@ from tests.support import status_of
 #: Tasks per run: enough that with two processes their transactions overlap many times.
 CONTENDING_TASKS = 200
 #: What the worker says the app applied to a database without OPTIONS.
-APPLIED_TO_STOCK_SETTINGS = (
-    "timeout=20, transaction_mode='IMMEDIATE'"
-    if sqlite.HAS_TRANSACTION_MODE
-    else "timeout=20, transactions that begin IMMEDIATE"
-)
+APPLIED_TO_STOCK_SETTINGS = "timeout=20, transaction_mode='IMMEDIATE'"
 
 
 def use_database_options(env: Env, options: dict[str, Any], backend_options: Any = None) -> None:
@@ -112,17 +108,10 @@ def test_a_value_the_project_set_is_kept_and_only_the_missing_one_is_added(env: 
     output = env.run_batch()
 
     result.refresh()
-    if sqlite.HAS_TRANSACTION_MODE:
-        assert result.return_value == {"timeout": 7, "transaction_mode": "IMMEDIATE"}
-        assert "(web, commands, workers) uses transaction_mode='IMMEDIATE', so" in output
-    else:
-        assert result.return_value == {"timeout": 7}
-        assert "(web, commands, workers) uses transactions that begin IMMEDIATE, so" in output
+    assert result.return_value == {"timeout": 7, "transaction_mode": "IMMEDIATE"}
+    assert "(web, commands, workers) uses transaction_mode='IMMEDIATE', so" in output
 
 
-@pytest.mark.skipif(
-    not sqlite.HAS_TRANSACTION_MODE, reason="Django < 5.1 has no transaction_mode to keep or add"
-)
 def test_settings_that_have_both_are_left_as_they_are_and_nothing_is_logged(env: Env) -> None:
     use_database_options(env, {"timeout": 3, "transaction_mode": "EXCLUSIVE"})
     result = tasks.database_options.enqueue()
@@ -135,10 +124,7 @@ def test_settings_that_have_both_are_left_as_they_are_and_nothing_is_logged(env:
 
 
 def test_the_suggested_settings_are_what_the_check_and_the_worker_name() -> None:
-    expected: dict[str, Any] = {"timeout": 20}
-    if sqlite.HAS_TRANSACTION_MODE:
-        expected["transaction_mode"] = "IMMEDIATE"
-    assert sqlite.suggested_sqlite_settings() == expected
+    assert sqlite.suggested_sqlite_settings() == {"timeout": 20, "transaction_mode": "IMMEDIATE"}
 
 
 # -- a web process writing while tasks do ------------------------------------------------------
