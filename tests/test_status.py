@@ -365,20 +365,53 @@ def test_fail_if_no_worker_exits_1_without_a_live_worker_and_0_with_one(env: Env
     ]
 
 
-def test_status_of_a_journal_not_made_yet_is_empty_and_unhealthy_without_a_worker(
+def test_status_of_a_journal_that_does_not_exist_says_so_and_every_health_check_fails(
     env: Env,
 ) -> None:
+    missing = (
+        f"The journal directory {env.journal} does not exist: no task was ever enqueued "
+        "with this path, or OPTIONS['path'] points elsewhere"
+    )
     done = env.manage("procpool_status", "--json", "--fail-if-no-worker", expect_code=1)
 
-    assert done.stderr.splitlines() == ["UNHEALTHY: no live supervisor serves backend 'default'"]
+    assert done.stderr.splitlines() == [
+        f"UNHEALTHY: t{missing[1:]}",
+        "UNHEALTHY: no live supervisor serves backend 'default'",
+    ]
     document = json.loads(done.stdout)
     assert schema_errors(document) == []
+    assert document["journal_problem"] == missing
     assert document["queues"] == {
         name: {**counts(), "oldest_ready_age_s": None} for name in ("default", "high", "low")
     }
     assert document["running"] == document["supervisors"] == document["recent_failures"] == []
     assert document["quarantined"] == []
+    assert health(env, "--fail-if-older", "60", expect_code=1) == [f"UNHEALTHY: t{missing[1:]}"]
+    assert env.manage("procpool_status").stdout.splitlines()[1:] == ["", missing]
     assert not env.journal.exists()  # a look makes nothing
+
+
+def test_status_of_a_directory_that_holds_no_journal_says_so_and_fails_the_health_checks(
+    env: Env,
+) -> None:
+    env.journal.mkdir(mode=0o700)  # a volume mounted where the workers' journal is not
+    problem = (
+        f"The journal directory {env.journal} holds no journal (no segments/): no task "
+        "was ever enqueued with this path, or OPTIONS['path'] points elsewhere"
+    )
+
+    assert env.manage("procpool_status").stdout.splitlines()[1:] == ["", problem]
+    assert status_json(env)["journal_problem"] == problem
+    assert health(env, "--fail-if-older", "60", expect_code=1) == [f"UNHEALTHY: t{problem[1:]}"]
+
+
+def test_status_of_a_journal_with_nothing_in_it_yet_is_healthy_by_fail_if_older(
+    env: Env,
+) -> None:
+    tasks.add.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(1, 2)
+
+    assert status_json(env)["journal_problem"] is None
+    assert health(env, "--fail-if-older", "60", expect_code=0) == []
 
 
 def test_fail_if_no_worker_with_queues_needs_a_live_worker_serving_each(env: Env) -> None:

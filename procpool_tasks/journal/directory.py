@@ -120,6 +120,11 @@ class _Directory:
             _make_private(directory)
         self._ready = True
 
+    def is_writable(self) -> bool:
+        """Whether this process may write the journal's files (not a read-only mount, nor
+        a directory it may only read); readers that would keep summaries ask first."""
+        return all(os.access(path, os.W_OK) for path in (self.path, self.segments_dir))
+
     def check_permissions(self) -> None:
         """JournalError unless the journal is a real directory only its owner can write."""
         self._check_directory(self.path)

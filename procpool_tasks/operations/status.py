@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,15 @@ from ..journal import history
 from ..journal.heartbeats import Heartbeat
 from ..periodic import scheduler
 
-__all__ = ["COUNTED", "SCHEMA_VERSION", "Status", "age_text", "collect", "to_json"]
+__all__ = [
+    "COUNTED",
+    "SCHEMA_VERSION",
+    "Status",
+    "age_text",
+    "collect",
+    "journal_problem",
+    "to_json",
+]
 
 SCHEMA_VERSION = 1
 #: What is counted per queue. READY is due now; DEFERRED is READY with a run_after in the
@@ -79,6 +88,8 @@ class QuarantinedRecord:
 class Status:
     backend: str
     journal: str
+    #: Why there is no journal to read (see ``journal_problem``); None when there is one.
+    journal_problem: str | None
     generated_at: datetime
     queues: dict[str, QueueStatus]
     running: list[RunningTask]
@@ -105,22 +116,25 @@ class Status:
 def collect(backend: Any) -> Status:
     """The status of a ProcPoolBackend's journal, now.
 
-    Summaries it brings up to date are kept when no other process holds the history lock,
-    so that the next call reads less; otherwise it only reads. A journal that does not
-    exist yet is empty.
+    Summaries it brings up to date are kept when no other process holds the history lock
+    and this one may write the journal, so that the next call reads less; otherwise it
+    only reads. A journal that does not exist is empty, and ``journal_problem`` says so.
     """
     journal: j.Journal = backend.journal
-    if journal.path.is_dir():
-        with history.history_writer(journal, blocking=False) as held:
+    problem = journal_problem(journal)
+    if problem is None:
+        # A read-only journal (a mount, a backup) is read as it is: no lock, no summary.
+        with history.history_writer(journal, blocking=False, read_only_ok=True) as held:
             survey = history.survey(journal, write=held)
     else:
-        # Nothing was enqueued or run yet; the first enqueue or worker makes it, not a look.
+        # A look makes nothing: the first enqueue or worker makes the journal.
         survey = history.Survey()
     now = timezone.now()
     supervisors = _supervisors(journal, backend.alias)
     status = Status(
         backend=backend.alias,
         journal=str(journal.path),
+        journal_problem=problem,
         generated_at=now,
         queues={name: QueueStatus() for name in sorted(backend.queues)},
         running=[],
@@ -141,6 +155,32 @@ def collect(backend: Any) -> Status:
             status.queues.setdefault(bad.queue_name, QueueStatus()).counts["QUARANTINED"] += 1
     status.running.sort(key=lambda task: task.started_at or now)
     return status
+
+
+def journal_problem(journal: j.Journal) -> str | None:
+    """Why there is no journal to read at its path, or None when there is one.
+
+    A mistyped ``path``, or a container whose BASE_DIR differs from the workers', must not
+    look like a quiet journal. OSError if the path cannot be looked at.
+    """
+    try:
+        info = journal.path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return (
+            f"The journal directory {journal.path} does not exist: no task was ever "
+            "enqueued with this path, or OPTIONS['path'] points elsewhere"
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        return (
+            f"The journal path {journal.path} is not a directory: point OPTIONS['path'] "
+            "at a directory"
+        )
+    if not journal.segments_dir.is_dir():
+        return (
+            f"The journal directory {journal.path} holds no journal (no segments/): no "
+            "task was ever enqueued with this path, or OPTIONS['path'] points elsewhere"
+        )
+    return None
 
 
 def _count_unfinished(
@@ -240,6 +280,7 @@ def to_json(status: Status) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "backend": status.backend,
         "journal": status.journal,
+        "journal_problem": status.journal_problem,
         "generated_at": _time(now),
         "queues": {name: _queue_json(queue, now) for name, queue in status.queues.items()},
         "totals": _queue_json(status.total(), now),

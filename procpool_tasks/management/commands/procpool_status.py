@@ -113,6 +113,8 @@ def health_problems(
 ) -> list[str]:
     """Why the backend is unhealthy by the checks asked for; empty when it is healthy."""
     problems = []
+    if current.journal_problem is not None and (no_worker is not None or older_than is not None):
+        problems.append(current.journal_problem[0].lower() + current.journal_problem[1:])
     live = current.live_supervisors()
     if no_worker is not None:
         wanted = no_worker or queues or []
@@ -139,8 +141,11 @@ def health_problems(
 
 def render(current: status.Status) -> str:
     now = current.generated_at
+    head = f"Backend {current.backend!r}, journal {current.journal}, at {_when(now)}"
+    if current.journal_problem is not None:
+        return "\n".join([head, "", current.journal_problem])
     lines = [
-        f"Backend {current.backend!r}, journal {current.journal}, at {_when(now)}",
+        head,
         "",
         *_queues(current),
         "",
