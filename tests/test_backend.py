@@ -543,6 +543,22 @@ def test_a_journal_directory_others_can_write_is_a_check_error(env: Env) -> None
     ]
 
 
+def test_a_journal_path_that_is_a_file_is_a_check_error_that_says_to_name_a_directory(
+    env: Env,
+) -> None:
+    env.journal.write_text("")
+
+    assert procpool_messages(backend().check()) == [
+        (
+            "procpool_tasks.E002",
+            f"The journal directory {env.journal} cannot be used safely: the journal path "
+            "is not a directory",
+            "OPTIONS['path'] names a file, not a directory: point it at a directory (one "
+            "that does not exist yet is made).",
+        )
+    ]
+
+
 def test_the_test_settings_pass_every_check(env: Env) -> None:
     assert procpool_messages(backend("default").check()) == []
     assert procpool_messages(backend("second").check()) == []
