@@ -152,7 +152,7 @@ def test_enqueue_gives_every_task_its_own_id(env: Env) -> None:
         pytest.param(
             ("fine", object()),
             {},
-            "tests.tasks.echo: args[1] is a object, which JSON cannot carry; "
+            "tests.tasks.echo: args[1] is an object, which JSON cannot carry; "
             "pass an id or plain data instead",
             id="object",
         ),
