@@ -16,7 +16,8 @@ Layout of a journal directory (0700; every file 0600)::
     claim.lock                       taken briefly for every claim and recovery
     history.lock                     taken to change summaries, prune, and re-queue
     handoff.lock                     held by the one running ``procpool_handoff``
-    quarantine/                      copies of unreadable records, with the reason
+    quarantine/                      copies of records that cannot be run (unreadable, or
+                                     their task does not import), with the reason
     schedules/<name>.json            the last tick a periodic task's schedule fired, and
                                      the task id it was enqueued as (``periodic``)
     schedules/<name>.firing          the same, written durably just before that record:
@@ -56,7 +57,7 @@ Modules, one concern each (``Journal`` is made of the parts marked so)::
     enqueue       appending records and re-queue markers (Journal)
     resultfiles   reading and appending a task's states (Journal)
     prune         deleting segments and results (Journal)
-    quarantine    copies of unreadable lines (Journal)
+    quarantine    copies of lines that cannot be run (Journal)
     schedules     the periodic tasks' files (Journal)
     workers       supervisors' lock files and heartbeats (Journal)
     wal           a supervisor's result log: ResultLog, replay_result_log

@@ -116,12 +116,14 @@ class Requeue:
 
 @dataclass(slots=True)
 class Quarantined:
-    """A line that could not be read, and why."""
+    """A line that cannot be run, and why: it could not be read, or (``task_path``) it is
+    a record whose task does not import."""
 
     segment: str
     offset: int
     reason: str
     line: bytes = field(repr=False)
+    task_path: str | None = None
 
 
 # --- JSON, at the edge -------------------------------------------------------------------
