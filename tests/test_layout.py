@@ -11,8 +11,10 @@ import subprocess
 import sys
 
 import pytest
+from django.core import management
 from django.utils.module_loading import import_string
 
+import procpool_tasks
 from procpool_tasks import _moved, exceptions
 from tests.conftest import REPO_ROOT, Env
 
@@ -79,3 +81,19 @@ def test_read_only_and_operator_commands_load_no_module_of_the_worker(
 
 def _is_moved(path: str) -> bool:
     return path.rpartition(".")[0] in _moved.MOVED_MODULES
+
+
+PROCPOOL_COMMANDS = sorted(
+    name for name, app in management.get_commands().items() if app == "procpool_tasks"
+)
+
+
+@pytest.mark.parametrize("command", PROCPOOL_COMMANDS)
+def test_every_procpool_command_prints_the_version_of_procpool_tasks(
+    env: Env, command: str
+) -> None:
+    assert env.manage(command, "--version").stdout == f"{procpool_tasks.__version__}\n"
+
+
+def test_the_procpool_commands_are_found_for_the_version_test() -> None:
+    assert {"procpool_prune", "procpool_status", "procpool_worker"} <= set(PROCPOOL_COMMANDS)

@@ -9,12 +9,12 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from procpool_tasks import journal
 from procpool_tasks.backend import ProcPoolBackend
 from procpool_tasks.journal import history
-from procpool_tasks.management.arguments import add_backend_argument, backend_of
+from procpool_tasks.management.arguments import ProcPoolCommand, add_backend_argument, backend_of
 from procpool_tasks.options import RETAINED_STATUSES
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -41,7 +41,7 @@ def statuses(value: str) -> tuple[str, ...]:
     return given
 
 
-class Command(BaseCommand):
+class Command(ProcPoolCommand):
     help = (
         "Delete the tasks of a ProcPoolBackend that finished before a given age, with "
         "their results. A task's result goes once it is past the age of its status; its "

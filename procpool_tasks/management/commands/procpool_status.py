@@ -8,10 +8,15 @@ from argparse import ArgumentParser
 from datetime import datetime
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from procpool_tasks.backend import ProcPoolBackend
-from procpool_tasks.management.arguments import add_backend_argument, backend_of, positive_seconds
+from procpool_tasks.management.arguments import (
+    ProcPoolCommand,
+    add_backend_argument,
+    backend_of,
+    positive_seconds,
+)
 from procpool_tasks.operations import status
 from procpool_tasks.periodic import scheduler
 
@@ -19,7 +24,7 @@ EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
 
 
-class Command(BaseCommand):
+class Command(ProcPoolCommand):
     help = (
         "Show a ProcPoolBackend's tasks: per queue the READY (due now), DEFERRED (READY, "
         "run_after in the future), RUNNING, SUCCESSFUL, FAILED and QUARANTINED counts and "
