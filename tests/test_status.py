@@ -1,5 +1,6 @@
 """``procpool_status``: counts after a real run, its ``--json`` document against the schema
-in ``docs/status.schema.json``, and its health checks' exit codes.
+shipped with the package (``procpool_tasks/status.schema.json``), and its health checks' exit
+codes.
 
 Workers are real ``procpool_worker`` subprocesses; a task is held RUNNING with
 ``block_until`` and a task path is broken by removing its module (``tests.deploy``).
@@ -22,12 +23,12 @@ import pytest
 from django.utils import timezone
 
 from procpool_tasks import journal
+from procpool_tasks.operations.status import SCHEMA_PATH
 from tests import tasks
-from tests.conftest import REPO_ROOT, Env, Worker, wait_for
+from tests.conftest import Env, Worker, wait_for
 from tests.deploy import Deploy
 from tests.support import state_of, status_of
 
-SCHEMA_PATH = REPO_ROOT / "docs" / "status.schema.json"
 COUNTS = (
     "READY",
     "DEFERRED",
@@ -516,3 +517,11 @@ def test_a_health_check_on_a_queue_the_backend_does_not_have_is_refused_not_pass
 
     assert done.stderr.splitlines() == [message]
     assert done.stdout == ""
+
+
+def test_status_help_names_every_status_it_counts_and_the_schema_of_json(env: Env) -> None:
+    help_text = " ".join(env.manage("procpool_status", "--help").stdout.split())
+
+    assert [name for name in COUNTS if name not in help_text] == []
+    assert f"its JSON Schema is {SCHEMA_PATH}" in help_text
+    assert SCHEMA_PATH.parent == Path(journal.__file__).parent.parent  # in the package

@@ -1,7 +1,8 @@
 """What a journal holds now: counts per queue and status, running tasks, live supervisors,
 recent failures, quarantined records and the periodic tasks' schedules. ``procpool_status``
-prints it and the status page shows it; ``to_json`` is the document both give (its schema
-is in the README).
+prints it and the status page shows it; ``to_json`` is the document both give, described
+by the JSON Schema ``SCHEMA_PATH`` (``procpool_tasks/status.schema.json``, shipped with the
+package).
 
 It costs what a survey of the history costs (``history``): finished tasks are counted from
 segment summaries, so the answer does not slow down as they pile up.
@@ -15,6 +16,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from django.utils import timezone
@@ -26,6 +28,7 @@ from ..periodic import scheduler
 
 __all__ = [
     "COUNTED",
+    "SCHEMA_PATH",
     "SCHEMA_VERSION",
     "Status",
     "age_text",
@@ -35,6 +38,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+#: The JSON Schema of ``to_json``'s document, installed with the package.
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "status.schema.json"
 #: What is counted per queue. READY is due now; DEFERRED is READY with a run_after in the
 #: future; HANDING_OFF and HANDED_OFF tasks are being moved, or were moved, to another
 #: backend (``handoff``); QUARANTINED counts copies of records that could not be run (see
@@ -274,7 +279,7 @@ def _task_of(line: str) -> tuple[str | None, str | None]:
 
 
 def to_json(status: Status) -> dict[str, Any]:
-    """The status as the JSON document ``procpool_status --json`` prints (see the README)."""
+    """The status as the JSON document ``procpool_status --json`` prints (``SCHEMA_PATH``)."""
     now = status.generated_at
     return {
         "schema_version": SCHEMA_VERSION,

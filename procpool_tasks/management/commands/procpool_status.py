@@ -27,8 +27,9 @@ EXIT_UNHEALTHY = 1
 class Command(ProcPoolCommand):
     help = (
         "Show a ProcPoolBackend's tasks: per queue the READY (due now), DEFERRED (READY, "
-        "run_after in the future), RUNNING, SUCCESSFUL, FAILED and QUARANTINED counts and "
-        "the age of the oldest READY task; the running tasks, the live supervisors, the "
+        "run_after in the future), RUNNING, SUCCESSFUL, FAILED, HANDING_OFF and HANDED_OFF "
+        "(being moved, and moved, to another backend by procpool_handoff) and QUARANTINED "
+        "counts and the age of the oldest READY task; the running tasks, the live supervisors, the "
         "recent failures, the quarantined records and the periodic tasks' schedules with "
         "their last and next tick. With --fail-if-no-worker or "
         "--fail-if-older it is a health check: exit 1, with the reason on stderr, when "
@@ -39,7 +40,8 @@ class Command(ProcPoolCommand):
         parser.add_argument(
             "--json",
             action="store_true",
-            help="Print one JSON document instead of tables (its schema is in the README)",
+            help="Print one JSON document instead of tables; its JSON Schema is "
+            f"{status.SCHEMA_PATH}",
         )
         parser.add_argument(
             "--fail-if-no-worker",
