@@ -23,6 +23,7 @@ Layout of a journal directory (0700; every file 0600)::
     schedules/<name>.firing          the same, written durably just before that record:
                                      the tick counts as fired if the record is there
     schedules.lock                   taken to fire periodic tasks (one supervisor at a time)
+    .gitignore                       ``*``, written when the tree is made: keeps it out of git
 
 A task id is ``<segment>-<offset in hex>``: where its record starts. So ``get_result``
 reads one result file, or the record itself while no supervisor has touched the task.
