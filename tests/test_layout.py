@@ -107,6 +107,7 @@ def test_the_procpool_commands_are_found_for_the_version_test() -> None:
 def test_the_wheel_ships_the_json_schema_of_procpool_status(tmp_path: Path) -> None:
     pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools here")
     source = tmp_path / "source"
+    source.mkdir()
     for name in ("pyproject.toml", "README.md", "procpool_tasks"):
         copy = shutil.copytree if (REPO_ROOT / name).is_dir() else shutil.copy
         copy(REPO_ROOT / name, source / name if name == "procpool_tasks" else source)

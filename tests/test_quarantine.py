@@ -161,7 +161,7 @@ def test_the_worker_log_says_a_records_task_does_not_import_and_a_damaged_line_i
         line.split(" WARNING ", 1)[1] for line in output.splitlines() if " Quarantined " in line
     )
     segment, offset = journal.parse_id(damaged)
-    assert [re.sub(r"\(\d quarantined", "(N quarantined", line) for line in logged] == [
+    assert [re.sub(r"\d+ quarantined since", "N quarantined since", line) for line in logged] == [
         f"Quarantined an unreadable record segment={segment} offset={offset} "
         f"reason={NO_HEADER} (N quarantined since start)",
         f"Quarantined task id={greet} path=deployed_tasks.greet: its task does not import "

@@ -45,9 +45,13 @@ def test_the_demo_quotes_its_command_and_ends_with_the_commands_that_look_at_its
         f"  {prefix} procpool_status --json  # the same, as JSON",
         f"  rm -r {journal}",
     ]
-    looked = subprocess.run(  # as a shell runs it, pasted
+    # As a shell runs it, pasted; the test settings' module must not stand in for the demo's.
+    shell_env = {
+        key: value for key, value in env.variables.items() if key != "DJANGO_SETTINGS_MODULE"
+    }
+    looked = subprocess.run(
         ["sh", "-c", lines[-2].strip()],
-        env=env.variables,
+        env=shell_env,
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
