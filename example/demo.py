@@ -2,7 +2,8 @@
 
     python3 example/demo.py [--tasks 300] [--processes 2]
 
-Uses a fresh journal directory each run, so it can be run again and again.
+Uses a fresh journal directory each run, so it can be run again and again; it ends with
+the commands that look at what ran there.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,7 +56,7 @@ def main() -> int:
         sys.executable, str(EXAMPLE_DIR / "manage.py"), "procpool_worker",
         "--batch", "--queue-name", "*", "--processes", str(options.processes), "-v", "0",
     ]  # fmt: skip
-    print(f"Running: {' '.join(command[1:])}")
+    print(f"Running: {shlex.join([os.path.relpath(command[1]), *command[2:]])}")
     started = time.monotonic()
     worker = subprocess.Popen(command)
     sample = results[::10]
@@ -80,8 +83,20 @@ def main() -> int:
     failed = next(result for result in results if result.status == "FAILED")
     print(f"A failure: {failed.task.name}{tuple(failed.args)} raised "
           f"{failed.errors[0].exception_class_path}")  # fmt: skip
+    print_how_to_look(journal)
     unfinished = sum(not result.is_finished for result in results)
     return 0 if unfinished == 0 else 1
+
+
+def print_how_to_look(journal: str) -> None:
+    """The commands that show what the demo ran: its journal stays until it is deleted."""
+    python = "python3" if shutil.which("python3") == sys.executable else sys.executable
+    manage = os.path.relpath(EXAMPLE_DIR / "manage.py")
+    prefix = f"EXAMPLE_JOURNAL={shlex.quote(journal)} {shlex.quote(python)} {shlex.quote(manage)}"
+    print("\nLook at what it ran (the journal stays until you delete it):")
+    print(f"  {prefix} procpool_status         # counts per queue, the failures")
+    print(f"  {prefix} procpool_status --json  # the same, as JSON")
+    print(f"  rm -r {shlex.quote(journal)}")
 
 
 if __name__ == "__main__":

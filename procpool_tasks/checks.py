@@ -7,6 +7,7 @@ message names the setting at fault and its hint says what to set.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -107,10 +108,27 @@ def _check_journal(backend: ProcPoolBackend) -> Iterable[django_checks.CheckMess
     except journal.JournalError as error:
         yield django_checks.Error(
             f"The journal directory {error.filename} cannot be used safely: {error.strerror}",
-            hint="Run chmod 700 on it, or point OPTIONS['path'] at a private directory.",
+            hint=_journal_hint(error),
             obj=backend,
             id=JOURNAL_UNSAFE,
         )
+
+
+def _journal_hint(error: journal.JournalError) -> str:
+    """What to do about an unusable journal directory, by what is wrong with it."""
+    if error.errno == errno.ENOTDIR:
+        return (
+            "OPTIONS['path'] names a file, not a directory: point it at a directory (one "
+            "that does not exist yet is made)."
+        )
+    if error.errno == errno.ELOOP:
+        return "Remove the symlink, or point OPTIONS['path'] at a private directory."
+    if "another user" in (error.strerror or ""):
+        return (
+            "Run every process of the project as the user it belongs to, or point "
+            "OPTIONS['path'] at a directory of their own."
+        )
+    return "Run chmod 700 on it, or point OPTIONS['path'] at a private directory."
 
 
 def _check_imports(backend: ProcPoolBackend) -> Iterable[django_checks.CheckMessage]:

@@ -35,7 +35,7 @@ def _task_as_enqueued(
         raise TaskNotLoadable(f"{task_path!r} cannot be imported: {error}") from error
     if not isinstance(task, compat.Task):
         raise TaskNotLoadable(
-            f"{task_path!r} is a {type(task).__name__}, not a Task; only functions "
+            f"{task_path!r} is {journal.a_type_name(task)}, not a Task; only functions "
             "decorated with @task can be enqueued and run"
         )
     try:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from procpool_tasks import journal
 from tests import more_tasks
@@ -92,6 +97,39 @@ def journal_files(env: Env) -> dict[str, tuple[bytes, int]]:
         for path in sorted(env.journal.rglob("*"))
         if path.is_file()
     }
+
+
+@contextmanager
+def journal_on_tmpfs(env: Env) -> Iterator[Path]:
+    """The journal on a tmpfs of its own for the block (a read-only mount can be made of
+    it, see ``read_only``); skips the test where this machine cannot mount one."""
+    env.journal.mkdir(mode=0o700)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(env.journal)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root?'})")
+    try:
+        yield env.journal
+    finally:
+        for worker in env.workers:
+            worker.reap()
+        # Lazily: this process may still hold a file open on it.
+        subprocess.run(["umount", "-l", str(env.journal)], check=True)
+
+
+@contextmanager
+def read_only(mount_point: Path) -> Iterator[None]:
+    """Remount ``journal_on_tmpfs``'s mount read-only for the block, as a read-only volume
+    or a backup is mounted; writable again afterwards."""
+    subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(mount_point)], check=True)
 
 
 def result_path(env: Env, result_id: str) -> Path:

@@ -152,7 +152,7 @@ def test_enqueue_gives_every_task_its_own_id(env: Env) -> None:
         pytest.param(
             ("fine", object()),
             {},
-            "tests.tasks.echo: args[1] is a object, which JSON cannot carry; "
+            "tests.tasks.echo: args[1] is an object, which JSON cannot carry; "
             "pass an id or plain data instead",
             id="object",
         ),
@@ -539,6 +539,22 @@ def test_a_journal_directory_others_can_write_is_a_check_error(env: Env) -> None
             f"The journal directory {env.journal} cannot be used safely: the journal "
             "directory is writable by other users (mode 777); run chmod 700 on it",
             "Run chmod 700 on it, or point OPTIONS['path'] at a private directory.",
+        )
+    ]
+
+
+def test_a_journal_path_that_is_a_file_is_a_check_error_that_says_to_name_a_directory(
+    env: Env,
+) -> None:
+    env.journal.write_text("")
+
+    assert procpool_messages(backend().check()) == [
+        (
+            "procpool_tasks.E002",
+            f"The journal directory {env.journal} cannot be used safely: the journal path "
+            "is not a directory",
+            "OPTIONS['path'] names a file, not a directory: point it at a directory (one "
+            "that does not exist yet is made).",
         )
     ]
 

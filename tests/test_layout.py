@@ -7,13 +7,20 @@ code and result files of 0.1 that name the old paths keep working for one more r
 from __future__ import annotations
 
 import importlib
+import json
+import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
+from django.core import management
 from django.utils.module_loading import import_string
 
+import procpool_tasks
 from procpool_tasks import _moved, exceptions
+from procpool_tasks.operations import status
 from tests.conftest import REPO_ROOT, Env
 
 
@@ -85,3 +92,43 @@ def test_read_only_and_operator_commands_load_no_module_of_the_worker(
 
 def _is_moved(path: str) -> bool:
     return path.rpartition(".")[0] in _moved.MOVED_MODULES
+
+
+PROCPOOL_COMMANDS = sorted(
+    name for name, app in management.get_commands().items() if app == "procpool_tasks"
+)
+
+
+@pytest.mark.parametrize("command", PROCPOOL_COMMANDS)
+def test_every_procpool_command_prints_the_version_of_procpool_tasks(
+    env: Env, command: str
+) -> None:
+    assert env.manage(command, "--version").stdout == f"{procpool_tasks.__version__}\n"
+
+
+def test_the_procpool_commands_are_found_for_the_version_test() -> None:
+    assert {"procpool_prune", "procpool_status", "procpool_worker"} <= set(PROCPOOL_COMMANDS)
+
+
+def test_the_wheel_ships_the_json_schema_of_procpool_status(tmp_path: Path) -> None:
+    pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools here")
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "procpool_tasks"):
+        copy = shutil.copytree if (REPO_ROOT / name).is_dir() else shutil.copy
+        copy(REPO_ROOT / name, source / name if name == "procpool_tasks" else source)
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"),
+            *("--no-index", "--wheel-dir", str(tmp_path / "dist"), str(source)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as contents:
+        shipped = json.loads(contents.read("procpool_tasks/status.schema.json"))
+
+    assert shipped == json.loads(status.SCHEMA_PATH.read_text())
+    assert shipped["properties"]["schema_version"]["const"] == status.SCHEMA_VERSION

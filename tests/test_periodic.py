@@ -26,12 +26,13 @@ import pytest
 
 from procpool_tasks import journal
 from procpool_tasks.backend import ProcPoolBackend
+from procpool_tasks.operations.status import SCHEMA_PATH
 from procpool_tasks.periodic.cron import CronExpression, Every
 from procpool_tasks.periodic.scheduler import Scheduler, ticks_to_fire
 from tests import tasks
 from tests.conftest import Env, Worker, wait_for
 from tests.crash_at import CRASH_AT_CALL_VARIABLE, CRASH_AT_VARIABLE
-from tests.test_status import SCHEMA_PATH, table_rows
+from tests.test_status import table_rows
 
 NAME = "tick"
 EVERY_SECOND = {"task": "tests.tasks.add", "every": 1, "args": [1, 2]}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,37 @@ def test_symlink_planted_as_a_supervisors_lock_file_is_not_followed(env: Env) ->
     assert status_of(result) == "SUCCESSFUL"
     assert "Cannot tell whether supervisor instance=0123456789abcdef is alive" in output
     assert target.read_text() == "precious\n"
+
+
+def test_a_new_journal_keeps_itself_out_of_git_privately_and_works_beside_its_gitignore(
+    env: Env,
+) -> None:
+    subprocess.run(["git", "init", "-q", str(env.tmp_path)], check=True)
+    result = tasks.add.enqueue(1, 2)
+    output = env.run_batch()
+
+    assert (env.journal / ".gitignore").read_text() == "*\n"
+    assert_private(env.journal)
+    assert status_of(result) == "SUCCESSFUL"
+    assert "Quarantined" not in output
+    untracked = subprocess.run(
+        ["git", "-C", str(env.tmp_path), "status", "--porcelain", "--untracked-files=all"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    assert [line for line in untracked if "journal" in line] == []
+    assert untracked != []  # git sees the test's other files: the journal is ignored
+
+
+def test_a_gitignore_of_the_project_in_the_journal_is_kept_and_one_deleted_stays_deleted(
+    env: Env,
+) -> None:
+    env.journal.mkdir(mode=0o700)  # made by a deploy, with the project's own .gitignore
+    (env.journal / ".gitignore").write_text("!keep-me\n")
+    tasks.add.enqueue(1, 2)
+    assert (env.journal / ".gitignore").read_text() == "!keep-me\n"
+
+    (env.journal / ".gitignore").unlink()
+    env.run_batch()
+    assert not (env.journal / ".gitignore").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from procpool_tasks import compat, journal
 from tests import tasks
 from tests.conftest import REPO_ROOT, Env, wait_for
-from tests.support import journal_files
+from tests.support import journal_files, set_options
 
 ENQUEUE = """
 import sys
@@ -482,3 +483,55 @@ def test_requeued_failure_in_a_pruned_done_segment_runs_again(env: Env, worker: 
     assert (str(result.status), result.return_value) == ("SUCCESSFUL", 2)
     assert result.worker_ids[1:] == ["after-prune"]
     assert [why_missing(i) for i in successes] == [f"{i}: pruned" for i in successes]
+
+
+def test_prune_dry_run_without_a_retention_says_which_tasks_are_kept_and_why(env: Env) -> None:
+    run_mixed(env)
+    before = journal_files(env)
+
+    done = prune(env, "--dry-run")
+
+    assert done.stdout.strip() == (
+        "Nothing to prune. 3 finished tasks are kept: 2 SUCCESSFUL kept (no retention for "
+        "SUCCESSFUL), 1 FAILED kept (no retention for FAILED)"
+    )
+    assert journal_files(env) == before
+    # A prune, unlike a look, needs to know what to delete.
+    assert "Give --older-than (e.g. 7d)" in prune(env, expect_code=1).stderr
+
+
+def test_prune_dry_run_that_finds_nothing_says_what_the_retention_keeps(env: Env) -> None:
+    set_options(env, retention={"SUCCESSFUL": 86400})
+    run_mixed(env)
+
+    done = prune(env, "--dry-run")
+
+    kept = re.fullmatch(
+        r"Nothing to prune\. 3 finished tasks are kept: 2 SUCCESSFUL newer than the retention "
+        r"of 1d \(the oldest finished (\d+)s ago\), 1 FAILED kept \(no retention for FAILED\)",
+        done.stdout.strip(),
+    )
+    assert kept is not None, done.stdout
+    assert done.stdout.strip() == (
+        "Nothing to prune. 3 finished tasks are kept: 2 SUCCESSFUL newer than the retention "
+        f"of 1d (the oldest finished {kept[1]}s ago), 1 FAILED kept (no retention for FAILED)"
+    )
+    only_failed = prune(env, "--dry-run", "--older-than", "1d", "--status", "FAILED")
+    assert re.fullmatch(
+        r"Nothing to prune\. 3 finished tasks are kept: 2 SUCCESSFUL kept \(not in --status\), "
+        r"1 FAILED newer than the retention of 1d \(the oldest finished \d+s ago\)",
+        only_failed.stdout.strip(),
+    ), only_failed.stdout
+
+
+def test_prune_dry_run_says_tasks_of_a_segment_still_in_use_are_kept(env: Env) -> None:
+    enqueue_mixed(env)
+    env.run_batch("--processes", "1")  # not aged: written to less than a minute ago
+
+    done = prune(env, "--dry-run", "--older-than", "0.01s")
+
+    assert done.stdout.strip() == (
+        "Nothing to prune. 3 finished tasks are kept: 2 SUCCESSFUL in segments not done "
+        "yet (written to in the last 1m, or beside unfinished tasks), 1 FAILED in segments "
+        "not done yet (written to in the last 1m, or beside unfinished tasks)"
+    )

@@ -8,6 +8,7 @@ overwritten after its writer exited), and a record whose task path no longer imp
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -142,6 +143,30 @@ def test_list_and_show_a_record_that_did_not_import_and_a_damaged_line(env: Env)
     assert tasks.add.get_result(intact).return_value == 7
     counts = json.loads(env.manage("procpool_status", "--json").stdout)["queues"]
     assert (counts["low"]["QUARANTINED"], counts["low"]["FAILED"]) == (1, 1)
+
+
+def test_the_worker_log_says_a_records_task_does_not_import_and_a_damaged_line_is_unreadable(
+    env: Env,
+) -> None:
+    deploy = Deploy(env)
+    deploy.deploy()
+    greet = deploy.enqueue_greet("world")
+    deploy.break_it()
+    damaged, _ = enqueue_two_adds(env)
+    damage(env, damaged, overwrite_all)
+
+    output = env.run_batch()
+
+    logged = sorted(
+        line.split(" WARNING ", 1)[1] for line in output.splitlines() if " Quarantined " in line
+    )
+    segment, offset = journal.parse_id(damaged)
+    assert [re.sub(r"\d+ quarantined since", "N quarantined since", line) for line in logged] == [
+        f"Quarantined an unreadable record segment={segment} offset={offset} "
+        f"reason={NO_HEADER} (N quarantined since start)",
+        f"Quarantined task id={greet} path=deployed_tasks.greet: its task does not import "
+        f"({NOT_IMPORTABLE}; N quarantined since start)",
+    ]
 
 
 @pytest.mark.parametrize(

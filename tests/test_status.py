@@ -1,5 +1,6 @@
 """``procpool_status``: counts after a real run, its ``--json`` document against the schema
-in ``docs/status.schema.json``, and its health checks' exit codes.
+shipped with the package (``procpool_tasks/status.schema.json``), and its health checks' exit
+codes.
 
 Workers are real ``procpool_worker`` subprocesses; a task is held RUNNING with
 ``block_until`` and a task path is broken by removing its module (``tests.deploy``).
@@ -22,12 +23,12 @@ import pytest
 from django.utils import timezone
 
 from procpool_tasks import journal
+from procpool_tasks.operations.status import SCHEMA_PATH
 from tests import tasks
-from tests.conftest import REPO_ROOT, Env, Worker, wait_for
+from tests.conftest import Env, Worker, wait_for
 from tests.deploy import Deploy
 from tests.support import state_of, status_of
 
-SCHEMA_PATH = REPO_ROOT / "docs" / "status.schema.json"
 COUNTS = (
     "READY",
     "DEFERRED",
@@ -371,20 +372,53 @@ def test_fail_if_no_worker_exits_1_without_a_live_worker_and_0_with_one(env: Env
     ]
 
 
-def test_status_of_a_journal_not_made_yet_is_empty_and_unhealthy_without_a_worker(
+def test_status_of_a_journal_that_does_not_exist_says_so_and_every_health_check_fails(
     env: Env,
 ) -> None:
+    missing = (
+        f"The journal directory {env.journal} does not exist: no task was ever enqueued "
+        "with this path, or OPTIONS['path'] points elsewhere"
+    )
     done = env.manage("procpool_status", "--json", "--fail-if-no-worker", expect_code=1)
 
-    assert done.stderr.splitlines() == ["UNHEALTHY: no live supervisor serves backend 'default'"]
+    assert done.stderr.splitlines() == [
+        f"UNHEALTHY: t{missing[1:]}",
+        "UNHEALTHY: no live supervisor serves backend 'default'",
+    ]
     document = json.loads(done.stdout)
     assert schema_errors(document) == []
+    assert document["journal_problem"] == missing
     assert document["queues"] == {
         name: {**counts(), "oldest_ready_age_s": None} for name in ("default", "high", "low")
     }
     assert document["running"] == document["supervisors"] == document["recent_failures"] == []
     assert document["quarantined"] == []
+    assert health(env, "--fail-if-older", "60", expect_code=1) == [f"UNHEALTHY: t{missing[1:]}"]
+    assert env.manage("procpool_status").stdout.splitlines()[1:] == ["", missing]
     assert not env.journal.exists()  # a look makes nothing
+
+
+def test_status_of_a_directory_that_holds_no_journal_says_so_and_fails_the_health_checks(
+    env: Env,
+) -> None:
+    env.journal.mkdir(mode=0o700)  # a volume mounted where the workers' journal is not
+    problem = (
+        f"The journal directory {env.journal} holds no journal (no segments/): no task "
+        "was ever enqueued with this path, or OPTIONS['path'] points elsewhere"
+    )
+
+    assert env.manage("procpool_status").stdout.splitlines()[1:] == ["", problem]
+    assert status_json(env)["journal_problem"] == problem
+    assert health(env, "--fail-if-older", "60", expect_code=1) == [f"UNHEALTHY: t{problem[1:]}"]
+
+
+def test_status_of_a_journal_with_nothing_in_it_yet_is_healthy_by_fail_if_older(
+    env: Env,
+) -> None:
+    tasks.add.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(1, 2)
+
+    assert status_json(env)["journal_problem"] is None
+    assert health(env, "--fail-if-older", "60", expect_code=0) == []
 
 
 def test_fail_if_no_worker_with_queues_needs_a_live_worker_serving_each(env: Env) -> None:
@@ -489,3 +523,12 @@ def test_a_health_check_on_a_queue_the_backend_does_not_have_is_refused_not_pass
 
     assert done.stderr.splitlines() == [message]
     assert done.stdout == ""
+
+
+def test_status_help_names_every_status_it_counts_and_the_schema_of_json(env: Env) -> None:
+    help_text = " ".join(env.manage("procpool_status", "--help").stdout.split())
+
+    assert [name for name in COUNTS if name not in help_text] == []
+    # argparse breaks a path longer than a line anywhere: compare without the white space.
+    assert f"itsJSONSchemais{SCHEMA_PATH}" in "".join(help_text.split())
+    assert SCHEMA_PATH.parent == Path(journal.__file__).parent.parent  # in the package

@@ -35,8 +35,9 @@ from procpool_tasks.backend import ProcPoolBackend
 from tests import tasks
 from tests.conftest import Env, wait_for
 from tests.pages import Page, read_page
-from tests.support import status_of
+from tests.support import journal_on_tmpfs, read_only, status_of
 from tests.test_periodic import fired, set_schedules, start_live_worker
+from tests.test_read_only_journal import run_and_leave
 from tests.test_status import COUNTS, MixedRun, run_mixed, status_json
 
 SCRIPT = "<script>alert(1)</script>"
@@ -428,9 +429,15 @@ def test_the_page_shows_the_numbers_of_status_json(
     assert page.forms == []  # read-only: admin_actions is off
 
 
-def test_a_journal_not_made_yet_shows_empty_tables(env: Env, users: Users) -> None:
+def test_a_journal_that_does_not_exist_is_said_so_above_empty_tables(
+    env: Env, users: Users
+) -> None:
     page = page_of(client_of(users.staff), "/tasks/")
 
+    assert page.texts["journal-problem"] == (
+        f"The journal directory {env.journal} does not exist: no task was ever enqueued "
+        "with this path, or OPTIONS['path'] points elsewhere"
+    )
     assert [row[:7] for row in page.rows("queues")] == [
         [name, "0", "0", "0", "0", "0", "0"] for name in ("default", "high", "low", "(all)")
     ]
@@ -441,6 +448,24 @@ def test_a_journal_not_made_yet_shows_empty_tables(env: Env, users: Users) -> No
     assert page.chart_minutes == []
     assert page.texts["finished-summary"] == "No task finished in the last hour."
     assert not env.journal.exists()  # a look makes nothing
+
+
+def test_the_page_and_a_tasks_page_read_a_read_only_mount(env: Env, users: Users) -> None:
+    with journal_on_tmpfs(env) as mount_point:
+        run = run_and_leave(env)
+        with read_only(mount_point):
+            staff = client_of(users.staff)
+            page = page_of(staff, "/tasks/")
+            task = read_page(html_of(staff.get(f"/tasks/task/{run.failed}/")))
+
+    assert "journal-problem" not in page.texts
+    rows = {row[0]: row[1 : 1 + len(COUNTS)] for row in page.rows("queues")}
+    assert rows["default"] == ["1", "0", "0", "1", "2", "0", "0", "1"]
+    assert sorted(row[1] for row in page.rows("failures")) == sorted(
+        [run.not_importable, run.failed]
+    )
+    assert [row[0] for row in page.rows("quarantined")] == [run.not_importable]
+    assert task.texts["task-status"] == "FAILED"
 
 
 # -- escaping ---------------------------------------------------------------------------------

@@ -18,12 +18,14 @@ Layout of a journal directory (0700; every file 0600)::
     claim.lock                       taken briefly for every claim and recovery
     history.lock                     taken to change summaries, prune, and re-queue
     handoff.lock                     held by the one running ``procpool_handoff``
-    quarantine/                      copies of unreadable records, with the reason
+    quarantine/                      copies of records that cannot be run (unreadable, or
+                                     their task does not import), with the reason
     schedules/<name>.json            the last tick a periodic task's schedule fired, and
                                      the task id it was enqueued as (``periodic``)
     schedules/<name>.firing          the same, written durably just before that record:
                                      the tick counts as fired if the record is there
     schedules.lock                   taken to fire periodic tasks (one supervisor at a time)
+    .gitignore                       ``*``, written when the tree is made: keeps it out of git
 
 A task id is ``<segment>-<offset in hex>``: where its record starts. So ``get_result``
 reads one result file, or the record itself while no supervisor has touched the task.
@@ -59,7 +61,7 @@ Modules, one concern each (``Journal`` is made of the parts marked so)::
     cancels       cancelling READY tasks, cancel requests for RUNNING ones (Journal)
     resultfiles   reading and appending a task's states (Journal)
     prune         deleting segments and results (Journal)
-    quarantine    copies of unreadable lines (Journal)
+    quarantine    copies of lines that cannot be run (Journal)
     schedules     the periodic tasks' files (Journal)
     workers       supervisors' lock files and heartbeats (Journal)
     wal           a supervisor's result log: ResultLog, replay_result_log
@@ -89,6 +91,7 @@ from .format import (
     Requeue,
     State,
     TaskError,
+    a_type_name,
     decode_fire,
     decode_record,
     decode_state,
@@ -140,6 +143,7 @@ __all__ = [
     "State",
     "TaskError",
     "ValueNotJSON",
+    "a_type_name",
     "cancelled_error",
     "decode_fire",
     "decode_record",

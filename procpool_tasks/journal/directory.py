@@ -106,6 +106,7 @@ class _Directory:
             ) from error
         self.check_permissions()
         _make_private(self.path)
+        made = False
         for directory in (
             self.segments_dir,
             self.results_dir,
@@ -116,9 +117,31 @@ class _Directory:
         ):
             with contextlib.suppress(FileExistsError):
                 directory.mkdir(mode=_DIR_MODE)
+                made = True
             self._check_directory(directory)
             _make_private(directory)
+        if made:
+            self._write_gitignore()
         self._ready = True
+
+    def _write_gitignore(self) -> None:
+        """Keep a new journal out of git: a ``.gitignore`` of ``*`` (itself included).
+
+        Only when the tree is made, so that one deleted on purpose stays deleted; one the
+        project put there is kept. Nothing else reads it, and a journal works without it.
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
+        with contextlib.suppress(OSError):
+            fd = os.open(self.path / ".gitignore", flags, _FILE_MODE)
+            try:
+                os.write(fd, b"*\n")
+            finally:
+                os.close(fd)
+
+    def is_writable(self) -> bool:
+        """Whether this process may write the journal's files (not a read-only mount, nor
+        a directory it may only read); readers that would keep summaries ask first."""
+        return all(os.access(path, os.W_OK) for path in (self.path, self.segments_dir))
 
     def check_permissions(self) -> None:
         """JournalError unless the journal is a real directory only its owner can write."""

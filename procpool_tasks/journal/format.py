@@ -125,12 +125,14 @@ class CancelRequest:
 
 @dataclass(slots=True)
 class Quarantined:
-    """A line that could not be read, and why."""
+    """A line that cannot be run, and why: it could not be read, or (``task_path``) it is
+    a record whose task does not import."""
 
     segment: str
     offset: int
     reason: str
     line: bytes = field(repr=False)
+    task_path: str | None = None
 
 
 # --- JSON, at the edge -------------------------------------------------------------------
@@ -170,7 +172,13 @@ def to_json_value(value: Any, where: str) -> Any:
             raise ValueNotJSON(f"{where} is bytes that are not UTF-8 text") from None
     if isinstance(value, Sequence):
         return [to_json_value(item, f"{where}[{index}]") for index, item in enumerate(value)]
-    raise ValueNotJSON(f"{where} is a {type(value).__name__}, which JSON cannot carry")
+    raise ValueNotJSON(f"{where} is {a_type_name(value)}, which JSON cannot carry")
+
+
+def a_type_name(value: object) -> str:
+    """The type of ``value`` with its article, as messages name it: ``a set``, ``an int``."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _encode_time(value: datetime | None) -> str | None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import math
 import time
@@ -46,6 +47,8 @@ __all__ = ["Failure", "SegmentSummary", "Survey", "survey"]
 
 #: How many of the newest failures a summary (and ``procpool_status``) keeps.
 RECENT_FAILURES = 10
+#: What opening a file for writing fails with where this process may only read.
+_CANNOT_WRITE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 #: How far back a summary counts finished tasks per minute (the status page's chart).
 MINUTES_KEPT = 60
 
@@ -212,10 +215,25 @@ def _survey_and_prune(
 
 
 @contextlib.contextmanager
-def history_writer(journal: j.Journal, *, blocking: bool) -> Iterator[bool]:
-    """Hold the history lock for the block if it can be had; yields whether it is held."""
+def history_writer(
+    journal: j.Journal, *, blocking: bool, read_only_ok: bool = False
+) -> Iterator[bool]:
+    """Hold the history lock for the block if it can be had; yields whether it is held.
+
+    With ``read_only_ok`` (a reader: status, the status page), a journal this process
+    cannot write (a read-only mount, a copy it may only read) yields False and is left
+    as it is: no lock file is made or opened for writing there.
+    """
+    if read_only_ok and not journal.is_writable():
+        yield False
+        return
     lock = journal.history_lock()
-    held = lock.acquire(blocking=blocking)
+    try:
+        held = lock.acquire(blocking=blocking)
+    except OSError as error:
+        if not (read_only_ok and error.errno in _CANNOT_WRITE):
+            raise
+        held = False  # a lock file this process may not open for writing
     try:
         yield held
     finally:

@@ -1,4 +1,5 @@
-"""Quarantine: ``quarantine/``, copies of unreadable records with the reason."""
+"""Quarantine: ``quarantine/``, copies of records that cannot be run (unreadable, or their
+task does not import) with the reason."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _quarantine_entry(dir_fd: int, name: str) -> tuple[float, dict[str, Any]]:
 
 
 class _Quarantine(_Directory):
-    """Keeps, lists and deletes the copies of unreadable lines."""
+    """Keeps, lists and deletes the copies of lines that cannot be run."""
 
     def quarantined(self) -> list[tuple[str, dict[str, Any]]]:
         """The files in quarantine/ with their JSON, oldest first; damaged ones say so."""
@@ -62,7 +63,7 @@ class _Quarantine(_Directory):
         return True
 
     def quarantine(self, bad: Quarantined) -> bool:
-        """Keep a copy of an unreadable line with its reason; False if kept before."""
+        """Keep a copy of a line that cannot be run with its reason; False if kept before."""
         path = self.quarantine_dir / f"{bad.segment}-{bad.offset:x}.json"
         body = json.dumps(
             {

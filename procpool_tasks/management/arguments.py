@@ -9,12 +9,19 @@ from __future__ import annotations
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
 
-from procpool_tasks import compat, logs
+from procpool_tasks import __version__, compat, logs
 from procpool_tasks.backend import ProcPoolBackend, is_positive_seconds
 
 MAX_WORKER_ID_LENGTH = 64
+
+
+class ProcPoolCommand(BaseCommand):
+    """The base of every ``procpool_*`` command: ``--version`` is procpool_tasks' own."""
+
+    def get_version(self) -> str:
+        return __version__
 
 
 def valid_backend_alias(value: str) -> str:

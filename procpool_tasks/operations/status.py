@@ -1,7 +1,8 @@
 """What a journal holds now: counts per queue and status, running tasks, live supervisors,
 recent failures, quarantined records and the periodic tasks' schedules. ``procpool_status``
-prints it and the status page shows it; ``to_json`` is the document both give (its schema
-is in the README).
+prints it and the status page shows it; ``to_json`` is the document both give, described
+by the JSON Schema ``SCHEMA_PATH`` (``procpool_tasks/status.schema.json``, shipped with the
+package).
 
 It costs what a survey of the history costs (``history``): finished tasks are counted from
 segment summaries, so the answer does not slow down as they pile up.
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from django.utils import timezone
@@ -26,16 +29,20 @@ from ..periodic import scheduler
 
 __all__ = [
     "COUNTED",
+    "SCHEMA_PATH",
     "SCHEMA_VERSION",
     "Status",
     "UnservedQueue",
     "age_text",
     "collect",
+    "journal_problem",
     "to_json",
     "warnings",
 ]
 
 SCHEMA_VERSION = 1
+#: The JSON Schema of ``to_json``'s document, installed with the package.
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "status.schema.json"
 #: What is counted per queue. READY is due now; DEFERRED is READY with a run_after in the
 #: future; HANDING_OFF and HANDED_OFF tasks are being moved, or were moved, to another
 #: backend (``handoff``); QUARANTINED counts copies of records that could not be run (see
@@ -97,6 +104,8 @@ class UnservedQueue:
 class Status:
     backend: str
     journal: str
+    #: Why there is no journal to read (see ``journal_problem``); None when there is one.
+    journal_problem: str | None
     generated_at: datetime
     queues: dict[str, QueueStatus]
     running: list[RunningTask]
@@ -134,22 +143,25 @@ class Status:
 def collect(backend: Any) -> Status:
     """The status of a ProcPoolBackend's journal, now.
 
-    Summaries it brings up to date are kept when no other process holds the history lock,
-    so that the next call reads less; otherwise it only reads. A journal that does not
-    exist yet is empty.
+    Summaries it brings up to date are kept when no other process holds the history lock
+    and this one may write the journal, so that the next call reads less; otherwise it
+    only reads. A journal that does not exist is empty, and ``journal_problem`` says so.
     """
     journal: j.Journal = backend.journal
-    if journal.path.is_dir():
-        with history.history_writer(journal, blocking=False) as held:
+    problem = journal_problem(journal)
+    if problem is None:
+        # A read-only journal (a mount, a backup) is read as it is: no lock, no summary.
+        with history.history_writer(journal, blocking=False, read_only_ok=True) as held:
             survey = history.survey(journal, write=held)
     else:
-        # Nothing was enqueued or run yet; the first enqueue or worker makes it, not a look.
+        # A look makes nothing: the first enqueue or worker makes the journal.
         survey = history.Survey()
     now = timezone.now()
     supervisors = _supervisors(journal, backend.alias)
     status = Status(
         backend=backend.alias,
         journal=str(journal.path),
+        journal_problem=problem,
         generated_at=now,
         queues={name: QueueStatus() for name in sorted(backend.queues)},
         running=[],
@@ -171,6 +183,32 @@ def collect(backend: Any) -> Status:
             status.queues.setdefault(bad.queue_name, QueueStatus()).counts["QUARANTINED"] += 1
     status.running.sort(key=lambda task: task.started_at or now)
     return status
+
+
+def journal_problem(journal: j.Journal) -> str | None:
+    """Why there is no journal to read at its path, or None when there is one.
+
+    A mistyped ``path``, or a container whose BASE_DIR differs from the workers', must not
+    look like a quiet journal. OSError if the path cannot be looked at.
+    """
+    try:
+        info = journal.path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return (
+            f"The journal directory {journal.path} does not exist: no task was ever "
+            "enqueued with this path, or OPTIONS['path'] points elsewhere"
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        return (
+            f"The journal path {journal.path} is not a directory: point OPTIONS['path'] "
+            "at a directory"
+        )
+    if not journal.segments_dir.is_dir():
+        return (
+            f"The journal directory {journal.path} holds no journal (no segments/): no "
+            "task was ever enqueued with this path, or OPTIONS['path'] points elsewhere"
+        )
+    return None
 
 
 def _count_unfinished(
@@ -290,12 +328,13 @@ def warnings(status: Status) -> list[str]:
 
 
 def to_json(status: Status) -> dict[str, Any]:
-    """The status as the JSON document ``procpool_status --json`` prints (see the README)."""
+    """The status as the JSON document ``procpool_status --json`` prints (``SCHEMA_PATH``)."""
     now = status.generated_at
     return {
         "schema_version": SCHEMA_VERSION,
         "backend": status.backend,
         "journal": status.journal,
+        "journal_problem": status.journal_problem,
         "generated_at": _time(now),
         "queues": {name: _queue_json(queue, now) for name, queue in status.queues.items()},
         "totals": _queue_json(status.total(), now),

@@ -386,7 +386,9 @@ class Dispatcher:
         segment, offset = journal.parse_id(record.id)
         reason = outcome.error.traceback.strip().splitlines()[-1] if outcome.error else "?"
         self._quarantine(
-            journal.Quarantined(segment, offset, reason, journal.encode_record(record))
+            journal.Quarantined(
+                segment, offset, reason, journal.encode_record(record), record.task_path
+            )
         )
 
     def _note_memory(self, worker: WorkerProcess, outcome: child.Outcome) -> None:

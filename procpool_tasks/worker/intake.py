@@ -121,7 +121,7 @@ class Intake:
         self._consider(record, state)
 
     def quarantine(self, bad: journal.Quarantined) -> None:
-        """Keep a copy of an unreadable record with its reason; log it with a count."""
+        """Keep a copy of a record that cannot be run with its reason; log it with a count."""
         try:
             is_new = self._journal.quarantine(bad)
         except OSError as error:
@@ -129,8 +129,20 @@ class Intake:
                 "Cannot quarantine segment=%s offset=%d: %s", bad.segment, bad.offset, error
             )
             is_new = True
-        if is_new:
-            self.quarantined += 1
+        if not is_new:
+            return
+        self.quarantined += 1
+        if bad.task_path is not None:
+            logger.warning(
+                "Quarantined task id=%s-%x path=%s: its task does not import (%s; %d "
+                "quarantined since start)",
+                bad.segment,
+                bad.offset,
+                bad.task_path,
+                bad.reason,
+                self.quarantined,
+            )
+        else:
             logger.warning(
                 "Quarantined an unreadable record segment=%s offset=%d reason=%s "
                 "(%d quarantined since start)",

@@ -6,15 +6,20 @@ import sys
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from procpool_tasks.management.arguments import add_backend_argument, backend_of, parse_queue_names
+from procpool_tasks.management.arguments import (
+    ProcPoolCommand,
+    add_backend_argument,
+    backend_of,
+    parse_queue_names,
+)
 from procpool_tasks.operations import cancel
 
 EXIT_SOME_REFUSED = 1
 
 
-class Command(BaseCommand):
+class Command(ProcPoolCommand):
     help = (
         "Cancel tasks of a ProcPoolBackend that have not finished: a READY task (deferred "
         "or not) never runs; a RUNNING task's worker process is stopped (SIGTERM, then "

@@ -6,9 +6,10 @@ import sys
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from procpool_tasks.management.arguments import (
+    ProcPoolCommand,
     add_backend_argument,
     backend_of,
     configure_logging,
@@ -19,7 +20,7 @@ from procpool_tasks.operations import handoff
 EXIT_SOME_REFUSED = 1
 
 
-class Command(BaseCommand):
+class Command(ProcPoolCommand):
     help = (
         "Move the READY and deferred tasks of a ProcPoolBackend to another backend in "
         "TASKS (django-tasks-rq, django-tasks-db, ...), each with its task path, args, "

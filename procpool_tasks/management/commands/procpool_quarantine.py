@@ -6,14 +6,14 @@ import json
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from procpool_tasks.management.arguments import add_backend_argument, backend_of
+from procpool_tasks.management.arguments import ProcPoolCommand, add_backend_argument, backend_of
 from procpool_tasks.operations import quarantine
 from procpool_tasks.operations.status import quarantined_records
 
 
-class Command(BaseCommand):
+class Command(ProcPoolCommand):
     help = (
         "Quarantined records of a ProcPoolBackend: records that could not be run (a damaged "
         "or torn line, a wrong schema, a task path that did not import). 'list' shows them, "

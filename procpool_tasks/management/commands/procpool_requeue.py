@@ -6,15 +6,20 @@ import sys
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from procpool_tasks.management.arguments import add_backend_argument, backend_of, parse_queue_names
+from procpool_tasks.management.arguments import (
+    ProcPoolCommand,
+    add_backend_argument,
+    backend_of,
+    parse_queue_names,
+)
 from procpool_tasks.operations import requeue
 
 EXIT_SOME_REFUSED = 1
 
 
-class Command(BaseCommand):
+class Command(ProcPoolCommand):
     help = (
         "Run FAILED tasks of a ProcPoolBackend again, each as a new attempt of the same "
         "task id: a caller holding the old result sees the new outcome with refresh(), "

@@ -8,10 +8,15 @@ from argparse import ArgumentParser
 from datetime import datetime
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from procpool_tasks.backend import ProcPoolBackend
-from procpool_tasks.management.arguments import add_backend_argument, backend_of, positive_seconds
+from procpool_tasks.management.arguments import (
+    ProcPoolCommand,
+    add_backend_argument,
+    backend_of,
+    positive_seconds,
+)
 from procpool_tasks.operations import status
 from procpool_tasks.periodic import scheduler
 
@@ -19,11 +24,12 @@ EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
 
 
-class Command(BaseCommand):
+class Command(ProcPoolCommand):
     help = (
         "Show a ProcPoolBackend's tasks: per queue the READY (due now), DEFERRED (READY, "
-        "run_after in the future), RUNNING, SUCCESSFUL, FAILED and QUARANTINED counts and "
-        "the age of the oldest READY task; the running tasks, the live supervisors, the "
+        "run_after in the future), RUNNING, SUCCESSFUL, FAILED, HANDING_OFF and HANDED_OFF "
+        "(being moved, and moved, to another backend by procpool_handoff) and QUARANTINED "
+        "counts and the age of the oldest READY task; the running tasks, the live supervisors, the "
         "recent failures, the quarantined records and the periodic tasks' schedules with "
         "their last and next tick. With --fail-if-no-worker or "
         "--fail-if-older it is a health check: exit 1, with the reason on stderr, when "
@@ -38,7 +44,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json",
             action="store_true",
-            help="Print one JSON document instead of tables (its schema is in the README)",
+            help="Print one JSON document instead of tables; its JSON Schema is "
+            f"{status.SCHEMA_PATH}",
         )
         parser.add_argument(
             "--fail-if-no-worker",
@@ -118,6 +125,8 @@ def health_problems(
 ) -> list[str]:
     """Why the backend is unhealthy by the checks asked for; empty when it is healthy."""
     problems = []
+    if current.journal_problem is not None and (no_worker is not None or older_than is not None):
+        problems.append(current.journal_problem[0].lower() + current.journal_problem[1:])
     live = current.live_supervisors()
     if no_worker is not None:
         wanted = no_worker or queues or []
@@ -152,11 +161,14 @@ def health_problems(
 
 def render(current: status.Status) -> str:
     now = current.generated_at
+    head = f"Backend {current.backend!r}, journal {current.journal}, at {_when(now)}"
+    if current.journal_problem is not None:
+        return "\n".join([head, "", current.journal_problem])
     warnings = [f"WARNING: {warning}" for warning in status.warnings(current)]
     lines = [
         *warnings,
         *([""] if warnings else []),
-        f"Backend {current.backend!r}, journal {current.journal}, at {_when(now)}",
+        head,
         "",
         *_queues(current),
         "",

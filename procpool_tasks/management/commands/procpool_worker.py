@@ -11,12 +11,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.crypto import get_random_string
 
 from procpool_tasks import compat
 from procpool_tasks.backend import ProcPoolBackend
 from procpool_tasks.management.arguments import (
+    ProcPoolCommand,
     add_backend_argument,
     backend_of,
     configure_logging,
@@ -31,7 +32,7 @@ from procpool_tasks.worker import reload
 from procpool_tasks.worker.supervisor import EXIT_OK, SupervisorConfig, run_supervisor
 
 
-class Command(BaseCommand):
+class Command(ProcPoolCommand):
     help = (
         "Run the tasks of a ProcPoolBackend: a supervisor reads the journal and runs ready "
         "tasks, highest priority first, in a pool of worker processes."
