@@ -4,6 +4,9 @@ passes the limit while it runs is killed at once, FAILED, and only its process r
 
 The limit is set relative to the resident size of a fresh worker process, measured first
 in the same test, so that it holds whatever Python, Django and allocator the run uses.
+The tests of the check after a task run the worker without the samples while tasks run
+(``tests.memory_checked_after_tasks``): their tasks end over the limit, and a sample in
+that moment would kill them, or not, by chance.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from procpool_tasks.worker.dispatch import MEMORY_SAMPLE_INTERVAL_S
+from procpool_tasks.worker.child import MEMORY_SAMPLE_INTERVAL_S
 from tests import more_tasks, tasks
 from tests.conftest import Env, wait_for
 from tests.signal_log import EXC_INFO_LOG_VARIABLE
@@ -44,13 +47,21 @@ def replacements(output: str) -> list[tuple[int, int, str]]:
     ]
 
 
+def run_checked_after_tasks(env: Env, *args: str) -> str:
+    """``procpool_worker --batch`` checking the memory limit only after each task."""
+    worker = env.start_worker("--batch", *args, module="tests.memory_checked_after_tasks")
+    code = worker.wait(timeout=120)
+    assert code == 0, f"exit code {code}; output:\n{worker.output}"
+    return worker.output
+
+
 def run_leak_between_two_tasks(env: Env, *flags: str) -> tuple[int, Any, int, str]:
     """One process runs: a task, a task that leaks LEAK_MIB, a task; their pids and log."""
     before = tasks.process_id.using(priority=10).enqueue()
     leak = more_tasks.leak_memory.enqueue(LEAK_MIB)
     after = tasks.process_id.using(priority=-10).enqueue()
 
-    output = env.run_batch("--processes", "1", *flags)
+    output = run_checked_after_tasks(env, "--processes", "1", *flags)
 
     assert [str(refreshed(r).status) for r in (before, leak, after)] == ["SUCCESSFUL"] * 3
     return before.return_value, leak.return_value, after.return_value, output
@@ -87,7 +98,7 @@ def test_task_that_fails_over_the_limit_keeps_its_failure_and_its_process_is_rep
     leak = more_tasks.leak_memory_then_fail.enqueue(LEAK_MIB)
     after = tasks.process_id.using(priority=-10).enqueue()
 
-    output = env.run_batch("--processes", "1", "--max-memory-per-child", str(limit))
+    output = run_checked_after_tasks(env, "--processes", "1", "--max-memory-per-child", str(limit))
 
     assert refreshed(leak).status == "FAILED"
     [error] = leak.errors
@@ -103,7 +114,7 @@ def test_task_that_fails_over_the_limit_keeps_its_failure_and_its_process_is_rep
 LIMIT_MIB = 300
 GROW_TO_MIB = 1536
 STEP_MIB = 10
-STEP_PAUSE_S = 0.005
+STEP_PAUSE_S = 0.02  # so that it passes the limit after its first sampling interval
 #: What a sample may miss besides an interval's growth: the step under way when it is read.
 SLACK_MIB = 2 * STEP_MIB
 OVER_LIMIT = (
@@ -119,9 +130,12 @@ def growth_of(log: Path) -> tuple[int, list[tuple[float, float]]]:
     return pid, [(float(s), float(rss)) for s, _, rss in (line.split() for line in steps)]
 
 
+@pytest.mark.parametrize("portable", [False, True], ids=["proc", "without-proc"])
 def test_task_growing_past_max_memory_per_child_is_killed_at_once_and_fails_and_only_its_process_is_replaced(  # noqa: E501
-    env: Env,
+    env: Env, portable: bool
 ) -> None:
+    if portable:  # no /proc: each process checks its own peak (``child``)
+        env.variables["PROCPOOL_TASKS_PORTABLE"] = "1"
     starts, gate = env.tmp_path / "starts.log", env.tmp_path / "gate"
     growth_log, finished_log = env.tmp_path / "growth.log", env.tmp_path / "finished.log"
     env.variables[EXC_INFO_LOG_VARIABLE] = str(finished_log)

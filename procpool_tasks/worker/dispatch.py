@@ -13,7 +13,8 @@ task was cancelled (``cancel``) fails that task, and only that process is replac
 So does one killed for growing past ``--max-memory-per-child`` while its task ran
 (``MemoryLimitExceeded``): the supervisor reads the resident size of each busy process
 every ``MEMORY_SAMPLE_INTERVAL_S`` (only with the flag, only while tasks run) and kills
-one over the limit at once.
+one over the limit at once. A task shorter than that is left to the check after it, which
+replaces its process and leaves it its outcome.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ REPLACE_GRACE_S = 5.0
 CANCEL_GRACE_S = 5.0
 #: How often the resident memory of each busy process is read (--max-memory-per-child):
 #: a task is stopped within this of passing the limit, at one read of /proc per process.
-MEMORY_SAMPLE_INTERVAL_S = 0.2
+#: Without /proc each process reads its own (``child``) and says when it is over.
+MEMORY_SAMPLE_INTERVAL_S = child.MEMORY_SAMPLE_INTERVAL_S
 
 
 @dataclass(slots=True)
@@ -199,6 +201,11 @@ class Dispatcher:
         task_id = worker.task_id
         outcome = self.pool.receive(worker)
         if outcome is None or task_id is None:
+            return
+        if isinstance(outcome, child.OverMemory):
+            flight = self.in_flight.get(task_id)
+            if flight is not None and worker.pid not in self._over_memory:
+                self._kill_for_memory(flight, outcome.used_mib)  # it is killing itself, too
             return
         flight = self.in_flight.pop(task_id)
         if outcome.unloadable:
@@ -375,7 +382,7 @@ class Dispatcher:
                     os.kill(pid, signal.SIGKILL)
         if self._samples_memory and self.in_flight and now >= self._next_memory_sample:
             self._next_memory_sample = now + MEMORY_SAMPLE_INTERVAL_S
-            self._kill_over_memory()
+            self._kill_over_memory(now)
 
     def seconds_to_next_kill(self) -> float | None:
         """When ``kill_overdue`` has work next: a time limit, or a memory sample."""
@@ -384,34 +391,42 @@ class Dispatcher:
             kills.append(self._next_memory_sample)
         return max(0.0, min(kills) - time.monotonic()) if kills else None
 
-    def _kill_over_memory(self) -> None:
+    def _kill_over_memory(self, now: float) -> None:
         """SIGKILL each busy process whose resident memory is over --max-memory-per-child.
 
         SIGKILL, not SIGTERM: a task over its limit must not get to allocate more (nor run
-        a handler that does). Its exit fails the task (``_end_over_memory``).
+        a handler that does). Its exit fails the task (``_end_over_memory``). A task that
+        ran less than an interval yet is left alone: one that ends soon is checked as it
+        ends, and keeps its outcome (``child.serve``), however busy the machine is.
         """
         limit = self._config.max_memory_per_child
         for flight in self.in_flight.values():
             pid = flight.worker.pid
             if not flight.sent or pid in self._over_memory or pid in self._timed_out:
                 continue  # never got the task, or killed already
-            used_mib = resident_memory_mib(pid)
-            if used_mib <= limit:
+            if now - flight.started < MEMORY_SAMPLE_INTERVAL_S:
                 continue
-            self._over_memory[pid] = used_mib
-            flight.kill_at = None  # killed now: not again for a time limit or a cancel
-            logger.warning(
-                "Task id=%s path=%s queue=%s: worker process pid=%s uses %.0f MiB, over "
-                "--max-memory-per-child %g MiB; killing it",
-                flight.record.id,
-                flight.record.task_path,
-                flight.record.queue_name,
-                pid,
-                used_mib,
-                limit,
-            )
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            used_mib = resident_memory_mib(pid)
+            if used_mib > limit:
+                self._kill_for_memory(flight, used_mib)
+
+    def _kill_for_memory(self, flight: InFlight, used_mib: float) -> None:
+        """Kill a process over the memory limit now; its exit fails its task."""
+        pid = flight.worker.pid
+        self._over_memory[pid] = used_mib
+        flight.kill_at = None  # killed now: not again for a time limit or a cancel
+        logger.warning(
+            "Task id=%s path=%s queue=%s: worker process pid=%s uses %.0f MiB, over "
+            "--max-memory-per-child %g MiB; killing it",
+            flight.record.id,
+            flight.record.task_path,
+            flight.record.queue_name,
+            pid,
+            used_mib,
+            self._config.max_memory_per_child,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     def _end_over_memory(self, worker: WorkerProcess, used_mib: float) -> None:
         """Forget a process killed over the memory limit; its task, unless it ended first,
