@@ -26,6 +26,7 @@ __all__ = [
     "InvalidTaskArguments",
     "JournalError",
     "JournalUnavailable",
+    "MemoryLimitExceeded",
     "QuarantineError",
     "RecordNotFound",
     "ReservationLost",
@@ -112,6 +113,15 @@ class TaskInterrupted(RuntimeError):
 
 class WorkerProcessDied(RuntimeError):
     """The worker process running a task died (killed, crashed, out of memory)."""
+
+
+class MemoryLimitExceeded(MemoryError):
+    """The task's worker process grew past ``--max-memory-per-child`` while it ran.
+
+    Recorded as the error of a task that ends FAILED because the supervisor killed its
+    process (SIGKILL, so that it could allocate no more); the message names the limit and
+    the size the process reached.
+    """
 
 
 class TaskCancelled(RuntimeError):

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import compat, journal
 from .exceptions import (
+    MemoryLimitExceeded,
     TaskCancelled,
     TaskInterrupted,
     TaskTimeoutError,
@@ -25,7 +26,13 @@ __all__ = ["send_finished", "send_finished_with"]
 logger = logging.getLogger(__name__)
 
 #: The errors the supervisor and the commands record themselves (``states.error``).
-_RECORDED = (TaskCancelled, TaskInterrupted, TaskTimeoutError, WorkerProcessDied)
+_RECORDED = (
+    MemoryLimitExceeded,
+    TaskCancelled,
+    TaskInterrupted,
+    TaskTimeoutError,
+    WorkerProcessDied,
+)
 
 
 def send_finished(sender: Any, result: Any) -> None:

@@ -108,6 +108,24 @@ def leak_memory_then_fail(megabytes: int) -> None:
     raise ValueError(f"leaked {megabytes} MiB in pid {os.getpid()}")
 
 
+@task()
+def grow_memory(total_mib: int, step_mib: int, pause_s: float, log: str) -> int:
+    """Allocate ``total_mib`` in steps of ``step_mib`` (written, so really resident), with
+    ``pause_s`` between; log ``pid <pid>``, then after each step one line
+    ``<seconds since the start> <MiB allocated> <MiB resident>``."""
+    append_to(log, f"pid {os.getpid()}")
+    kept: list[bytes] = []
+    started = time.monotonic()
+    while len(kept) * step_mib < total_mib:
+        kept.append(b"\x01" * (step_mib * 2**20))
+        append_to(
+            log,
+            f"{time.monotonic() - started:.4f} {len(kept) * step_mib} {_resident_kb() / 1024:.1f}",
+        )
+        time.sleep(pause_s)
+    return len(kept) * step_mib
+
+
 def _resident_kb() -> int:
     with open("/proc/self/status") as status:
         for line in status:

@@ -2,6 +2,8 @@
 
 The supervisor sends a ``Job`` (the record and its RUNNING state) and gets back an
 ``Outcome``; both are plain values, so nothing but JSON data crosses the process boundary.
+Without /proc, where the supervisor cannot read a process's memory, a process over
+``--max-memory-per-child`` while its task runs says so (``OverMemory``) and kills itself.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import pickle
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -28,19 +32,25 @@ from django.utils.module_loading import import_string
 
 from .. import compat, journal, logs, signals
 from ..exceptions import TaskTimeoutError
-from ..portability import resident_memory_mib
+from ..portability import HAS_PROC, resident_memory_mib
 from ..results import build_task_result, load_task
 from .lifeline import die_with_process
 
 __all__ = [
+    "MEMORY_SAMPLE_INTERVAL_S",
     "ChildSettings",
     "Job",
     "Outcome",
+    "OverMemory",
     "TaskTimeoutError",
     "init_child",
     "run_job",
     "serve",
 ]
+
+#: How often the memory of a process running a task is read (--max-memory-per-child): by
+#: the supervisor from /proc, or else by the process itself (``_own_memory_limit``).
+MEMORY_SAMPLE_INTERVAL_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +69,13 @@ class Outcome:
     unloadable: bool = False  # the record names no importable Task: quarantine it
     retry: bool = False  # FAILED by an exception its retry policy retries, attempts left
     memory_mib: float = 0.0  # the process's resident memory once the task ended
+
+
+@dataclass(frozen=True, slots=True)
+class OverMemory:
+    """Sent instead of an outcome by a process that passed the memory limit; it dies next."""
+
+    used_mib: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +118,8 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
         except (EOFError, OSError):
             return
         try:
-            outcome = run_job(job)
+            with _own_memory_limit(conn, settings.max_memory_mib):
+                outcome = run_job(job)
         except BaseException as error:  # the job could not be run at all
             outcome = Outcome(
                 status=journal.FAILED,
@@ -129,6 +147,39 @@ def run_job(job: Job) -> Outcome:
     finally:
         close_old_connections()
     return replace(outcome, memory_mib=resident_memory_mib())
+
+
+@contextlib.contextmanager
+def _own_memory_limit(conn: Connection, limit_mib: float | None) -> Iterator[None]:
+    """Without /proc, check this process's memory while the task runs, in a thread.
+
+    Only its peak is known there (``portability``), never less than its size now: past
+    ``limit_mib`` it tells the supervisor the size and kills the process, as the supervisor
+    does where it can read the size itself; from the task's first interval on, as there.
+    A task that holds the GIL in C code delays the check until it lets go.
+    """
+    if limit_mib is None or HAS_PROC:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(MEMORY_SAMPLE_INTERVAL_S):
+            used_mib = resident_memory_mib()
+            if used_mib > limit_mib:
+                # The main thread runs the task until this thread is joined: the pipe is ours.
+                with contextlib.suppress(OSError):
+                    conn.send_bytes(pickle.dumps(OverMemory(used_mib)))
+                # SIGKILL: a task over its limit must not get to allocate more.
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    watcher = threading.Thread(target=watch, name="procpool-memory-limit", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 @contextlib.contextmanager

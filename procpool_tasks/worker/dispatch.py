@@ -10,6 +10,11 @@ process pool is replaced, as the Guarantees promise: the tasks running in the ot
 processes are stopped and run again as a new attempt, whatever ``max_attempts`` says
 (each death fails the task that caused it, so this ends). A process stopped because its
 task was cancelled (``cancel``) fails that task, and only that process is replaced.
+So does one killed for growing past ``--max-memory-per-child`` while its task ran
+(``MemoryLimitExceeded``): the supervisor reads the resident size of each busy process
+every ``MEMORY_SAMPLE_INTERVAL_S`` (only with the flag, only while tasks run) and kills
+one over the limit at once. A task shorter than that is left to the check after it, which
+replaces its process and leaves it its outcome.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import journal, logs
+from ..portability import HAS_PROC, resident_memory_mib
 from . import child, states
 from .outcomes import Outcomes
 from .pool import Pool, WorkerProcess
@@ -42,6 +48,10 @@ TIMEOUT_KILL_GRACE_S = 2.0
 REPLACE_GRACE_S = 5.0
 #: How long the process of a cancelled task gets between SIGTERM and SIGKILL.
 CANCEL_GRACE_S = 5.0
+#: How often the resident memory of each busy process is read (--max-memory-per-child):
+#: a task is stopped within this of passing the limit, at one read of /proc per process.
+#: Without /proc each process reads its own (``child``) and says when it is over.
+MEMORY_SAMPLE_INTERVAL_S = child.MEMORY_SAMPLE_INTERVAL_S
 
 
 @dataclass(slots=True)
@@ -83,6 +93,10 @@ class Dispatcher:
         self._claims_paused_until = 0.0
         self._timed_out: set[int] = set()  # pids killed for running past their time limit
         self._cancelled: set[int] = set()  # pids stopped because their task was cancelled
+        self._over_memory: dict[int, float] = {}  # pids killed over the memory limit: MiB
+        # Sampled here only where /proc tells one process another's size (``portability``).
+        self._samples_memory = config.max_memory_per_child is not None and HAS_PROC
+        self._next_memory_sample = 0.0  # monotonic
 
     # -- claiming and sending ----------------------------------------------------------------
 
@@ -188,6 +202,11 @@ class Dispatcher:
         outcome = self.pool.receive(worker)
         if outcome is None or task_id is None:
             return
+        if isinstance(outcome, child.OverMemory):
+            flight = self.in_flight.get(task_id)
+            if flight is not None and worker.pid not in self._over_memory:
+                self._kill_for_memory(flight, outcome.used_mib)  # it is killing itself, too
+            return
         flight = self.in_flight.pop(task_id)
         if outcome.unloadable:
             self._quarantine_record(flight.record, outcome)
@@ -201,12 +220,16 @@ class Dispatcher:
         """A process exited: as it said it would, or it died (see the module docstring)."""
         assert self.pool is not None  # noqa: S101 (only a pool's sentinel is watched)
         self._take_last_outcome(worker)  # its last outcome came with its exit: that first
+        used_mib = self._over_memory.pop(worker.pid, None)
         if worker.leaving:
             self._cancelled.discard(worker.pid)
             self.pool.reap(worker)
             return
         if worker.pid in self._cancelled:
             self._end_cancelled(worker)  # the other processes go on
+            return
+        if used_mib is not None:
+            self._end_over_memory(worker, used_mib)  # the other processes go on
             return
         self._replace_pool({worker.pid: self._end_dead(worker)})
 
@@ -269,7 +292,10 @@ class Dispatcher:
         logger.error("A worker process died; replacing the process pool")
         for worker in list(self.pool.workers):
             self._take_last_outcome(worker)
-            if worker.process.exitcode is not None and not worker.leaving:
+            if worker.pid in self._over_memory:
+                worker.process.join()  # killed with SIGKILL: gone at once
+                self._end_over_memory(worker, self._over_memory.pop(worker.pid))
+            elif worker.process.exitcode is not None and not worker.leaving:
                 deaths[worker.pid] = self._end_dead(worker)
         others = list(self.pool.workers)
         self.pool.stop(others, REPLACE_GRACE_S)
@@ -280,6 +306,7 @@ class Dispatcher:
             self.pool.reap(worker)
         self._timed_out.clear()
         self._cancelled.clear()
+        self._over_memory.clear()
 
     def _interrupt(self, worker: WorkerProcess, error: journal.TaskError) -> None:
         """The task of a process stopped with its pool: a new attempt, or none was made."""
@@ -322,7 +349,7 @@ class Dispatcher:
     def _end_cancelled(self, worker: WorkerProcess) -> None:
         """Forget a process stopped for a cancel; its task, unless it ended first, FAILED."""
         assert self.pool is not None  # noqa: S101 (the process was one of its)
-        self._cancelled.discard(worker.pid)
+        self._cancelled.discard(worker.pid)  # (a cancel stands over a memory limit's kill)
         task_id = worker.task_id
         self.pool.reap(worker)
         flight = self.in_flight.pop(task_id, None) if task_id else None
@@ -331,9 +358,10 @@ class Dispatcher:
                 flight.record, flight.state, states.cancelled_while_running(worker.pid)
             )
 
-    # -- time limits -------------------------------------------------------------------------
+    # -- time and memory limits -------------------------------------------------------------
 
     def kill_overdue(self) -> None:
+        """Kill the processes past their time limit, or over the memory limit."""
         now = time.monotonic()
         for flight in self.in_flight.values():
             if flight.kill_at is not None and flight.kill_at <= now:
@@ -352,10 +380,74 @@ class Dispatcher:
                     self._timed_out.add(pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        if self._samples_memory and self.in_flight and now >= self._next_memory_sample:
+            self._next_memory_sample = now + MEMORY_SAMPLE_INTERVAL_S
+            self._kill_over_memory(now)
 
     def seconds_to_next_kill(self) -> float | None:
+        """When ``kill_overdue`` has work next: a time limit, or a memory sample."""
         kills = [f.kill_at for f in self.in_flight.values() if f.kill_at is not None]
+        if self._samples_memory and self.in_flight:
+            kills.append(self._next_memory_sample)
         return max(0.0, min(kills) - time.monotonic()) if kills else None
+
+    def _kill_over_memory(self, now: float) -> None:
+        """SIGKILL each busy process whose resident memory is over --max-memory-per-child.
+
+        SIGKILL, not SIGTERM: a task over its limit must not get to allocate more (nor run
+        a handler that does). Its exit fails the task (``_end_over_memory``). A task that
+        ran less than an interval yet is left alone: one that ends soon is checked as it
+        ends, and keeps its outcome (``child.serve``), however busy the machine is.
+        """
+        limit = self._config.max_memory_per_child
+        for flight in self.in_flight.values():
+            pid = flight.worker.pid
+            if not flight.sent or pid in self._over_memory or pid in self._timed_out:
+                continue  # never got the task, or killed already
+            if now - flight.started < MEMORY_SAMPLE_INTERVAL_S:
+                continue
+            used_mib = resident_memory_mib(pid)
+            if used_mib > limit:
+                self._kill_for_memory(flight, used_mib)
+
+    def _kill_for_memory(self, flight: InFlight, used_mib: float) -> None:
+        """Kill a process over the memory limit now; its exit fails its task."""
+        pid = flight.worker.pid
+        self._over_memory[pid] = used_mib
+        flight.kill_at = None  # killed now: not again for a time limit or a cancel
+        logger.warning(
+            "Task id=%s path=%s queue=%s: worker process pid=%s uses %.0f MiB, over "
+            "--max-memory-per-child %g MiB; killing it",
+            flight.record.id,
+            flight.record.task_path,
+            flight.record.queue_name,
+            pid,
+            used_mib,
+            self._config.max_memory_per_child,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def _end_over_memory(self, worker: WorkerProcess, used_mib: float) -> None:
+        """Forget a process killed over the memory limit; its task, unless it ended first,
+        FAILED. Only this process is replaced (``dispatch`` starts another)."""
+        assert self.pool is not None  # noqa: S101 (the process was one of its)
+        task_id = worker.task_id
+        self.pool.reap(worker)
+        flight = self.in_flight.pop(task_id, None) if task_id else None
+        if flight is not None:
+            self._fail_over_memory(flight, used_mib)
+
+    def _fail_over_memory(self, flight: InFlight, used_mib: float) -> None:
+        error = states.over_memory_error(used_mib, self._config.max_memory_per_child)
+        self._outcomes.fail(flight.record, flight.state, error)
+        logger.error(
+            "Task id=%s path=%s queue=%s state=FAILED: %s",
+            flight.record.id,
+            flight.record.task_path,
+            flight.record.queue_name,
+            error.traceback.strip(),
+        )
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -374,7 +466,10 @@ class Dispatcher:
         for worker in workers:
             self._take_last_outcome(worker)  # finished while it was being stopped
             flight = self.in_flight.pop(worker.task_id, None) if worker.task_id else None
-            if flight is not None and flight.sent:
+            used_mib = self._over_memory.pop(worker.pid, None)
+            if flight is not None and used_mib is not None:
+                self._fail_over_memory(flight, used_mib)  # killed before the reload stopped it
+            elif flight is not None and flight.sent:
                 self._outcomes.stopped_by_reload(flight.record, flight.state, error)
             elif flight is not None:
                 self._outcomes.unclaim(flight.record, flight.state)  # it never got the task

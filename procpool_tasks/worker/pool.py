@@ -116,15 +116,21 @@ class Pool:
             return False
         return True
 
-    def receive(self, worker: WorkerProcess) -> child.Outcome | None:
-        """The outcome the process sent, or None if its pipe closed (it exited)."""
+    def receive(self, worker: WorkerProcess) -> child.Outcome | child.OverMemory | None:
+        """The outcome the process sent, or None if its pipe closed (it exited).
+
+        ``OverMemory``: the process passed the memory limit and is killing itself.
+        """
         try:
             # Our own worker process, over a private pipe: trusted as much as the code.
-            outcome, leaving = pickle.loads(worker.conn.recv_bytes())  # noqa: S301
+            message = pickle.loads(worker.conn.recv_bytes())  # noqa: S301
         except (EOFError, OSError):
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(worker.conn)  # its exit follows
             return None
+        if isinstance(message, child.OverMemory):
+            return message  # its exit follows
+        outcome, leaving = message
         worker.task_id = None
         worker.ran += 1
         worker.leaving = leaving

@@ -15,9 +15,16 @@ from typing import Any
 from django.utils import timezone
 
 from .. import journal
-from ..exceptions import TaskCancelled, TaskInterrupted, TaskTimeoutError, WorkerProcessDied
+from ..exceptions import (
+    MemoryLimitExceeded,
+    TaskCancelled,
+    TaskInterrupted,
+    TaskTimeoutError,
+    WorkerProcessDied,
+)
 
 __all__ = [
+    "MemoryLimitExceeded",
     "TaskCancelled",
     "TaskInterrupted",
     "WorkerProcessDied",
@@ -28,6 +35,7 @@ __all__ = [
     "failed",
     "finished",
     "interruption_error",
+    "over_memory_error",
     "ready_again",
     "reload_error",
     "running",
@@ -100,6 +108,15 @@ def death_error(
         )
     how = how_it_died(exit_code, timed_out=False)
     return error(WorkerProcessDied, f"The worker process (pid {pid}) running the task {how}")
+
+
+def over_memory_error(used_mib: float, limit_mib: float) -> journal.TaskError:
+    """For a task whose process its supervisor killed for growing past the memory limit."""
+    return error(
+        MemoryLimitExceeded,
+        f"The task's process used {used_mib:.0f} MiB, over --max-memory-per-child "
+        f"{limit_mib:g} MiB; it was stopped and replaced",
+    )
 
 
 def cancelled_while_running(pid: int) -> journal.TaskError:

@@ -199,6 +199,16 @@ def test_a_process_killed_for_its_timeout_is_a_timeout_error_naming_the_limit() 
     )
 
 
+def test_a_process_killed_over_the_memory_limit_names_the_size_reached_and_the_limit() -> None:
+    error = states.over_memory_error(412.4, 300.0)
+
+    assert error == journal.TaskError(
+        exception_class_path="procpool_tasks.exceptions.MemoryLimitExceeded",
+        traceback="procpool_tasks.exceptions.MemoryLimitExceeded: The task's process used "
+        "412 MiB, over --max-memory-per-child 300 MiB; it was stopped and replaced\n",
+    )
+
+
 def test_an_interruption_names_every_death_by_pid_in_order() -> None:
     error = states.interruption_error({20: -signal.SIGKILL, 10: 1}, timed_out={20})
 

@@ -92,8 +92,9 @@ class Command(ProcPoolCommand):
             default=None,
             metavar="MIB",
             help="Replace a worker process whose resident memory (RSS) is over this many "
-            "MiB (mebibytes, 1 MiB = 1,048,576 bytes) after a task; the task keeps its "
-            "outcome (default: no limit)",
+            "MiB (mebibytes, 1 MiB = 1,048,576 bytes) after a task, when the task keeps its "
+            "outcome, or while a task runs, when the process is killed at once and the task "
+            "ends FAILED with MemoryLimitExceeded (default: no limit)",
         )
         parser.add_argument(
             "--task-timeout",
