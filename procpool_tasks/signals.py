@@ -1,5 +1,13 @@
-"""Sending the framework's ``task_finished``: once per end of a task, from the process
-that decided it, and never so that a receiver's failure changes what was decided.
+"""Sending the framework's signals from a worker, a supervisor or a command: once per end
+of an attempt, from the process that decided it, and never so that a receiver's failure
+changes what was decided.
+
+A task ends an attempt with ``task_finished`` (SUCCESSFUL or FAILED), or with
+``task_enqueued`` again, same id and READY, when it is queued once more: a retry, a re-run
+after an interruption, a re-queue by hand. Either carries the ``TaskResult`` that
+``get_result`` returns once that end is committed. (``enqueue`` in a web process sends
+``task_enqueued`` itself and lets a receiver's error propagate, as the framework's own
+backends do.)
 
 A FAILED result is sent while its error is being handled, as the framework's own
 backends do: receivers that read ``sys.exc_info()`` (the framework's log line does) get the
@@ -21,7 +29,7 @@ from .exceptions import (
     WorkerProcessDied,
 )
 
-__all__ = ["send_finished", "send_finished_with"]
+__all__ = ["send_enqueued", "send_finished", "send_finished_with", "send_started"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +43,29 @@ _RECORDED = (
 )
 
 
+def send_enqueued(sender: Any, result: Any) -> None:
+    """Send ``task_enqueued``; a receiver that raises is logged and changes nothing."""
+    _send(compat.task_enqueued, "task_enqueued", sender, result)
+
+
+def send_started(sender: Any, result: Any) -> None:
+    """Send ``task_started``; a receiver that raises is logged and changes nothing."""
+    _send(compat.task_started, "task_started", sender, result)
+
+
 def send_finished(sender: Any, result: Any) -> None:
     """Send ``task_finished``; a receiver that raises is logged and changes nothing.
 
     Call it inside the ``except`` block of a task's own exception for a FAILED result.
     """
+    _send(compat.task_finished, "task_finished", sender, result)
+
+
+def _send(signal: Any, name: str, sender: Any, result: Any) -> None:
     try:
-        compat.task_finished.send(sender=sender, task_result=result)
+        signal.send(sender=sender, task_result=result)
     except Exception:
-        logger.exception("A task_finished receiver failed for task id=%s", result.id)
+        logger.exception("A %s receiver failed for task id=%s", name, result.id)
 
 
 def send_finished_with(sender: Any, result: Any, error: journal.TaskError | None) -> None:

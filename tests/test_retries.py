@@ -103,10 +103,13 @@ def test_task_raising_a_listed_exception_runs_again_after_its_backoff_until_it_s
         retry_message(result.id, 1, 3, f"{TRANSIENT}: attempt 1 of 2 planned failures", "0.1s"),
         retry_message(result.id, 2, 3, f"{TRANSIENT}: attempt 2 of 2 planned failures", "0.2s"),
     ]
-    # An attempt that is retried is not finished: one task_finished, for the last.
+    # An attempt that is retried is not finished: one task_finished, for the last; each
+    # retry is the task enqueued again, READY, under its id.
     assert (env.tmp_path / "signals.log").read_text().splitlines() == [
         f"started {result.id}",
+        f"enqueued {result.id} READY",
         f"started {result.id}",
+        f"enqueued {result.id} READY",
         f"started {result.id}",
         f"finished {result.id} SUCCESSFUL",
     ]
@@ -138,7 +141,8 @@ def test_task_that_keeps_raising_ends_failed_after_its_last_attempt_with_every_e
         f"Task id={result.id} path=tests.tasks.fail_times queue=default state=FAILED"
     ]
     assert (env.tmp_path / "signals.log").read_text().splitlines() == [
-        *[f"started {result.id}"] * 3,
+        *[f"started {result.id}", f"enqueued {result.id} READY"] * 2,
+        f"started {result.id}",
         f"finished {result.id} FAILED",
     ]
 

@@ -9,7 +9,9 @@ re-queued wholly or not at all:
 2. its segment's summary is deleted, so that no count keeps it as FAILED;
 3. a re-queue marker carrying the READY state is appended durably: the commit point, and
    what wakes the supervisors;
-4. the READY state is appended to the task's result file.
+4. the READY state is appended to the task's result file;
+5. once every lock is released, the framework's ``task_enqueued`` is sent for it, with the
+   same id and the READY result ``get_result`` returns: a new attempt, as after a retry.
 
 A crash before 3 leaves the task FAILED (and its summary to be computed again); after 3,
 whoever reads the marker first (a supervisor, a history pass) publishes its state if 4
@@ -23,8 +25,11 @@ from dataclasses import dataclass, replace
 
 from django.utils import timezone
 
+from .. import compat, signals
 from .. import journal as j
+from ..exceptions import TaskNotLoadable
 from ..journal import history
+from ..results import build_task_result, load_task
 
 __all__ = ["Requeued", "failed_tasks", "requeue"]
 
@@ -48,30 +53,41 @@ def requeue(
             Requeued(id=each, refused="there is no task of this id in the journal") for each in ids
         ]
     outcomes = []
+    requeued: list[tuple[j.Record, j.State]] = []
     with journal.history_lock():
         for record_id in ids:
-            outcomes.append(_requeue_one(journal, record_id, backend_alias, dry_run=dry_run))
+            outcome, done = _requeue_one(journal, record_id, backend_alias, dry_run=dry_run)
+            outcomes.append(outcome)
+            if done is not None:
+                requeued.append(done)
+    # Not under the locks: a receiver that writes to a database must not hold up claims.
+    for record, state in requeued:
+        _announce(record, state, backend_alias)
     return outcomes
 
 
-def _requeue_one(journal: j.Journal, record_id: str, alias: str, *, dry_run: bool) -> Requeued:
+def _requeue_one(
+    journal: j.Journal, record_id: str, alias: str, *, dry_run: bool
+) -> tuple[Requeued, tuple[j.Record, j.State] | None]:
+    """Re-queue one id (or refuse it); with the READY state written, to announce."""
     try:
         record = journal.read_record(record_id)
     except j.RecordNotFound:
-        return Requeued(id=record_id, refused="there is no task of this id in the journal")
+        return Requeued(id=record_id, refused="there is no task of this id in the journal"), None
     if record.backend != alias:
-        return Requeued(id=record_id, refused=f"it belongs to backend {record.backend!r}")
+        return Requeued(id=record_id, refused=f"it belongs to backend {record.backend!r}"), None
     with journal.claim_lock():
         state = journal.read_state(record_id)
         if state is None and journal.was_pruned(record_id):
-            return Requeued(id=record_id, task_path=record.task_path, refused="it was pruned")
+            refused = "it was pruned"
+            return Requeued(id=record_id, task_path=record.task_path, refused=refused), None
         if state is None or state.status != j.FAILED:
             return Requeued(
                 id=record_id,
                 task_path=record.task_path,
                 refused=f"it is {state.status if state else j.READY}; only FAILED tasks can "
                 "be re-queued",
-            )
+            ), None
         again = replace(
             state,
             status=j.READY,
@@ -88,7 +104,18 @@ def _requeue_one(journal: j.Journal, record_id: str, alias: str, *, dry_run: boo
             journal.remove_cancel_request(record_id)
             journal.append_requeue(record_id, again)
             journal.write_state(again)
-    return Requeued(id=record_id, task_path=record.task_path, attempt=len(state.worker_ids) + 1)
+    requeued = Requeued(id=record_id, task_path=record.task_path, attempt=len(state.worker_ids) + 1)
+    return requeued, None if dry_run else (record, again)
+
+
+def _announce(record: j.Record, state: j.State, alias: str) -> None:
+    """Send ``task_enqueued`` for a re-queued task: its id, READY, as ``get_result`` reads it."""
+    try:
+        task = load_task(record)
+        sender = type(compat.task_backends[alias])
+    except (TaskNotLoadable, compat.InvalidTaskBackend):
+        return  # no Task (or backend) to report it with; it runs all the same
+    signals.send_enqueued(sender, build_task_result(record, state, task))
 
 
 def failed_tasks(

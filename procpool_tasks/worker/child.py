@@ -142,8 +142,7 @@ def run_job(job: Job) -> Outcome:
     """Run one task as Django's request cycle would: fresh connections before and after."""
     close_old_connections()
     try:
-        with _time_limit(job.timeout):
-            outcome = _run(job)
+        outcome = _run(job)
     finally:
         close_old_connections()
     return replace(outcome, memory_mib=resident_memory_mib())
@@ -208,12 +207,16 @@ def _run(job: Job) -> Outcome:
         return replace(_failed(error), unloadable=True)
     result = build_task_result(job.record, job.state, task)
     sender = type(task.get_backend())
+    signals.send_started(sender, result)
     try:
-        compat.task_started.send(sender=sender, task_result=result)
-        if task.takes_context:
-            value = task.call(compat.TaskContext(task_result=result), *result.args, **result.kwargs)
-        else:
-            value = task.call(*result.args, **result.kwargs)
+        # Only the task's own call is timed: the limit must not stop the receivers of
+        # task_finished halfway, which would leave the end of the task unsaid.
+        with _time_limit(job.timeout):
+            if task.takes_context:
+                context: Any = compat.TaskContext(task_result=result)
+                value = task.call(context, *result.args, **result.kwargs)
+            else:
+                value = task.call(*result.args, **result.kwargs)
         return_value = journal.to_json_value(value, "the return value")
     except BaseException as error:
         outcome = _failed(error)

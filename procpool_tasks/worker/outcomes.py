@@ -5,8 +5,11 @@ outcome, a retry after its backoff, a re-run after an interruption, FAILED when 
 process died or its attempts ran out, or READY again, no attempt made, when it never
 started or a code reload stopped it. Nothing is
 acted on before its state is durable: a task re-queued is queued again (here, and for
-the other supervisors by a re-queue marker) and ``task_finished`` is sent for a FAILED
-state the supervisor decided, only once ``committed`` hands the state back.
+the other supervisors by a re-queue marker), and the framework's signal is sent, only once
+``committed`` hands the state back: ``task_finished`` for a FAILED state the supervisor
+decided, ``task_enqueued`` (same id, READY) for a task that started and runs again. The
+task's own outcome was announced by its worker process; a claim that never started
+announces nothing, as nothing said it started.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ class Outcomes:
         self._options_for = options_for  # the task's retry policy, timeout, max_attempts
         self._sender = sender  # the backend's class, for task_finished
         self._records: dict[str, journal.Record] = {}  # of states not yet committed
-        self._announce: set[str] = set()  # ids whose FAILED is ours to announce
+        #: Ids whose end is ours to announce: task_finished for FAILED, task_enqueued for READY.
+        self._announce: set[str] = set()
         #: Ids this supervisor re-queued for a retry (a batch waits for them).
         self.retrying: set[str] = set()
         #: Ids whose cancel request goes once their end is committed (``cancels``).
@@ -66,12 +70,16 @@ class Outcomes:
         """
         return task_id in self._records
 
-    def finish(self, record: journal.Record, state: journal.State) -> None:
-        """Queue a state for the next group commit."""
+    def finish(
+        self, record: journal.Record, state: journal.State, *, announce: bool = False
+    ) -> None:
+        """Queue a state for the next group commit; ``announce`` it once committed."""
         if state.id in self._records:  # a bug: the first decision stands
             logger.error("Task id=%s: a second state before the first was committed", state.id)
             return
         self._records[state.id] = record
+        if announce:
+            self._announce.add(state.id)
         self._committer.submit([state])
 
     def task_ended(
@@ -105,7 +113,10 @@ class Outcomes:
         delay = policy.delay_after(attempt) if policy else 0.0
         errors = running.errors if error is None else (*running.errors, error)
         run_after = timezone.now() + timedelta(seconds=delay)
-        self.finish(record, states.ready_again(running, errors=errors, run_after=run_after))
+        # Not finished, so its worker process announced nothing: READY again is ours to.
+        self.finish(
+            record, states.ready_again(running, errors=errors, run_after=run_after), announce=True
+        )
         self.retrying.add(record.id)
         logs.log_with_traceback(
             logger,
@@ -124,8 +135,7 @@ class Outcomes:
 
     def fail(self, record: journal.Record, state: journal.State, error: journal.TaskError) -> None:
         """FAILED by the supervisor (its process died, or never ran it); it announces it."""
-        self._announce.add(record.id)
-        self.finish(record, states.failed(state, error))
+        self.finish(record, states.failed(state, error), announce=True)
 
     def cancel(
         self, record: journal.Record, state: journal.State, error: journal.TaskError
@@ -152,11 +162,11 @@ class Outcomes:
 
     def announce(self, record: journal.Record, state: journal.State) -> None:
         """Send ``task_finished`` for a FAILED state this supervisor wrote durably itself."""
-        self._send_finished(record, state)
+        self._send(record, state)
 
     def rerun(self, record: journal.Record, state: journal.State, error: journal.TaskError) -> None:
         """A new attempt of an interrupted task, with what interrupted it."""
-        self.finish(record, states.ready_again(state, errors=(*state.errors, error)))
+        self.finish(record, states.ready_again(state, errors=(*state.errors, error)), announce=True)
         logger.warning(
             "Task id=%s path=%s queue=%s re-queued as attempt %d: %s",
             record.id,
@@ -206,6 +216,7 @@ class Outcomes:
             states.ready_again(
                 state, worker_ids=state.worker_ids[:-1], errors=(*state.errors, error)
             ),
+            announce=True,  # it had started: READY again, with the reload's error, is news
         )
 
     # -- once durable ------------------------------------------------------------------------
@@ -220,9 +231,9 @@ class Outcomes:
                     self._journal.append_requeue(record.id)  # wakes the other supervisors
                 except OSError as error:
                     logger.warning("Cannot announce re-queued task id=%s: %s", record.id, error)
-            elif state.id in self._announce:
+            if state.id in self._announce:
                 self._announce.discard(state.id)
-                self._send_finished(record, state)
+                self._send(record, state)
             if state.is_finished and state.id in self._cancels:
                 self._cancels.discard(state.id)
                 try:
@@ -230,9 +241,13 @@ class Outcomes:
                 except OSError as error:  # harmless: a finished task is never claimed
                     logger.warning("Cannot remove the cancel of task id=%s: %s", state.id, error)
 
-    def _send_finished(self, record: journal.Record, state: journal.State) -> None:
+    def _send(self, record: journal.Record, state: journal.State) -> None:
+        """Announce a committed state: what ``get_result`` returns from now on."""
         try:
             result = build_task_result(record, state, load_task(record))
         except TaskNotLoadable:
             return  # no Task to report it with; its record was quarantined
+        if state.status == journal.READY:
+            signals.send_enqueued(self._sender, result)
+            return
         signals.send_finished_with(self._sender, result, state.errors[-1] if state.errors else None)

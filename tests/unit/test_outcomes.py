@@ -18,6 +18,7 @@ from django.utils import timezone
 from procpool_tasks import compat, journal
 from procpool_tasks.backend import ProcPoolBackend
 from procpool_tasks.options import RetryPolicy, TaskOptions
+from procpool_tasks.results import build_task_result, load_task
 from procpool_tasks.worker import states
 from procpool_tasks.worker.child import Outcome
 from procpool_tasks.worker.outcomes import Outcomes
@@ -60,6 +61,30 @@ def announced() -> Iterator[list[tuple[Any, Any]]]:
     compat.task_finished.connect(receive)
     yield sent
     compat.task_finished.disconnect(receive)
+
+
+@pytest.fixture
+def requeued() -> Iterator[list[tuple[Any, Any]]]:
+    """The ``task_enqueued`` signals sent: (sender, task result)."""
+    sent: list[tuple[Any, Any]] = []
+
+    def receive(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        sent.append((sender, task_result))
+
+    compat.task_enqueued.connect(receive)
+    yield sent
+    compat.task_enqueued.disconnect(receive)
+
+
+def summary(result: Any) -> tuple[str, str, int, list[str], list[str]]:
+    """What a monitoring app stores of a signal's result."""
+    return (
+        result.id,
+        str(result.status),
+        result.attempts,
+        list(result.worker_ids),
+        [error.exception_class_path for error in result.errors],
+    )
 
 
 def commit(pipeline: Pipeline, outcomes: Outcomes) -> None:
@@ -462,3 +487,76 @@ def test_a_requeue_that_cannot_be_announced_to_other_supervisors_is_still_queued
     assert ready.take(1) == [record]
     announce_failure = re.escape(f"Cannot announce re-queued task id={record.id}: ")
     assert re.fullmatch(f"{announce_failure}\\[Errno 20\\] Not a directory: .*", logged(caplog)[-1])
+
+
+# Announcing a task that runs again: task_enqueued, same id, once its READY is committed
+
+
+@pytest.mark.parametrize("decide", ["retry", "rerun", "rerun_or_fail", "reload"])
+def test_a_task_that_runs_again_is_announced_enqueued_once_as_get_result_reads_it(
+    store: journal.Journal,
+    pipeline: Pipeline,
+    outcomes: Outcomes,
+    announced: list[tuple[Any, Any]],
+    requeued: list[tuple[Any, Any]],
+    decide: str,
+) -> None:
+    record = enqueue(store)
+    running = attempt(record)
+    if decide == "retry":
+        failed = Outcome(status=journal.FAILED, finished_at=FINISHED_AT, error=RAISED, retry=True)
+        outcomes.task_ended(record, running, failed, RetryPolicy(delay=0, jitter=False))
+    elif decide == "rerun":
+        outcomes.rerun(record, running, INTERRUPTED)
+    elif decide == "rerun_or_fail":
+        outcomes.rerun_or_fail(record, running, INTERRUPTED)
+    else:
+        outcomes.stopped_by_reload(record, running, states.reload_error("tests/tasks.py"))
+    pipeline.committer.flush()
+
+    assert requeued == []
+
+    outcomes.on_committed()
+    outcomes.on_committed()
+
+    assert announced == []
+    assert [sender for sender, _ in requeued] == [ProcPoolBackend]
+    [(_, result)] = requeued
+    # What get_result builds from the committed state.
+    committed = build_task_result(record, store.read_state(record.id), load_task(record))
+    assert summary(result) == summary(committed)
+    assert str(result.status) == "READY"
+
+
+def test_a_task_that_never_started_is_ready_again_without_an_announcement(
+    store: journal.Journal,
+    pipeline: Pipeline,
+    outcomes: Outcomes,
+    announced: list[tuple[Any, Any]],
+    requeued: list[tuple[Any, Any]],
+) -> None:
+    record = enqueue(store)
+
+    outcomes.unclaim(record, attempt(record))
+    commit(pipeline, outcomes)
+
+    assert (announced, requeued) == ([], [])
+
+
+def test_a_second_decision_refused_is_not_announced_either(
+    store: journal.Journal,
+    pipeline: Pipeline,
+    outcomes: Outcomes,
+    announced: list[tuple[Any, Any]],
+    requeued: list[tuple[Any, Any]],
+) -> None:
+    record = enqueue(store)
+    running = attempt(record)
+    # The task's own outcome (its worker process announced it), then a refused re-run.
+    outcomes.task_ended(
+        record, running, Outcome(status=journal.SUCCESSFUL, finished_at=FINISHED_AT), None
+    )
+    outcomes.rerun(record, running, INTERRUPTED)
+    commit(pipeline, outcomes)
+
+    assert (announced, requeued) == ([], [])
