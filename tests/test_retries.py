@@ -502,7 +502,7 @@ WHERE = "TASKS['default']['OPTIONS']"
         pytest.param(
             {"task_options": {"tests.tasks.add": {"retries": 3}}},
             f"{WHERE}['task_options']['tests.tasks.add'] has unknown keys ['retries']; the "
-            "keys are 'retry', 'timeout' and 'enqueue_on_commit'",
+            "keys are 'retry', 'max_attempts', 'backoff', 'timeout' and 'enqueue_on_commit'",
             id="task-unknown-key",
         ),
         pytest.param(

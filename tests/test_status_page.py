@@ -781,7 +781,7 @@ def test_a_finished_tasks_page_does_not_refresh_a_ready_or_running_ones_does(
     release, marker = env.tmp_path / "release", env.tmp_path / "started"
     succeeded = tasks.add.enqueue(1, 2)
     failed = tasks.fail_with.enqueue("boom")
-    worker = env.start_worker("--processes", "2")
+    worker = env.start_worker("--processes", "2", "--queue-name", "default")
     running = tasks.block_until.enqueue(str(release), str(marker))
     waiting = tasks.add.using(queue_name="low").enqueue(3, 4)  # no worker serves "low"
     wait_for(marker.exists, what="block_until to start")

@@ -305,7 +305,8 @@ def test_a_task_the_supervisor_fails_is_logged_with_its_error_on_both_frameworks
 ) -> None:
     dies = tasks.exit_hard.enqueue(5)
 
-    output = env.run_batch("--processes", "1")
+    # -v 2: the framework's own lines repeat the worker's, so they show at debug only.
+    output = env.run_batch("--processes", "1", "-v", "2")
 
     [error] = refreshed(dies).errors
     # The framework's own line, followed by the error, as for a task that raised.
