@@ -1,6 +1,6 @@
 """Write the README's screenshot of the status page, ``docs/status-page.png``::
 
-    python3 -m tox exec -e py312-django6x -- python -m tests.make_screenshot [PATH]
+    python3 -m tox exec -e py313-django61 -- python -m tests.make_screenshot [PATH]
 
 It does what the browser tests do (``tests.status_site``): a real ``procpool_worker``
 works a fresh journal (tasks that succeed, fail, run, wait, and one whose record is
