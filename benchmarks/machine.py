@@ -49,6 +49,8 @@ def _version_of(system: systems.System) -> str:
         return f"procpool-tasks {_dist_version('procpool-tasks')}"
     if system.kind == "db":
         return f"django-tasks-db {_dist_version('django-tasks-db')}"
+    if system.kind == "ox":
+        return f"django-ox {_dist_version('django-ox')}"
     if system.kind == "huey":
         return f"huey {_dist_version('huey')}"
     if system.kind == "rq":

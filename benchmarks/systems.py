@@ -8,9 +8,11 @@ says so, with the command that installs it, instead of being dropped from the re
 from __future__ import annotations
 
 import importlib.util
+import platform
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,21 @@ def _django_major() -> int:
 
 def _is_installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def _needs(package: str, module: str, *, django: int | None = None) -> str | None:
+    """Why a 2026 peer cannot run under this Python and Django, or None: they require
+    Python 3.12+ (some Django 6+), which the harness must then run under itself."""
+    if sys.version_info < (3, 12):
+        return (
+            f"needs Python 3.12+ (this run: Python {platform.python_version()}): run "
+            f"python -m benchmarks with Python 3.12+ and pip install {package}"
+        )
+    if django is not None and _django_major() < django:
+        return f"needs Django {django}.0+: pip install {package} 'django>={django}'"
+    if not _is_installed(module):
+        return f"not installed: pip install {package} (or {BENCH_EXTRA})"
+    return None
 
 
 @dataclass
@@ -183,6 +200,53 @@ class DjangoTasksDB(System):
     def worker_commands(self, processes: int) -> list[list[str]]:
         # One db_worker per process, as its README scales it; the default 1 s poll.
         return [["db_worker", "--no-startup-delay"] for _ in range(processes)]
+
+
+class _MigratedOnce(System):
+    """A peer whose store is the project's SQLite database: migrated once per run, every
+    later project starting from a copy of that database."""
+
+    _template: Path | None = None
+
+    def prepare(self, project: Any) -> None:
+        database = project.path("db.sqlite3")
+        if self._template is None or not self._template.exists():
+            project.manage("migrate", "-v", "0")
+            self._template = database.with_name("migrated.sqlite3")
+            shutil.copyfile(database, self._template)
+        else:
+            shutil.copyfile(self._template, database)
+
+
+class DjangoOx(_MigratedOnce):
+    """django-ox: a table in the project's database; workers lease the rows they claim."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            key="ox",
+            label="django-ox (SQLite)",
+            # Its backend's docstring: enqueue is a plain INSERT in the caller's
+            # transaction, "the durability guarantee".
+            durability="power loss: one INSERT committed (a SQLite fsync) per enqueue",
+            kind="ox",
+            history_unsupported="n/a: the harness synthesizes no django-ox history yet",
+            on_interrupt="the killed worker's lease expires after LOCK_TIMEOUT (300 s by "
+            "default), then the task goes back on the queue",
+        )
+
+    def missing(self) -> str | None:
+        return _needs("django-ox", "django_ox")
+
+    def apps(self) -> list[str]:
+        return ["django_ox"]
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        return {"BACKEND": "django_ox.backend.OxBackend"}
+
+    def worker_commands(self, processes: int) -> list[list[str]]:
+        # Its supervisor with one worker process each (a thread pool of --concurrency 1,
+        # the default) and the default 1 s poll when idle.
+        return [["ox_worker", "--processes", str(processes)]]
 
 
 class Huey(System):
@@ -342,6 +406,7 @@ def all_systems() -> list[System]:
         Huey(storage="file"),
         RQ(),
         Immediate(),
+        DjangoOx(),
     ]
 
 

@@ -27,6 +27,7 @@ SYSTEMS = {
     "huey-file": "huey (FileHuey)",
     "rq": "RQ (django-tasks-rq, Redis)",
     "immediate": "ImmediateBackend",
+    "ox": "django-ox (SQLite)",
 }
 WORKLOADS = [
     "enqueue_1",
@@ -133,6 +134,15 @@ def test_missing_peers_and_chart_say_how_to_install_them(
         if importlib.util.find_spec(module) is None:
             missing = results["figures"]["drain"][system]["missing"]
             assert missing.startswith("not installed: pip install"), missing
+            assert missing in markdown
+    # The 2026 peers need Python 3.12+ (some Django 6+), newer than the harness may run.
+    for system, module in {"ox": "django_ox"}.items():
+        missing = results["figures"]["drain"][system]["missing"]
+        if sys.version_info < (3, 12):
+            assert missing.startswith("needs Python 3.12+ (this run: Python 3."), missing
+        elif importlib.util.find_spec(module) is None:
+            assert missing.startswith(("not installed: pip install", "needs Django")), missing
+        if missing:
             assert missing in markdown
     if importlib.util.find_spec("matplotlib") is None:
         assert "no chart: matplotlib is not installed" in stderr
