@@ -51,6 +51,8 @@ def _version_of(system: systems.System) -> str:
         return f"django-tasks-db {_dist_version('django-tasks-db')}"
     if system.kind == "ox":
         return f"django-ox {_dist_version('django-ox')}"
+    if system.kind == "dbtasks":
+        return f"django-dbtasks {_dist_version('django-dbtasks')}"
     if system.kind == "huey":
         return f"huey {_dist_version('huey')}"
     if system.kind == "rq":

@@ -249,6 +249,39 @@ class DjangoOx(_MigratedOnce):
         return [["ox_worker", "--processes", str(processes)]]
 
 
+class DjangoDBTasks(_MigratedOnce):
+    """django-dbtasks: a table in the project's database; one runner process of threads."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            key="dbtasks",
+            label="django-dbtasks (SQLite)",
+            # Its enqueue is ScheduledTask.objects.create(): a commit of its own in
+            # autocommit.
+            durability="power loss: one INSERT committed (a SQLite fsync) per enqueue",
+            kind="dbtasks",
+            history_unsupported="n/a: the harness synthesizes no django-dbtasks history yet",
+            on_interrupt="a runner restarted under the same worker id refuses to start "
+            "(DuplicateWorker) until worker_timeout (60 s by default) has passed since the "
+            "killed one's last heartbeat; then it puts that runner's RUNNING tasks back",
+        )
+
+    def missing(self) -> str | None:
+        return _needs("django-dbtasks", "dbtasks", django=6)
+
+    def apps(self) -> list[str]:
+        return ["dbtasks"]
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        return {"BACKEND": "dbtasks.backend.DatabaseBackend"}
+
+    def worker_commands(self, processes: int) -> list[list[str]]:
+        # One runner per machine, as its README scales it: a thread per worker (two
+        # runners would share the default worker id, the host name), the default 1 s
+        # loop delay.
+        return [["taskrunner", "--workers", str(processes)]]
+
+
 class Huey(System):
     def __init__(self, *, storage: str) -> None:
         super().__init__(
@@ -407,6 +440,7 @@ def all_systems() -> list[System]:
         RQ(),
         Immediate(),
         DjangoOx(),
+        DjangoDBTasks(),
     ]
 
 
