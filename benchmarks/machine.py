@@ -53,6 +53,12 @@ def _version_of(system: systems.System) -> str:
         return f"django-ox {_dist_version('django-ox')}"
     if system.kind == "dbtasks":
         return f"django-dbtasks {_dist_version('django-dbtasks')}"
+    if system.kind == "vtasks":
+        redis = (systems.redis_version() or "").split(" ")[2:3]
+        return (
+            f"django-vtasks {_dist_version('django-vtasks')}, "
+            f"redis-server {''.join(redis).removeprefix('v=')}"
+        )
     if system.kind == "huey":
         return f"huey {_dist_version('huey')}"
     if system.kind == "rq":

@@ -61,6 +61,9 @@ class System:
     has_worker: bool = True
     #: None if a history of finished tasks can be synthesized; else why not.
     history_unsupported: str | None = "n/a"
+    #: None if its backend has get_result (every workload but enqueue waits with it);
+    #: else why not.
+    results_unsupported: str | None = None
     #: Built on the django-tasks backport even on Django 6.
     uses_backport: bool = False
     #: What it does with a task whose worker was killed, from its code; "" if it
@@ -413,6 +416,57 @@ class RQ(System):
         ]
 
 
+class VTasks(RQ):
+    """django-vtasks on its Valkey backend, against the harness's redis-server (Redis 7+
+    is what its README asks for; Valkey itself is not packaged for this Debian)."""
+
+    def __init__(self) -> None:
+        System.__init__(
+            self,
+            key="vtasks",
+            label="django-vtasks (Valkey backend, Redis)",
+            durability="neither: Redis in memory with its default RDB snapshots",
+            kind="vtasks",
+            history_unsupported=(
+                "n/a: finished tasks are Redis keys read by key; the harness synthesizes none"
+            ),
+            on_interrupt="a task of a killed worker is not rescued by default "
+            "(VTASKS_MAX_RESCUES = 0): it goes to the dead-letter queue",
+            results_unsupported="n/a: its backends have no get_result (supports_get_result "
+            "is False), with which the harness waits for tasks; only enqueue is measured",
+        )
+        self.port = None
+        self._server = None
+
+    def missing(self) -> str | None:
+        why = _needs("django-vtasks[valkey]", "django_vtasks", django=6)
+        if why is None and not _is_installed("django_vcache"):
+            why = f"not installed: pip install 'django-vtasks[valkey]' (or {BENCH_EXTRA})"
+        if why is None and shutil.which("redis-server") is None:
+            why = (
+                "redis-server not found: apt-get install redis-server (valkey-server is not "
+                "packaged for Debian 12; Redis 7+ serves its Valkey backend)"
+            )
+        return why
+
+    def apps(self) -> list[str]:
+        return ["django_vtasks"]
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        return {
+            "BACKEND": "django_vtasks.backends.valkey.ValkeyTaskBackend",
+            "OPTIONS": {"BROKER_URL": f"redis://127.0.0.1:{self.port}/0"},
+        }
+
+    def extra_settings(self, directory: Path) -> dict[str, Any]:
+        return {}
+
+    def worker_commands(self, processes: int) -> list[list[str]]:
+        # One asyncio worker process; sync tasks run in threads, --concurrency at once
+        # (VTASKS_CONCURRENCY, 20 by default: here the processes asked for).
+        return [["runworker", "--concurrency", str(processes)]]
+
+
 class Immediate(System):
     def __init__(self) -> None:
         super().__init__(
@@ -441,6 +495,7 @@ def all_systems() -> list[System]:
         Immediate(),
         DjangoOx(),
         DjangoDBTasks(),
+        VTasks(),
     ]
 
 

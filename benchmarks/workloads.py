@@ -240,6 +240,9 @@ def measure(group: str, system: System, run: Run) -> dict[str, Figure]:
     if not system.has_worker and group != "enqueue":
         reason = "n/a: no queue and no worker; the task runs inside enqueue"
         return {key: Figure.unavailable(reason) for key in run.keys(group)}
+    if system.results_unsupported and group != "enqueue":
+        # Every other workload waits for the tasks' results through get_result.
+        return {key: Figure.unavailable(system.results_unsupported) for key in run.keys(group)}
     if group == "growth" and system.history_unsupported:
         return {key: Figure.unavailable(system.history_unsupported) for key in run.keys(group)}
     return MEASURES[group](system, run)

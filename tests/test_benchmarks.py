@@ -29,6 +29,7 @@ SYSTEMS = {
     "immediate": "ImmediateBackend",
     "ox": "django-ox (SQLite)",
     "dbtasks": "django-dbtasks (SQLite)",
+    "vtasks": "django-vtasks (Valkey backend, Redis)",
 }
 WORKLOADS = [
     "enqueue_1",
@@ -137,7 +138,11 @@ def test_missing_peers_and_chart_say_how_to_install_them(
             assert missing.startswith("not installed: pip install"), missing
             assert missing in markdown
     # The 2026 peers need Python 3.12+ (some Django 6+), newer than the harness may run.
-    for system, module in {"ox": "django_ox", "dbtasks": "dbtasks"}.items():
+    for system, module in {
+        "ox": "django_ox",
+        "dbtasks": "dbtasks",
+        "vtasks": "django_vtasks",
+    }.items():
         missing = results["figures"]["drain"][system]["missing"]
         if sys.version_info < (3, 12):
             assert missing.startswith("needs Python 3.12+ (this run: Python 3."), missing
