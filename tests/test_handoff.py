@@ -10,6 +10,7 @@ and by SIGKILL from outside.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -131,7 +132,8 @@ def _sqlite_target(env: Env) -> Target:
     path = env.variables["PROCPOOL_TEST_DB"]
 
     def query(sql: str) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(path, timeout=30) as connection:
+        # sqlite3's own context manager commits but does not close (Python 3.13 warns).
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
             return connection.execute(sql).fetchall()
 
     return _db_target(env, query)
