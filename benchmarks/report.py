@@ -322,7 +322,7 @@ def _table(data: dict[str, Any], columns: Sequence[dict[str, Any]], notes: _Foot
         *(f"{w['title']} ({w['unit']}, {'↑' if w['higher_is_better'] else '↓'})" for w in columns),
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    not_run = {"samples": [], "missing": "not run", "note": None}
+    not_run: dict[str, Any] = {"samples": [], "missing": "not run", "note": None}
     for system in data["systems"]:
         cells = [system["label"]]
         for workload in columns:
