@@ -2,7 +2,7 @@
 
 ``python -m benchmarks`` runs every workload on every system on this machine and prints
 a Markdown table with ratios against procpool_tasks (durable); ``--quick`` runs the same
-code with tiny sizes. See ``python -m benchmarks --help`` and the README's "Performance".
+code with tiny sizes. See ``python -m benchmarks --help`` and docs/benchmarks.md.
 
 Modules, one concern each::
 

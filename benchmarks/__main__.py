@@ -24,7 +24,7 @@ from . import compare, limits, machine, report, systems, workloads
 from .stats import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-#: A full run's results are the ones the README quotes; a quick run's go beside them.
+#: A full run's results are the ones docs/benchmarks.json keeps; a quick run's go beside them.
 DEFAULT_JSON = RESULTS / "latest.json"
 QUICK_JSON = RESULTS / "quick.json"
 #: Systems measured at once in a quick run: its figures are not for comparing anyway.

@@ -220,36 +220,46 @@ def targets(results: Results) -> list[Target]:
 
 
 def markdown(results: Results) -> str:
-    sizes = results.sizes
-    rows = workloads(sizes)
-    m = results.machine
+    """The report of a run, the targets of the issue included."""
+    return markdown_of_json(to_json(results))
+
+
+def markdown_of_json(data: dict[str, Any], *, with_targets: bool = True) -> str:
+    """The report of a run's results JSON (``to_json``, a file ``write_json`` wrote).
+
+    The documentation renders ``docs/benchmarks.json`` with this, ``with_targets=False``:
+    the figures and the method, not the targets an issue once set.
+    """
+    sizes = data["sizes"]
+    m = data["machine"]
+    labels = {system["key"]: system["label"] for system in data["systems"]}
     out = [
         "## Benchmarks: procpool_tasks beside its peers",
         "",
         f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
         f"{m.get('memory_gib', '?')} GiB, disk {m.get('disk', '?')}; "
         f"Python {m.get('python', '?')}, Django {m.get('django', '?')}. "
-        f"Command: `{results.command}`"
-        + (" (**quick**: tiny sizes, not for comparing)" if results.quick else "")
-        + (f"; {results.jobs} systems measured at once" if results.jobs > 1 else "")
-        + f"; {results.duration_s / 60:.1f} min.",
+        f"Command: `{data['command']}`"
+        + (" (**quick**: tiny sizes, not for comparing)" if data["quick"] else "")
+        + (f"; {data['jobs']} systems measured at once" if data["jobs"] > 1 else "")
+        + f"; {data['duration_s'] / 60:.1f} min.",
         "",
-        f"Each cell: the median of {sizes.repeats} repeat(s) (RSS and PSS: of "
-        f"{sizes.rss_samples} sample(s)), ± half "
+        f"Each cell: the median of {sizes['repeats']} repeat(s) (RSS and PSS: of "
+        f"{sizes['rss_samples']} sample(s)), ± half "
         "the range of the repeats as a percentage of the median, and in brackets the ratio "
-        f"to {_label(results, REFERENCE)}. Units are in the column heads.",
+        f"to {labels.get(REFERENCE, REFERENCE)}. Units are in the column heads.",
         "",
         "| system | version | an acknowledged enqueue survives |",
         "|---|---|---|",
     ]
-    for system in results.systems:
-        status = m.get("versions", {}).get(system.key, "")
-        out.append(f"| {system.label} | {status} | {system.durability} |")
+    for system in data["systems"]:
+        status = m.get("versions", {}).get(system["key"], "")
+        out.append(f"| {system['label']} | {status} | {system['durability']} |")
     notes = _Footnotes()
     for title, groups in TABLES:
-        columns = [w for w in rows if w.group in groups]
+        columns = [w for w in data["workloads"] if w["group"] in groups]
         out += ["", f"### {title}", ""]
-        out += _table(results, columns, notes)
+        out += _table(data, columns, notes)
     if notes:
         out += ["", *notes.lines()]
     out += [
@@ -260,22 +270,30 @@ def markdown(results: Results) -> str:
         "|---|---|---|---|",
     ]
     for limit in LIMITS:
-        figure = results.limits.get(limit.key) or Figure.unavailable("not run")
+        found = data["limits"].get(limit.key)
+        figure = _figure(found) if found else Figure.unavailable("not run")
         spread = figure.spread
         value = number(figure.value) if figure.value is not None else "n/a"
         low_high = f"{number(spread[0])}–{number(spread[1])}" if spread else ""
         out.append(
             f"| {limit.title} ({limit.unit}) | {value} | {low_high} | {len(figure.samples)} |"
         )
-    out += ["", "### Targets of the issue", "", "| target | measured | met |", "|---|---|---|"]
-    for target in targets(results):
-        met = "n/a" if target.met is None else ("yes" if target.met else "**no**")
-        out.append(f"| {target.text} | {target.measured} | {met} |")
+    if with_targets:
+        out += ["", "### Targets of the issue", "", "| target | measured | met |", "|---|---|---|"]
+        for target in data["targets"]:
+            met = "n/a" if target["met"] is None else ("yes" if target["met"] else "**no**")
+            out.append(f"| {target['text']} | {target['measured']} | {met} |")
     return "\n".join(out) + "\n"
 
 
-def _label(results: Results, key: str) -> str:
-    return next((s.label for s in results.systems if s.key == key), key)
+def _figure(data: dict[str, Any]) -> Figure:
+    """A figure as ``Figure.to_json`` wrote it."""
+    return Figure(
+        samples=list(data["samples"]),
+        missing=data["missing"],
+        note=data["note"],
+        extra=dict(data.get("extra") or {}),
+    )
 
 
 class _Footnotes:
@@ -298,18 +316,22 @@ class _Footnotes:
         return [f"<sup>{mark}</sup> {text}  " for text, mark in self._texts.items()]
 
 
-def _table(results: Results, columns: Sequence[Workload], notes: _Footnotes) -> list[str]:
+def _table(data: dict[str, Any], columns: Sequence[dict[str, Any]], notes: _Footnotes) -> list[str]:
     head = [
         "system",
-        *(f"{w.title} ({w.unit}, {'↑' if w.higher_is_better else '↓'})" for w in columns),
+        *(f"{w['title']} ({w['unit']}, {'↑' if w['higher_is_better'] else '↓'})" for w in columns),
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for system in results.systems:
-        cells = [system.label]
+    not_run: dict[str, Any] = {"samples": [], "missing": "not run", "note": None}
+    for system in data["systems"]:
+        cells = [system["label"]]
         for workload in columns:
-            figure = results.figure(workload.key, system.key)
-            reference = results.figure(workload.key, REFERENCE)
-            text = cell(figure, reference if reference.value is not None else None)
+            by_system = data["figures"].get(workload["key"], {})
+            figure = _figure(by_system.get(system["key"]) or not_run)
+            reference = _figure(by_system.get(REFERENCE) or not_run)
+            # The reference's own row has no ratio.
+            measured = reference.value is not None and system["key"] != REFERENCE
+            text = cell(figure, reference if measured else None)
             if figure.missing:
                 text += notes.mark(figure.missing)
             elif figure.note:

@@ -1,7 +1,7 @@
 """A Django Tasks backend that runs tasks in a process pool, from a journal directory.
 
 No Redis, no database queue: ``enqueue`` appends a durable record to a journal directory
-and ``manage.py procpool_worker`` runs it. See the README for settings and guarantees.
+and ``manage.py procpool_worker`` runs it. See the README and docs/ for settings and guarantees.
 """
 
 from ._moved import install as _install_moved_modules

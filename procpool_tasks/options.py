@@ -30,7 +30,11 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DECORATOR_OPTIONS",
     "DEFAULT_JOURNAL_DIRNAME",
+    "OPTION_MEANINGS",
+    "RETRY_MEANINGS",
+    "SCHEDULE_MEANINGS",
     "SCHEDULE_NAME_PATTERN",
+    "TASK_OPTION_MEANINGS",
     "BackendOptions",
     "RetryPolicy",
     "ScheduleOptions",
@@ -45,6 +49,133 @@ RETAINED_STATUSES = ("SUCCESSFUL", "FAILED", "HANDED_OFF")
 #: A schedule's name names its files in the journal (``schedules/<name>.json``) and its
 #: ticks' markers (``<name>@<tick>``): no path separators, no hidden files, no ``@``.
 SCHEDULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+# -- what each key means ------------------------------------------------------------------
+# The settings reference of the documentation is generated from these mappings and from the
+# defaults of the dataclasses below (docs/_ext/reference.py): this is the one place where
+# the meaning of a key is written. Markdown, one entry per key the parsers accept.
+
+#: ``OPTIONS`` of a ``ProcPoolBackend``: key -> what it means.
+OPTION_MEANINGS: dict[str, str] = {
+    "path": (
+        "The journal directory. Created 0700 on first use, with a `.gitignore` of `*` that "
+        "keeps it out of git (it is the queue's data, not code: keep it out of your "
+        "repository and your image); refused if other users can write to it. Without a "
+        "`BASE_DIR` setting it must be set (system check `procpool_tasks.E001`)."
+    ),
+    "durable": (
+        "Acknowledged tasks and finished results survive power loss (`fdatasync`). `False` "
+        "trades that for speed: they still survive a crash of any process."
+    ),
+    "max_attempts": (
+        "How many attempts a task interrupted mid-run (its supervisor died or was stopped at "
+        "once) gets in all before it is marked FAILED; a task stopped by a `--reload` uses "
+        'none. `1` means "fail instead of re-run". A task stopped because *another* worker '
+        "process died always runs again."
+    ),
+    "task_timeout": (
+        "Seconds a task may run; past that it ends FAILED with `TaskTimeoutError`. "
+        "`--task-timeout` overrides it per worker, a task's own `timeout` overrides both. "
+        "`None`: no limit."
+    ),
+    "retention": (
+        "Seconds to keep finished tasks, for every finished status, or per status: "
+        '`{"SUCCESSFUL": 86400, "FAILED": 2592000, "HANDED_OFF": 604800}` (a status '
+        "left out is kept). Workers prune every minute. Empty (or `None`): finished tasks are "
+        "kept until `procpool_prune` runs."
+    ),
+    "sqlite_defaults": (
+        "In every process with the app installed (web, commands, worker), give SQLite "
+        "databases the `timeout` (20 s) and `transaction_mode` (`IMMEDIATE`) their settings "
+        'leave out, so that concurrent writers wait instead of failing with "database is '
+        'locked". `False` on any ProcPoolBackend: nothing is added anywhere.'
+    ),
+    "retry": (
+        "Run a task that raised again, after a backoff: a dict of the keys below, such as "
+        '`{"attempts": 3, "exceptions": ["myapp.errors.Transient"]}`. `None`: a task '
+        "that raises ends FAILED, as the framework says."
+    ),
+    "enqueue_on_commit": (
+        "Inside `transaction.atomic()`, write the task when the outermost transaction "
+        "commits, never if it rolls back."
+    ),
+    "task_options": (
+        "Per task path, its own options (the keys below): "
+        '`{"myapp.tasks.send_mail": {"retry": {"attempts": 5}, "timeout": 30}}`. '
+        "A task's own `@task(...)` options win over these."
+    ),
+    "admin_actions": (
+        "Give the status page buttons that re-queue FAILED tasks, cancel READY and RUNNING "
+        "ones and drop quarantined records, for the users allowed to see it. `False`: the "
+        "page is read-only, and a POST to its actions is refused (403)."
+    ),
+    "schedule": (
+        "Periodic tasks, fired by the workers: schedule name -> a dict of the keys below, "
+        'such as `{"nightly-report": {"task": "myapp.tasks.report", "cron": '
+        '"0 3 * * *"}}`.'
+    ),
+    "former_alias": (
+        "The alias this journal's tasks were enqueued under, when you gave the backend "
+        "another one since (to hand its tasks to a new backend under the old alias): they "
+        "stay readable and can be handed off."
+    ),
+}
+
+#: Keys of a retry policy (``OPTIONS["retry"]``, a task's ``retry``) -> what they mean.
+RETRY_MEANINGS: dict[str, str] = {
+    "attempts": "Attempts in all, the first included, before a task that raised ends FAILED.",
+    "backoff": (
+        "The factor the wait grows by: `delay * backoff ** (n - 1)` seconds after attempt n "
+        "(`1`: the same wait each time); or the dotted path of a module-level function "
+        "`f(attempt) -> seconds`."
+    ),
+    "delay": "Seconds to wait after the first attempt.",
+    "max_delay": "The longest wait, in seconds.",
+    "jitter": (
+        "Take a random share of up to half off each wait, so that tasks that failed together "
+        "do not come back together."
+    ),
+    "exceptions": (
+        "Dotted paths of the exception classes that are retried (subclasses too); empty: any "
+        "`Exception`, never a `BaseException` such as the timeout error."
+    ),
+}
+
+#: Keys of one task's entry in ``OPTIONS["task_options"]`` -> what they mean.
+TASK_OPTION_MEANINGS: dict[str, str] = {
+    "retry": (
+        "Its retry policy, merged over the backend's `retry` (`{'attempts': 5}` changes "
+        "only that); `None` turns retries off for this task."
+    ),
+    "max_attempts": (
+        "Attempts in all, whatever ended each one (an exception, a timeout, an interruption); "
+        "turns retries on."
+    ),
+    "backoff": "The retry policy's `backoff` for this task (a factor, or a function's path).",
+    "timeout": (
+        "Seconds an attempt may run, over `--task-timeout` and `task_timeout`; `None`: no "
+        "limit for this task."
+    ),
+    "enqueue_on_commit": "`enqueue_on_commit` for this task.",
+}
+
+#: Keys of one schedule in ``OPTIONS["schedule"]`` -> what they mean.
+SCHEDULE_MEANINGS: dict[str, str] = {
+    "task": "The dotted path of a function decorated with `@task`. Required.",
+    "cron": (
+        "A cron expression, read on the clock of `TIME_ZONE`. Exactly one of `cron` and `every`."
+    ),
+    "every": (
+        "An interval in seconds: ticks at the multiples of it since the Unix epoch (`300`: "
+        "at :00, :05, :10...), the same in every process whenever it started."
+    ),
+    "args": "The task's positional arguments: JSON data, as for `enqueue`.",
+    "kwargs": "The task's keyword arguments: JSON data, as for `enqueue`.",
+    "queue_name": "The queue the task goes to; `None`: the task's own.",
+    "priority": "The task's priority; `None`: the task's own.",
+    "catch_up": "Fire a tick missed while no worker ran, once, when one starts again.",
+}
 
 
 class _Invalid(ValueError):

@@ -175,7 +175,7 @@ print(json.dumps({
 
 
 def startproject_with_the_status_page(env: Env) -> Env:
-    """A new project as ``startproject`` makes it, with the app, TASKS and the README's
+    """A new project as ``startproject`` makes it, with the app, TASKS and the status page's
     urls snippet added, and nothing else: no login page of its own."""
     (env.tmp_path / "site").mkdir()
     subprocess.run(
@@ -193,7 +193,7 @@ def startproject_with_the_status_page(env: Env) -> Env:
             f"'OPTIONS': {{'path': {str(env.journal)!r}}}}}}}\n"
         )
     urls = (site / "urls.py").read_text()
-    # The README's snippet, as it stands.
+    # The snippet of docs/guides/status-page.md, as it stands.
     urls = urls.replace("from django.urls import path", "from django.urls import include, path")
     snippet = '    path("tasks/", include("procpool_tasks.urls")),\n'
     urls = urls.replace("urlpatterns = [\n", "urlpatterns = [\n" + snippet)
