@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import journal, logs
+from ..options import TaskOptions
 from ..portability import HAS_PROC, resident_memory_mib
 from . import child, states
 from .outcomes import Outcomes
@@ -61,10 +62,14 @@ class InFlight:
     record: journal.Record
     state: journal.State  # RUNNING, as claimed
     worker: WorkerProcess
-    timeout: float | None
+    options: TaskOptions  # read once per task: its retry policy and time limit
     started: float = field(default_factory=time.monotonic)
     kill_at: float | None = None  # monotonic; past it, the process is killed
     sent: bool = True  # False: its process was gone before it got the task
+
+    @property
+    def timeout(self) -> float | None:
+        return self.options.timeout
 
 
 class Dispatcher:
@@ -183,8 +188,9 @@ class Dispatcher:
             record.queue_name,
             len(running.worker_ids),
         )
-        timeout = self._config.options_for(record).timeout
-        flight = InFlight(record, running, worker, timeout)
+        options = self._config.options_for(record)
+        timeout = options.timeout
+        flight = InFlight(record, running, worker, options)
         if timeout:
             # The process raises at the limit; a task that ignores it is killed this much
             # later. Counted from now: an idle process starts the task at once.
@@ -195,13 +201,19 @@ class Dispatcher:
 
     # -- what comes back ---------------------------------------------------------------------
 
-    def on_outcome(self, worker: WorkerProcess) -> None:
-        """A process sent the outcome of its task (or closed its pipe: ``on_exit`` follows)."""
+    def on_outcome(self, worker: WorkerProcess, *, send_next: bool = False) -> None:
+        """A process sent the outcome of its task (or closed its pipe: ``on_exit`` follows).
+
+        With ``send_next`` (the loop, while it claims), the idle process gets its next
+        task before this one's outcome is handed on and logged: it does not wait for that.
+        """
         assert self.pool is not None  # noqa: S101 (only a pool's pipe is watched)
         task_id = worker.task_id
         outcome = self.pool.receive(worker)
         if outcome is None or task_id is None:
             return
+        if send_next and not worker.leaving and not isinstance(outcome, child.OverMemory):
+            self.dispatch()
         if isinstance(outcome, child.OverMemory):
             flight = self.in_flight.get(task_id)
             if flight is not None and worker.pid not in self._over_memory:
@@ -211,8 +223,7 @@ class Dispatcher:
         if outcome.unloadable:
             self._quarantine_record(flight.record, outcome)
         self._note_memory(worker, outcome)
-        policy = self._config.options_for(flight.record).retry
-        self._outcomes.task_ended(flight.record, flight.state, outcome, policy)
+        self._outcomes.task_ended(flight.record, flight.state, outcome, flight.options.retry)
         if not outcome.retry:
             self._log_finished(flight, outcome)
 

@@ -341,7 +341,7 @@ class Supervisor:
         if pool is None or worker not in pool.workers:
             return  # gone already: the other event of its end was handled first
         if kind == "outcome":
-            self.dispatcher.on_outcome(worker)
+            self.dispatcher.on_outcome(worker, send_next=not self._stop_level)
         else:
             self.dispatcher.on_exit(worker)
 
