@@ -535,3 +535,19 @@ def test_prune_dry_run_says_tasks_of_a_segment_still_in_use_are_kept(env: Env) -
         "yet (written to in the last 1m, or beside unfinished tasks), 1 FAILED in segments "
         "not done yet (written to in the last 1m, or beside unfinished tasks)"
     )
+
+
+@pytest.mark.parametrize("args", [["--dry-run"], ["--older-than", "1d"]])
+def test_prune_of_a_journal_that_does_not_exist_says_so_and_makes_none(
+    env: Env, args: list[str]
+) -> None:
+    missing = env.tmp_path / "mistyped"
+    set_options(env, path=str(missing))
+
+    done = prune(env, *args)
+
+    assert done.stdout.strip() == (
+        f"Nothing to prune. The journal directory {missing} does not exist: no task was "
+        "ever enqueued with this path, or OPTIONS['path'] points elsewhere."
+    )
+    assert not missing.exists()

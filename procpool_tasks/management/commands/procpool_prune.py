@@ -15,6 +15,7 @@ from procpool_tasks import journal
 from procpool_tasks.backend import ProcPoolBackend
 from procpool_tasks.journal import history
 from procpool_tasks.management.arguments import ProcPoolCommand, add_backend_argument, backend_of
+from procpool_tasks.operations.status import journal_problem
 from procpool_tasks.options import RETAINED_STATUSES
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -79,6 +80,11 @@ class Command(ProcPoolCommand):
         dry_run = options["dry_run"]
         retention = _retention(backend, options["older_than"], options["status"], dry_run=dry_run)
         try:
+            # A mistyped path must not get an empty journal made for it, nor look pruned.
+            problem = journal_problem(backend.journal)
+            if problem is not None:
+                self.stdout.write(f"Nothing to prune. {problem}.")
+                return
             backend.journal.ensure()
             with history.history_writer(backend.journal, blocking=True):
                 survey = history.survey(
