@@ -10,8 +10,9 @@ Flow::
     loop   enqueue the periodic tasks due now (``periodic``); claim the best ready tasks,
            one per idle process, and send them (``dispatch``); wait in one selector for an
            outcome, a process's exit, a journal change, a commit, a signal, the next due
-           ``run_after`` or the next tick; hand finished states to the
-           committer, which syncs them in groups in a thread of its own
+           ``run_after`` or the next tick; on an outcome, send that process its next task
+           first, then hand the finished state to the committer, which syncs them in
+           groups in a thread of its own
     stop   first SIGTERM/SIGINT: claim nothing more, let running tasks finish, exit 0;
            second: stop the processes at once; their tasks stay RUNNING and the next
            supervisor to start recovers them; a second signal after the loop ended, up
