@@ -69,6 +69,9 @@ class System:
     #: What it does with a task whose worker was killed, from its code; "" if it
     #: recovers (the recovery workload shows how soon).
     on_interrupt: str = ""
+    #: Which processes the "supervisor CPU per task" figure measures: the ones the
+    #: harness starts (``worker_commands``), not their children; and what they do.
+    main_process: str = ""
 
     def missing(self) -> str | None:
         """Why this system cannot run here ("not installed: ..."), or None."""
@@ -141,6 +144,8 @@ class ProcPool(System):
             ),
             kind="procpool",
             history_unsupported=None if durable else "n/a: measured for the durable default",
+            main_process="the supervisor: procpool_worker's own process, all its threads; "
+            "its forkserver and worker processes not included",
         )
         self.durable = durable
 
@@ -176,6 +181,8 @@ class DjangoTasksDB(System):
             kind="db",
             history_unsupported=None,
             on_interrupt="it has no lease: an interrupted task stays RUNNING for good",
+            main_process="no supervisor: the db_worker processes (one per process), summed; "
+            "each claims and runs its own tasks, so the tasks' own CPU is in it",
         )
         self._template: Path | None = None
 
@@ -235,6 +242,9 @@ class DjangoOx(_MigratedOnce):
             history_unsupported="n/a: the harness synthesizes no django-ox history yet",
             on_interrupt="the killed worker's lease expires after LOCK_TIMEOUT (300 s by "
             "default), then the task goes back on the queue",
+            main_process="ox_worker's supervisor process: it starts and watches its child "
+            "workers, each of which claims and runs its own tasks, so it is no dispatcher; "
+            "the children not included",
         )
 
     def missing(self) -> str | None:
@@ -267,6 +277,8 @@ class DjangoDBTasks(_MigratedOnce):
             on_interrupt="a runner restarted under the same worker id refuses to start "
             "(DuplicateWorker) until worker_timeout (60 s by default) has passed since the "
             "killed one's last heartbeat; then it puts that runner's RUNNING tasks back",
+            main_process="no supervisor: taskrunner is the only process; its threads claim "
+            "and run the tasks, so the tasks' own CPU is in it",
         )
 
     def missing(self) -> str | None:
@@ -302,6 +314,9 @@ class Huey(System):
             ),
             on_interrupt="a task taken by a killed consumer is gone from the queue and "
             "stays RUNNING",
+            main_process="run_huey's main process: it starts and watches the worker "
+            "processes and the scheduler's, and each worker dequeues and runs its own tasks, "
+            "so it is no dispatcher; the children not included",
         )
         self.storage = storage
 
@@ -352,6 +367,9 @@ class RQ(System):
             uses_backport=True,
             on_interrupt="the killed worker's work horse runs on as an orphan; RQ fails "
             "abandoned jobs in a maintenance pass (every 10 min) once their timeout expired",
+            main_process="no supervisor: the rqworker processes (one per process), summed; "
+            "each dequeues a job and forks a work horse per job, which runs it and saves its "
+            "result: the forks are in it, the horses are not",
         )
         self.port: int | None = None
         self._server: processes.Started | None = None
@@ -434,6 +452,8 @@ class VTasks(RQ):
             "(VTASKS_MAX_RESCUES = 0): it goes to the dead-letter queue",
             results_unsupported="n/a: its backends have no get_result (supports_get_result "
             "is False), with which the harness waits for tasks; only enqueue is measured",
+            main_process="no supervisor: runworker is the only process (asyncio, sync tasks "
+            "in threads), so the tasks' own CPU is in it",
         )
         self.port = None
         self._server = None
