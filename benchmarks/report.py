@@ -198,13 +198,13 @@ def cpu_ceilings(results: Results) -> list[str]:
             continue
         cells = [system.label]
         for figure in figures:
-            if figure.value is None or figure.value <= 0:
+            if figure.value is None:
                 cells += ["n/a", ""]
                 continue
             spread = figure.spread_pct()
             cells += [
                 number(figure.value) + (f" ±{spread:.0f}%" if spread is not None else ""),
-                f"{1e6 / figure.value:,.0f}",
+                f"{1e6 / figure.value:,.0f}" if figure.value > 0 else "none: no CPU in the window",
             ]
         cells.append(system.main_process)
         out.append("| " + " | ".join(cells) + " |")

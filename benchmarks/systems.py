@@ -64,6 +64,9 @@ class System:
     #: None if its backend has get_result (every workload but enqueue waits with it);
     #: else why not.
     results_unsupported: str | None = None
+    #: None if get_result shows a task RUNNING (the recovery workload waits for that);
+    #: else why the recovery is not measured.
+    running_unseen: str | None = None
     #: Built on the django-tasks backport even on Django 6.
     uses_backport: bool = False
     #: What it does with a task whose worker was killed, from its code; "" if it
@@ -487,6 +490,67 @@ class VTasks(RQ):
         return [["runworker", "--concurrency", str(processes)]]
 
 
+class Threadmill(RQ):
+    """threadmill on its Redis backend, against the harness's redis-server.
+
+    Its releases from 0.4.0 on require Python 3.14 (0.8 Django 6.1 too); 0.3.1 is the last
+    for Python 3.12 and 3.13. Its worker command and settings are the same in both.
+    """
+
+    def __init__(self) -> None:
+        System.__init__(
+            self,
+            key="threadmill",
+            label="threadmill (Redis)",
+            # Its README: "We never lose data, even if someone unplugs the power"; that
+            # takes a Redis with appendfsync always, which is not its default.
+            durability="neither: Redis in memory with its default RDB snapshots (no "
+            "appendfsync, which power loss would need)",
+            kind="threadmill",
+            history_unsupported=(
+                "n/a: finished tasks are Redis keys read by key; the harness synthesizes none"
+            ),
+            on_interrupt="a task of a killed worker stays RUNNING until its lease_ttl (1 h "
+            "by default) expires; then its broker marks it FAILED (AcknowledgementTimeout)",
+            running_unseen="n/a: its get_result knows a task only once a worker "
+            "acknowledged it (TaskResultDoesNotExist before), so the harness cannot see "
+            "the interrupted tasks running",
+            main_process="threadmill worker's main process: it starts and watches the "
+            "worker processes and runs the broker's maintenance pass (every 1 s); each "
+            "worker acquires and runs its own tasks, so it is no dispatcher; the children "
+            "not included",
+        )
+        self.port = None
+        self._server = None
+
+    def missing(self) -> str | None:
+        why = _needs("'threadmill[redis]'", "threadmill", django=6)
+        if why is None and not _is_installed("redis"):
+            why = f"not installed: pip install 'threadmill[redis]' (or {BENCH_EXTRA})"
+        if why is None and shutil.which("redis-server") is None:
+            why = (
+                "redis-server not found: apt-get install redis-server (the harness starts "
+                "its own on a free loopback port)"
+            )
+        return why
+
+    def apps(self) -> list[str]:
+        return ["threadmill"]
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        return {
+            "BACKEND": "threadmill.backends.redis.RedisTaskBackend",
+            "REDIS_URL": f"redis://127.0.0.1:{self.port}/0",
+        }
+
+    def extra_settings(self, directory: Path) -> dict[str, Any]:
+        return {}
+
+    def worker_commands(self, processes: int) -> list[list[str]]:
+        # Its pool of worker processes, one thread each (the default --threads 1).
+        return [["threadmill", "worker", "--workers", str(processes)]]
+
+
 class Immediate(System):
     def __init__(self) -> None:
         super().__init__(
@@ -516,6 +580,7 @@ def all_systems() -> list[System]:
         DjangoOx(),
         DjangoDBTasks(),
         VTasks(),
+        Threadmill(),
     ]
 
 

@@ -272,6 +272,8 @@ def measure(group: str, system: System, run: Run) -> dict[str, Figure]:
     if system.results_unsupported and group != "enqueue":
         # Every other workload waits for the tasks' results through get_result.
         return {key: Figure.unavailable(system.results_unsupported) for key in run.keys(group)}
+    if group == "recovery" and system.running_unseen:
+        return {key: Figure.unavailable(system.running_unseen) for key in run.keys(group)}
     if group == "growth" and system.history_unsupported:
         return {key: Figure.unavailable(system.history_unsupported) for key in run.keys(group)}
     return MEASURES[group](system, run)
