@@ -59,6 +59,12 @@ def _version_of(system: systems.System) -> str:
             f"django-vtasks {_dist_version('django-vtasks')}, "
             f"redis-server {''.join(redis).removeprefix('v=')}"
         )
+    if system.kind == "threadmill":
+        redis = (systems.redis_version() or "").split(" ")[2:3]
+        return (
+            f"threadmill {_dist_version('threadmill')}, "
+            f"redis-server {''.join(redis).removeprefix('v=')}"
+        )
     if system.kind == "huey":
         return f"huey {_dist_version('huey')}"
     if system.kind == "rq":

@@ -8,13 +8,15 @@ forks (a pool's children, a forkserver, an RQ work horse) can be found by walkin
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: How long a process gets between SIGTERM and SIGKILL when a run stops it.
@@ -139,6 +141,99 @@ def tree_memory(pids: Iterable[int]) -> TreeMemory:
                     "later and the benchmark running as the workers' user or root"
                 )
     return TreeMemory(len(members), rss / 1024, None if unreadable else pss / 1024, unreadable)
+
+
+# -- CPU time of a process --------------------------------------------------------------------
+
+#: How often a CpuSampler reads the CPU time of the processes it watches.
+CPU_SAMPLE_S = 0.02
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, str] | None:
+    """CPU time (user+system) of process ``pid``, all its threads, those that ended too;
+    its children not included. None if it is gone.
+
+    First the kernel's CPU-time clock of that process (``clock_gettime`` of the clock id
+    Linux derives from a pid: nanoseconds); else ``utime+stime`` of ``/proc/PID/stat``, in
+    clock ticks (10 ms). Not ``/proc/PID/schedstat``: that counts its main thread only.
+    Returns the time and which of the two it came from.
+    """
+    try:
+        # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) of the kernel's posix-timers.h.
+        return time.clock_gettime_ns((~pid << 3) | 2) / 1e9, "clock"
+    except OSError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # from field 3 (state) on
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, "ticks"
+
+
+@dataclass
+class CpuSampler:
+    """Reads the CPU time of ``pids`` (summed) every ``interval_s`` in a thread of the
+    harness, each reading with the wall-clock time (``time.time()``) it was taken at, so
+    that the CPU spent between two instants the clients report can be interpolated."""
+
+    pids: list[int]
+    interval_s: float = CPU_SAMPLE_S
+    #: (wall-clock time, CPU seconds of every process summed)
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    #: How the CPU time was read: "clock" (ns) where every reading could, else "ticks".
+    source: str = "clock"
+    _last: dict[int, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> CpuSampler:
+        if not self.pids:
+            return self  # nothing to watch: no thread
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self.sample()  # one after the end of what is measured
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self) -> None:
+        before = time.time()
+        for pid in self.pids:
+            found = cpu_seconds(pid)
+            if found is not None:  # a process gone keeps its last reading
+                self._last[pid], source = found
+                if source != "clock":
+                    self.source = source
+        after = time.time()
+        self.samples.append(((before + after) / 2, sum(self._last.values())))
+
+    def at(self, when: float) -> float:
+        """CPU seconds at wall-clock time ``when``, interpolated between the readings
+        around it (the first or last reading outside them)."""
+        samples = self.samples
+        if not samples:
+            raise ValueError("no CPU time read")
+        if when <= samples[0][0]:
+            return samples[0][1]
+        for (t0, c0), (t1, c1) in itertools.pairwise(samples):
+            if when <= t1:
+                return c0 + (c1 - c0) * (when - t0) / max(t1 - t0, 1e-9)
+        return samples[-1][1]
+
+    def between(self, start: float, end: float) -> float:
+        """CPU seconds spent from wall-clock time ``start`` to ``end``."""
+        return self.at(end) - self.at(start)
 
 
 def kill_tree(pids: Iterable[int], signum: int = signal.SIGKILL) -> None:

@@ -64,11 +64,17 @@ class System:
     #: None if its backend has get_result (every workload but enqueue waits with it);
     #: else why not.
     results_unsupported: str | None = None
+    #: None if get_result shows a task RUNNING (the recovery workload waits for that);
+    #: else why the recovery is not measured.
+    running_unseen: str | None = None
     #: Built on the django-tasks backport even on Django 6.
     uses_backport: bool = False
     #: What it does with a task whose worker was killed, from its code; "" if it
     #: recovers (the recovery workload shows how soon).
     on_interrupt: str = ""
+    #: Which processes the "supervisor CPU per task" figure measures: the ones the
+    #: harness starts (``worker_commands``), not their children; and what they do.
+    main_process: str = ""
 
     def missing(self) -> str | None:
         """Why this system cannot run here ("not installed: ..."), or None."""
@@ -141,6 +147,8 @@ class ProcPool(System):
             ),
             kind="procpool",
             history_unsupported=None if durable else "n/a: measured for the durable default",
+            main_process="the supervisor: procpool_worker's own process, all its threads; "
+            "its forkserver and worker processes not included",
         )
         self.durable = durable
 
@@ -176,6 +184,8 @@ class DjangoTasksDB(System):
             kind="db",
             history_unsupported=None,
             on_interrupt="it has no lease: an interrupted task stays RUNNING for good",
+            main_process="no supervisor: the db_worker processes (one per process), summed; "
+            "each claims and runs its own tasks, so the tasks' own CPU is in it",
         )
         self._template: Path | None = None
 
@@ -235,6 +245,9 @@ class DjangoOx(_MigratedOnce):
             history_unsupported="n/a: the harness synthesizes no django-ox history yet",
             on_interrupt="the killed worker's lease expires after LOCK_TIMEOUT (300 s by "
             "default), then the task goes back on the queue",
+            main_process="ox_worker's supervisor process: it starts and watches its child "
+            "workers, each of which claims and runs its own tasks, so it is no dispatcher; "
+            "the children not included",
         )
 
     def missing(self) -> str | None:
@@ -267,6 +280,8 @@ class DjangoDBTasks(_MigratedOnce):
             on_interrupt="a runner restarted under the same worker id refuses to start "
             "(DuplicateWorker) until worker_timeout (60 s by default) has passed since the "
             "killed one's last heartbeat; then it puts that runner's RUNNING tasks back",
+            main_process="no supervisor: taskrunner is the only process; its threads claim "
+            "and run the tasks, so the tasks' own CPU is in it",
         )
 
     def missing(self) -> str | None:
@@ -302,6 +317,9 @@ class Huey(System):
             ),
             on_interrupt="a task taken by a killed consumer is gone from the queue and "
             "stays RUNNING",
+            main_process="run_huey's main process: it starts and watches the worker "
+            "processes and the scheduler's, and each worker dequeues and runs its own tasks, "
+            "so it is no dispatcher; the children not included",
         )
         self.storage = storage
 
@@ -352,6 +370,9 @@ class RQ(System):
             uses_backport=True,
             on_interrupt="the killed worker's work horse runs on as an orphan; RQ fails "
             "abandoned jobs in a maintenance pass (every 10 min) once their timeout expired",
+            main_process="no supervisor: the rqworker processes (one per process), summed; "
+            "each dequeues a job and forks a work horse per job, which runs it and saves its "
+            "result: the forks are in it, the horses are not",
         )
         self.port: int | None = None
         self._server: processes.Started | None = None
@@ -434,6 +455,8 @@ class VTasks(RQ):
             "(VTASKS_MAX_RESCUES = 0): it goes to the dead-letter queue",
             results_unsupported="n/a: its backends have no get_result (supports_get_result "
             "is False), with which the harness waits for tasks; only enqueue is measured",
+            main_process="no supervisor: runworker is the only process (asyncio, sync tasks "
+            "in threads), so the tasks' own CPU is in it",
         )
         self.port = None
         self._server = None
@@ -467,6 +490,67 @@ class VTasks(RQ):
         return [["runworker", "--concurrency", str(processes)]]
 
 
+class Threadmill(RQ):
+    """threadmill on its Redis backend, against the harness's redis-server.
+
+    Its releases from 0.4.0 on require Python 3.14 (0.8 Django 6.1 too); 0.3.1 is the last
+    for Python 3.12 and 3.13. Its worker command and settings are the same in both.
+    """
+
+    def __init__(self) -> None:
+        System.__init__(
+            self,
+            key="threadmill",
+            label="threadmill (Redis)",
+            # Its README: "We never lose data, even if someone unplugs the power"; that
+            # takes a Redis with appendfsync always, which is not its default.
+            durability="neither: Redis in memory with its default RDB snapshots (no "
+            "appendfsync, which power loss would need)",
+            kind="threadmill",
+            history_unsupported=(
+                "n/a: finished tasks are Redis keys read by key; the harness synthesizes none"
+            ),
+            on_interrupt="a task of a killed worker stays RUNNING until its lease_ttl (1 h "
+            "by default) expires; then its broker marks it FAILED (AcknowledgementTimeout)",
+            running_unseen="n/a: its get_result knows a task only once a worker "
+            "acknowledged it (TaskResultDoesNotExist before), so the harness cannot see "
+            "the interrupted tasks running",
+            main_process="threadmill worker's main process: it starts and watches the "
+            "worker processes and runs the broker's maintenance pass (every 1 s); each "
+            "worker acquires and runs its own tasks, so it is no dispatcher; the children "
+            "not included",
+        )
+        self.port = None
+        self._server = None
+
+    def missing(self) -> str | None:
+        why = _needs("'threadmill[redis]'", "threadmill", django=6)
+        if why is None and not _is_installed("redis"):
+            why = f"not installed: pip install 'threadmill[redis]' (or {BENCH_EXTRA})"
+        if why is None and shutil.which("redis-server") is None:
+            why = (
+                "redis-server not found: apt-get install redis-server (the harness starts "
+                "its own on a free loopback port)"
+            )
+        return why
+
+    def apps(self) -> list[str]:
+        return ["threadmill"]
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        return {
+            "BACKEND": "threadmill.backends.redis.RedisTaskBackend",
+            "REDIS_URL": f"redis://127.0.0.1:{self.port}/0",
+        }
+
+    def extra_settings(self, directory: Path) -> dict[str, Any]:
+        return {}
+
+    def worker_commands(self, processes: int) -> list[list[str]]:
+        # Its pool of worker processes, one thread each (the default --threads 1).
+        return [["threadmill", "worker", "--workers", str(processes)]]
+
+
 class Immediate(System):
     def __init__(self) -> None:
         super().__init__(
@@ -496,6 +580,7 @@ def all_systems() -> list[System]:
         DjangoOx(),
         DjangoDBTasks(),
         VTasks(),
+        Threadmill(),
     ]
 
 

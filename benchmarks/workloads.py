@@ -1,9 +1,10 @@
 """The workloads of the report, run on one system at a time.
 
 (a) enqueue from 1 and from 4 processes; (b) drain of queued no-op tasks by 2 worker
-processes, and by 4 (more processes than the development machine's 2 cores), and of
-tasks that sleep 10 ms by 2; (c) idle end-to-end latency; (d) worker memory, RSS and PSS,
-idle and after many tasks; (e) growth: enqueue, claim and ``get_result`` with a history
+processes, and by 4 (more processes than the development machine's 2 cores), with the
+CPU time the worker's main process (procpool_tasks: the supervisor) spends per task, and
+of tasks that sleep 10 ms by 2 and by 4; (c) idle end-to-end latency; (d) worker memory,
+RSS and PSS, idle and after many tasks; (e) growth: enqueue, claim and ``get_result`` with a history
 of finished tasks, and start-up with many ready tasks; (f) recovery after SIGKILL of the
 supervisor.
 
@@ -48,6 +49,8 @@ class Sizes:
     drain_n: int = 2_000
     #: Tasks of the 10 ms drain: about 3 s of it at the ideal rate, processes / 10 ms.
     sleep_drain_n: int = 600
+    #: Tasks of the 10 ms drain by ``many_processes``: about 3 s of it at the ideal rate.
+    sleep_drain_4_n: int = 1_200
     latency_n: int = 200
     #: A round trip may take a poll interval (db_worker: 1 s, huey: up to 10 s); past
     #: this many seconds per system the latency figures use the round trips made so far.
@@ -79,6 +82,7 @@ class Sizes:
             enqueue_per_client_n=40,
             drain_n=50,
             sleep_drain_n=40,
+            sleep_drain_4_n=80,
             latency_n=10,
             latency_budget_s=1.5,
             rss_warmup_n=5,
@@ -116,10 +120,25 @@ def workloads(sizes: Sizes) -> list[Workload]:
         ),
         Workload("drain", f"drain {sizes.drain_n:,} no-op tasks, {p}", "tasks/s", True, "drain"),
         Workload(
+            "supervisor_cpu_us",
+            f"supervisor CPU per task (worker's main process), that drain, {p}",
+            "µs",
+            False,
+            "drain",
+        ),
+        Workload(
             "drain_4",
             f"drain {sizes.drain_n:,} no-op tasks, {sizes.many_processes} processes",
             "tasks/s",
             True,
+            "drain_4",
+        ),
+        Workload(
+            "supervisor_cpu_us_4",
+            f"supervisor CPU per task (worker's main process), that drain, "
+            f"{sizes.many_processes} processes",
+            "µs",
+            False,
             "drain_4",
         ),
         Workload(
@@ -129,6 +148,15 @@ def workloads(sizes: Sizes) -> list[Workload]:
             "tasks/s",
             True,
             "drain_sleep10",
+        ),
+        Workload(
+            "drain_sleep10_4",
+            f"drain {sizes.sleep_drain_4_n:,} tasks of {SLEEP_TASK_MS} ms, "
+            f"{sizes.many_processes} processes "
+            f"(ideal: {ideal_sleep_drain_rate(sizes, sizes.many_processes):,.0f})",
+            "tasks/s",
+            True,
+            "drain_sleep10_4",
         ),
         Workload("latency_p50", "idle end-to-end latency p50", "ms", False, "latency"),
         Workload("latency_p99", "idle end-to-end latency p99", "ms", False, "latency"),
@@ -202,6 +230,7 @@ GROUPS = (
     "drain",
     "drain_4",
     "drain_sleep10",
+    "drain_sleep10_4",
     "latency",
     "rss",
     "growth",
@@ -243,14 +272,17 @@ def measure(group: str, system: System, run: Run) -> dict[str, Figure]:
     if system.results_unsupported and group != "enqueue":
         # Every other workload waits for the tasks' results through get_result.
         return {key: Figure.unavailable(system.results_unsupported) for key in run.keys(group)}
+    if group == "recovery" and system.running_unseen:
+        return {key: Figure.unavailable(system.running_unseen) for key in run.keys(group)}
     if group == "growth" and system.history_unsupported:
         return {key: Figure.unavailable(system.history_unsupported) for key in run.keys(group)}
     return MEASURES[group](system, run)
 
 
-def ideal_sleep_drain_rate(sizes: Sizes) -> float:
-    """Tasks/s of the 10 ms drain if each process did nothing but sleep: processes / 10 ms."""
-    return sizes.processes * 1000 / SLEEP_TASK_MS
+def ideal_sleep_drain_rate(sizes: Sizes, processes: int | None = None) -> float:
+    """Tasks/s of the 10 ms drain if each process did nothing but sleep: processes / 10 ms
+    (``processes``: ``Sizes.processes`` unless given)."""
+    return (processes or sizes.processes) * 1000 / SLEEP_TASK_MS
 
 
 def _workers(
@@ -317,70 +349,141 @@ def _drain(
     *,
     cap_s: float,
     count: int | None = None,
+    sample_cpu: bool = False,
 ) -> dict[str, Any]:
     """Start the workers (for ``count`` processes) on queued tasks and wait for them all.
 
     The rate counts from the first task seen finished to the last, so that no system's
-    start-up is in it, whether or not its results say when a task started.
+    start-up is in it, whether or not its results say when a task started. With
+    ``sample_cpu``, ``cpu_s`` is the CPU time the started processes themselves (not their
+    children) spent over that same window, from readings every ``CPU_SAMPLE_S``.
     """
     launched = time.time()
-    _workers(project, system, run, count=count)
+    workers = _workers(project, system, run, count=count)
     try:
-        outcome = _wait(project, ids_file, timeout=cap_s)
+        with processes.CpuSampler([w.pid for w in workers] if sample_cpu else []) as sampler:
+            outcome = _wait(project, ids_file, timeout=cap_s)
     finally:
         project.stop_workers()
     outcome["rate"] = (outcome["seen"] - 1) / max(outcome["end"] - outcome["first_end"], 1e-9)
+    if sample_cpu:
+        outcome["cpu_s"] = sampler.between(outcome["first_end"], outcome["end"])
+        outcome["cpu_clock"] = sampler.source
+        outcome["cpu_readings"] = sum(
+            outcome["first_end"] <= when <= outcome["end"] for when, _ in sampler.samples
+        )
     outcome["startup_s"] = (outcome["first_started"] or outcome["first_end"]) - launched
     return outcome
 
 
 def _drain_rate(
-    system: System, run: Run, key: str, *, n: int, count: int, sleep_ms: float | None = None
+    system: System,
+    run: Run,
+    key: str,
+    *,
+    n: int,
+    count: int,
+    sleep_ms: float | None = None,
+    outcomes: list[dict[str, Any]] | None = None,
 ) -> Figure:
     """Tasks/s of a drain of ``n`` queued tasks (no-op, or sleeping ``sleep_ms``) by
-    workers for ``count`` processes, each repeat on a fresh project."""
+    workers for ``count`` processes, each repeat on a fresh project. Given ``outcomes``,
+    each repeat's outcome goes there, with the CPU time of the workers' main processes."""
     rates, notes = [], []
     for repeat in range(run.sizes.repeats):
         with run.project(system, f"{key}-{repeat}") as project:
             ids_file = project.path("drain.ids")
             _enqueue(project, n, ids_file, warmup=0, sleep_ms=sleep_ms)
             outcome = _drain(
-                project, system, run, ids_file, cap_s=run.sizes.drain_cap_s, count=count
+                project,
+                system,
+                run,
+                ids_file,
+                cap_s=run.sizes.drain_cap_s,
+                count=count,
+                sample_cpu=outcomes is not None,
             )
         rates.append(outcome["rate"])
+        if outcomes is not None:
+            outcomes.append(outcome)
         if outcome["timed_out"]:
             notes.append(f"cut at {run.sizes.drain_cap_s:g} s: {_describe(outcome['statuses'])}")
             break
     return Figure.of(rates, note="; ".join(notes) or None)
 
 
+def _cpu_per_task(system: System, outcomes: list[dict[str, Any]]) -> Figure:
+    """µs of CPU the workers' main processes spent per task over the drains' windows
+    (first task seen finished to the last, as the rate); the ceiling it implies,
+    ``1 s / CPU per task``, in ``extra``. The note says which processes were measured."""
+    if any(o["seen"] < 2 for o in outcomes):
+        return Figure.unavailable("n/a: fewer than 2 tasks finished in the drain")
+    cpu_us = [1e6 * o["cpu_s"] / (o["seen"] - 1) for o in outcomes]
+    note = system.main_process
+    if any(o["cpu_clock"] != "clock" for o in outcomes):
+        note += " (read in clock ticks of /proc/PID/stat: 10 ms steps)"
+    if any(o["timed_out"] for o in outcomes):
+        note += "; the drain was cut short: over the tasks finished"
+    figure = Figure.of(
+        cpu_us,
+        note=note,
+        cpu_s=[o["cpu_s"] for o in outcomes],
+        tasks=[o["seen"] - 1 for o in outcomes],
+        window_s=[o["end"] - o["first_end"] for o in outcomes],
+        cpu_readings=[o["cpu_readings"] for o in outcomes],
+        cpu_clock=sorted({o["cpu_clock"] for o in outcomes}),
+        sample_interval_s=processes.CPU_SAMPLE_S,
+    )
+    if figure.value:
+        figure.extra["ceiling_tasks_s"] = 1e6 / figure.value
+    return figure
+
+
 def measure_drain(system: System, run: Run) -> dict[str, Figure]:
     sizes = run.sizes
-    return {"drain": _drain_rate(system, run, "drain", n=sizes.drain_n, count=sizes.processes)}
+    outcomes: list[dict[str, Any]] = []
+    rate = _drain_rate(
+        system, run, "drain", n=sizes.drain_n, count=sizes.processes, outcomes=outcomes
+    )
+    return {"drain": rate, "supervisor_cpu_us": _cpu_per_task(system, outcomes)}
 
 
 def measure_drain_4(system: System, run: Run) -> dict[str, Figure]:
     """The same drain by workers for more processes than cores."""
     sizes = run.sizes
-    return {
-        "drain_4": _drain_rate(system, run, "drain4", n=sizes.drain_n, count=sizes.many_processes)
-    }
+    outcomes: list[dict[str, Any]] = []
+    rate = _drain_rate(
+        system, run, "drain4", n=sizes.drain_n, count=sizes.many_processes, outcomes=outcomes
+    )
+    return {"drain_4": rate, "supervisor_cpu_us_4": _cpu_per_task(system, outcomes)}
+
+
+def _sleep_drain(system: System, run: Run, key: str, *, n: int, count: int) -> Figure:
+    """A drain of tasks that sleep 10 ms; the JSON keeps its share of the ideal rate."""
+    figure = _drain_rate(system, run, key, n=n, count=count, sleep_ms=SLEEP_TASK_MS)
+    if figure.value is not None:
+        figure.extra["of_ideal"] = figure.value / ideal_sleep_drain_rate(run.sizes, count)
+    return figure
 
 
 def measure_drain_sleep10(system: System, run: Run) -> dict[str, Figure]:
-    """A drain of tasks that sleep 10 ms; the JSON keeps its share of the ideal rate."""
+    """Tasks of 10 ms drained by workers for ``Sizes.processes``."""
     sizes = run.sizes
-    figure = _drain_rate(
-        system,
-        run,
-        "sleep10",
-        n=sizes.sleep_drain_n,
-        count=sizes.processes,
-        sleep_ms=SLEEP_TASK_MS,
-    )
-    if figure.value is not None:
-        figure.extra["of_ideal"] = figure.value / ideal_sleep_drain_rate(sizes)
-    return {"drain_sleep10": figure}
+    return {
+        "drain_sleep10": _sleep_drain(
+            system, run, "sleep10", n=sizes.sleep_drain_n, count=sizes.processes
+        )
+    }
+
+
+def measure_drain_sleep10_4(system: System, run: Run) -> dict[str, Figure]:
+    """Tasks of 10 ms drained by workers for ``Sizes.many_processes``."""
+    sizes = run.sizes
+    return {
+        "drain_sleep10_4": _sleep_drain(
+            system, run, "sleep10-4", n=sizes.sleep_drain_4_n, count=sizes.many_processes
+        )
+    }
 
 
 # -- (c) latency ---------------------------------------------------------------------------
@@ -639,6 +742,7 @@ MEASURES: dict[str, Callable[[System, Run], dict[str, Figure]]] = {
     "drain": measure_drain,
     "drain_4": measure_drain_4,
     "drain_sleep10": measure_drain_sleep10,
+    "drain_sleep10_4": measure_drain_sleep10_4,
     "latency": measure_latency,
     "rss": measure_rss,
     "growth": measure_growth,

@@ -30,13 +30,17 @@ SYSTEMS = {
     "ox": "django-ox (SQLite)",
     "dbtasks": "django-dbtasks (SQLite)",
     "vtasks": "django-vtasks (Valkey backend, Redis)",
+    "threadmill": "threadmill (Redis)",
 }
 WORKLOADS = [
     "enqueue_1",
     "enqueue_4",
     "drain",
+    "supervisor_cpu_us",
     "drain_4",
+    "supervisor_cpu_us_4",
     "drain_sleep10",
+    "drain_sleep10_4",
     "latency_p50",
     "latency_p99",
     "rss_idle",
@@ -142,6 +146,7 @@ def test_missing_peers_and_chart_say_how_to_install_them(
         "ox": "django_ox",
         "dbtasks": "dbtasks",
         "vtasks": "django_vtasks",
+        "threadmill": "threadmill",
     }.items():
         missing = results["figures"]["drain"][system]["missing"]
         if sys.version_info < (3, 12):
