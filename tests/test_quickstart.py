@@ -13,7 +13,7 @@ this test environment's packages through a ``.pth`` file, so that Django, pip an
 build backend are the ones tox installed, and the venv's own ``bin`` is first on ``PATH``
 (``django-admin`` comes next, from this environment's ``bin``). pip runs offline: its
 environment says ``PIP_NO_INDEX=1`` and ``PIP_NO_BUILD_ISOLATION=0`` (pip's spelling of
-``--no-build-isolation``), so it builds the editable install with this environment's
+``--no-build-isolation``), so it builds the wheel with this environment's
 setuptools and takes the dependencies as installed, where a user's pip would fetch the
 build backend from the index. The command itself is the README's; only pip's environment
 differs, and the test checks that the venv then imports the procpool_tasks it installed,
