@@ -356,45 +356,19 @@ class Huey(System):
         return [["run_huey", "-w", str(processes), "-k", "process"]]
 
 
-class RQ(System):
-    def __init__(self) -> None:
-        super().__init__(
-            key="rq",
-            label="RQ (django-tasks-rq, Redis)",
-            durability="neither: Redis in memory with its default RDB snapshots",
-            kind="rq",
-            history_unsupported=(
-                "n/a: finished jobs are Redis hashes read by key and expire after "
-                "result_ttl (500 s by default)"
-            ),
-            uses_backport=True,
-            on_interrupt="the killed worker's work horse runs on as an orphan; RQ fails "
-            "abandoned jobs in a maintenance pass (every 10 min) once their timeout expired",
-            main_process="no supervisor: the rqworker processes (one per process), summed; "
-            "each dequeues a job and forks a work horse per job, which runs it and saves its "
-            "result: the forks are in it, the horses are not",
-        )
-        self.port: int | None = None
-        self._server: processes.Started | None = None
+#: What a system on Redis says where the harness cannot start a redis-server.
+REDIS_SERVER_MISSING = (
+    "redis-server not found: apt-get install redis-server (the harness starts its own on a "
+    "free loopback port)"
+)
 
-    def missing(self) -> str | None:
-        if not _is_installed("django_tasks_rq"):
-            return f"not installed: pip install django-tasks-rq redis (or {BENCH_EXTRA})"
-        if shutil.which("redis-server") is None:
-            return (
-                "redis-server not found: apt-get install redis-server (the harness starts "
-                "its own on a free loopback port)"
-            )
-        return None
 
-    def apps(self) -> list[str]:
-        return ["django_rq", "django_tasks_rq"]
+class _OnRedisServer(System):
+    """A system whose backend talks to a redis-server the harness starts, once per run,
+    on a free loopback port, and flushes before each project."""
 
-    def backend_settings(self, directory: Path) -> dict[str, Any]:
-        return {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}
-
-    def extra_settings(self, directory: Path) -> dict[str, Any]:
-        return {"RQ_QUEUES": {"default": {"HOST": "127.0.0.1", "PORT": self.port, "DB": 0}}}
+    port: int | None = None
+    _server: processes.Started | None = None
 
     def start_service(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -430,6 +404,42 @@ class RQ(System):
         except OSError:
             return ""
 
+
+class RQ(_OnRedisServer):
+    def __init__(self) -> None:
+        super().__init__(
+            key="rq",
+            label="RQ (django-tasks-rq, Redis)",
+            durability="neither: Redis in memory with its default RDB snapshots",
+            kind="rq",
+            history_unsupported=(
+                "n/a: finished jobs are Redis hashes read by key and expire after "
+                "result_ttl (500 s by default)"
+            ),
+            uses_backport=True,
+            on_interrupt="the killed worker's work horse runs on as an orphan; RQ fails "
+            "abandoned jobs in a maintenance pass (every 10 min) once their timeout expired",
+            main_process="no supervisor: the rqworker processes (one per process), summed; "
+            "each dequeues a job and forks a work horse per job, which runs it and saves its "
+            "result: the forks are in it, the horses are not",
+        )
+
+    def missing(self) -> str | None:
+        if not _is_installed("django_tasks_rq"):
+            return f"not installed: pip install django-tasks-rq redis (or {BENCH_EXTRA})"
+        if shutil.which("redis-server") is None:
+            return REDIS_SERVER_MISSING
+        return None
+
+    def apps(self) -> list[str]:
+        return ["django_rq", "django_tasks_rq"]
+
+    def backend_settings(self, directory: Path) -> dict[str, Any]:
+        return {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}
+
+    def extra_settings(self, directory: Path) -> dict[str, Any]:
+        return {"RQ_QUEUES": {"default": {"HOST": "127.0.0.1", "PORT": self.port, "DB": 0}}}
+
     def worker_commands(self, processes: int) -> list[list[str]]:
         # One rqworker per process (each forks a work horse per job, RQ's default).
         return [
@@ -437,13 +447,12 @@ class RQ(System):
         ]
 
 
-class VTasks(RQ):
+class VTasks(_OnRedisServer):
     """django-vtasks on its Valkey backend, against the harness's redis-server (Redis 7+
     is what its README asks for; Valkey itself is not packaged for this Debian)."""
 
     def __init__(self) -> None:
-        System.__init__(
-            self,
+        super().__init__(
             key="vtasks",
             label="django-vtasks (Valkey backend, Redis)",
             durability="neither: Redis in memory with its default RDB snapshots",
@@ -458,8 +467,6 @@ class VTasks(RQ):
             main_process="no supervisor: runworker is the only process (asyncio, sync tasks "
             "in threads), so the tasks' own CPU is in it",
         )
-        self.port = None
-        self._server = None
 
     def missing(self) -> str | None:
         why = _needs("django-vtasks[valkey]", "django_vtasks", django=6)
@@ -481,16 +488,13 @@ class VTasks(RQ):
             "OPTIONS": {"BROKER_URL": f"redis://127.0.0.1:{self.port}/0"},
         }
 
-    def extra_settings(self, directory: Path) -> dict[str, Any]:
-        return {}
-
     def worker_commands(self, processes: int) -> list[list[str]]:
         # One asyncio worker process; sync tasks run in threads, --concurrency at once
         # (VTASKS_CONCURRENCY, 20 by default: here the processes asked for).
         return [["runworker", "--concurrency", str(processes)]]
 
 
-class Threadmill(RQ):
+class Threadmill(_OnRedisServer):
     """threadmill on its Redis backend, against the harness's redis-server.
 
     Its releases from 0.4.0 on require Python 3.14 (0.8 Django 6.1 too); 0.3.1 is the last
@@ -498,8 +502,7 @@ class Threadmill(RQ):
     """
 
     def __init__(self) -> None:
-        System.__init__(
-            self,
+        super().__init__(
             key="threadmill",
             label="threadmill (Redis)",
             # Its README: "We never lose data, even if someone unplugs the power"; that
@@ -520,18 +523,13 @@ class Threadmill(RQ):
             "worker acquires and runs its own tasks, so it is no dispatcher; the children "
             "not included",
         )
-        self.port = None
-        self._server = None
 
     def missing(self) -> str | None:
         why = _needs("'threadmill[redis]'", "threadmill", django=6)
         if why is None and not _is_installed("redis"):
             why = f"not installed: pip install 'threadmill[redis]' (or {BENCH_EXTRA})"
         if why is None and shutil.which("redis-server") is None:
-            why = (
-                "redis-server not found: apt-get install redis-server (the harness starts "
-                "its own on a free loopback port)"
-            )
+            why = REDIS_SERVER_MISSING
         return why
 
     def apps(self) -> list[str]:
@@ -542,9 +540,6 @@ class Threadmill(RQ):
             "BACKEND": "threadmill.backends.redis.RedisTaskBackend",
             "REDIS_URL": f"redis://127.0.0.1:{self.port}/0",
         }
-
-    def extra_settings(self, directory: Path) -> dict[str, Any]:
-        return {}
 
     def worker_commands(self, processes: int) -> list[list[str]]:
         # Its pool of worker processes, one thread each (the default --threads 1).
