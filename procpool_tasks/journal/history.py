@@ -43,7 +43,7 @@ from .. import journal as j
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Failure", "SegmentSummary", "Survey", "survey"]
+__all__ = ["Failure", "SegmentSummary", "Survey", "survey", "survey_and_keep"]
 
 #: How many of the newest failures a summary (and ``procpool_status``) keeps.
 RECENT_FAILURES = 10
@@ -194,6 +194,15 @@ def survey(
     if write and not dry_run:
         journal.remove_orphan_results()
     return result
+
+
+def survey_and_keep(journal: j.Journal, *, dry_run: bool) -> Survey:
+    """A survey for an operator's command (requeue, cancel, handoff): it keeps the summaries
+    it brings up to date when the history lock is free, and writes nothing in a dry run."""
+    if dry_run:
+        return survey(journal, write=False)
+    with history_writer(journal, blocking=False) as held:
+        return survey(journal, write=held)
 
 
 def _survey_and_prune(

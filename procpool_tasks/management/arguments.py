@@ -6,8 +6,10 @@ command such as ``procpool_status`` does not load the worker.
 
 from __future__ import annotations
 
+import sys
 from argparse import ArgumentParser, ArgumentTypeError
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -15,6 +17,8 @@ from procpool_tasks import __version__, compat, logs
 from procpool_tasks.backend import ProcPoolBackend, is_positive_seconds
 
 MAX_WORKER_ID_LENGTH = 64
+#: The exit code of a command that did what it could and refused some of the tasks given.
+EXIT_SOME_REFUSED = 1
 
 
 class ProcPoolCommand(BaseCommand):
@@ -117,3 +121,27 @@ def parse_queue_names(value: str, backend: ProcPoolBackend) -> frozenset[str] | 
             f"{backend.alias!r} ({', '.join(sorted(backend.queues))})"
         )
     return names
+
+
+class _Outcome(Protocol):
+    """What ``report_refusals`` reads of an operation's outcome for one task."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def refused(self) -> str | None: ...
+
+
+def report_refusals(command: BaseCommand, outcomes: Sequence[_Outcome], *, done: str) -> None:
+    """After the lines of the tasks done: why each refused one was refused (on stderr),
+    then the count of each (``done``: what became of those done, e.g. "cancelled").
+
+    Exits with ``EXIT_SOME_REFUSED`` if any task was refused.
+    """
+    refused = [outcome for outcome in outcomes if outcome.refused is not None]
+    for outcome in refused:
+        sys.stderr.write(f"Refused {outcome.id}: {outcome.refused}\n")
+    command.stdout.write(f"{len(outcomes) - len(refused)} task(s) {done}; {len(refused)} refused")
+    if refused:
+        raise SystemExit(EXIT_SOME_REFUSED)

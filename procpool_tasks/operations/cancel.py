@@ -87,11 +87,7 @@ def unfinished_tasks(
     one task. The summaries it brings up to date are kept, except in a ``dry_run``."""
     if not journal.path.is_dir():
         return  # nothing was ever enqueued
-    if dry_run:
-        survey = history.survey(journal, write=False)
-    else:
-        with history.history_writer(journal, blocking=False) as held:
-            survey = history.survey(journal, write=held)
+    survey = history.survey_and_keep(journal, dry_run=dry_run)
     for record, state in survey.unfinished:
         if queues is not None and record.queue_name not in queues:
             continue

@@ -131,11 +131,7 @@ def _waiting_tasks(
     The target gets them in that order, so that a first-in-first-out queue (RQ) runs
     them as this backend would have.
     """
-    if dry_run:
-        survey = history.survey(journal, write=False)
-    else:
-        with history.history_writer(journal, blocking=False) as held:
-            survey = history.survey(journal, write=held)
+    survey = history.survey_and_keep(journal, dry_run=dry_run)
     waiting = [
         (record, state)
         for record, state in survey.unfinished

@@ -132,11 +132,7 @@ def failed_tasks(
     """
     if not journal.path.is_dir():
         return  # nothing was ever enqueued
-    if dry_run:
-        survey = history.survey(journal, write=False)
-    else:
-        with history.history_writer(journal, blocking=False) as held:
-            survey = history.survey(journal, write=held)
+    survey = history.survey_and_keep(journal, dry_run=dry_run)
     for segment, summary in survey.summaries.items():
         failures = sum(by_status.get(j.FAILED, 0) for by_status in summary.counts.values())
         if not failures:

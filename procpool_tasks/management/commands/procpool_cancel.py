@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from argparse import ArgumentParser
 from typing import Any
 
@@ -13,10 +12,9 @@ from procpool_tasks.management.arguments import (
     add_backend_argument,
     backend_of,
     parse_queue_names,
+    report_refusals,
 )
 from procpool_tasks.operations import cancel
-
-EXIT_SOME_REFUSED = 1
 
 
 class Command(ProcPoolCommand):
@@ -87,10 +85,4 @@ class Command(ProcPoolCommand):
                 what = "it is READY; it " + ("would never run" if dry_run else "will never run")
             verb = "Would cancel" if dry_run else "Cancelled"
             self.stdout.write(f"{verb} {outcome.id} ({outcome.task_path}): {what}")
-        refused = [outcome for outcome in outcomes if outcome.refused is not None]
-        for outcome in refused:
-            sys.stderr.write(f"Refused {outcome.id}: {outcome.refused}\n")
-        verb = "would be cancelled" if dry_run else "cancelled"
-        self.stdout.write(f"{len(done)} task(s) {verb}; {len(refused)} refused")
-        if refused:
-            raise SystemExit(EXIT_SOME_REFUSED)
+        report_refusals(self, outcomes, done="would be cancelled" if dry_run else "cancelled")

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from procpool_tasks.management.arguments import (
+    EXIT_SOME_REFUSED,
     ProcPoolCommand,
     add_backend_argument,
     backend_of,
@@ -16,8 +17,6 @@ from procpool_tasks.management.arguments import (
     parse_queue_names,
 )
 from procpool_tasks.operations import handoff
-
-EXIT_SOME_REFUSED = 1
 
 
 class Command(ProcPoolCommand):
