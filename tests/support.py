@@ -100,18 +100,21 @@ def journal_files(env: Env) -> dict[str, tuple[bytes, int]]:
 
 
 @contextmanager
-def journal_on_tmpfs(env: Env) -> Iterator[Path]:
-    """The journal on a tmpfs of its own for the block (a read-only mount can be made of
-    it, see ``read_only``); skips the test where this machine cannot mount one."""
+def journal_on_tmpfs(env: Env, *, size: str = "4m", skip_note: str = "") -> Iterator[Path]:
+    """The journal on a tmpfs of its own (``size``) for the block (a read-only mount can be
+    made of it, see ``read_only``); skips the test where this machine cannot mount one,
+    saying why (and ``skip_note``)."""
     env.journal.mkdir(mode=0o700)
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(env.journal)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(env.journal)],
         capture_output=True,
         text=True,
         check=False,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root?'})")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root?'}){skip_note}"
+        )
     try:
         yield env.journal
     finally:

@@ -21,31 +21,23 @@ from procpool_tasks.backend import JournalUnavailable
 from tests import more_tasks, tasks
 from tests.conftest import Env, wait_for
 from tests.disk_full import FLAG_VARIABLE
-from tests.support import hold_running, lines_of, result_path, state_in, state_line, status_of
+from tests.support import (
+    hold_running,
+    journal_on_tmpfs,
+    lines_of,
+    result_path,
+    state_in,
+    state_line,
+    status_of,
+)
 
 
 @pytest.fixture
 def small_tmpfs(env: Env) -> Iterator[Path]:
     """The journal on a 256 kB tmpfs of its own; skipped where this machine cannot mount one."""
-    env.journal.mkdir(mode=0o700)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(env.journal)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(
-            f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root?'}); the "
-            "simulated-ENOSPC tests below still cover a full disk"
-        )
-    try:
-        yield env.journal
-    finally:
-        for worker in env.workers:
-            worker.reap()
-        # Lazily: this process may still hold a segment open on it.
-        subprocess.run(["umount", "-l", str(env.journal)], check=True)
+    note = "; the simulated-ENOSPC tests below still cover a full disk"
+    with journal_on_tmpfs(env, size="256k", skip_note=note) as mount_point:
+        yield mount_point
 
 
 def fill_disk(directory: Path) -> Path:
