@@ -2,6 +2,11 @@
 
 The supervisor sends a ``Job`` (the record and its RUNNING state) and gets back an
 ``Outcome``; both are plain values, so nothing but JSON data crosses the process boundary.
+While a short task runs, the supervisor may send the process its next job ahead of time,
+and ask for it back with a ``Recall`` if a better task comes meanwhile (``dispatch``): the
+process hands back, with its outcome, each queued job it was asked for. If the task runs
+past ``HAND_BACK_AFTER_S``, a thread hands every queued job back at once (``HandedBack``),
+for the next free process to take.
 Without /proc, where the supervisor cannot read a process's memory, a process over
 ``--max-memory-per-child`` while its task runs says so (``OverMemory``) and kills itself.
 """
@@ -16,6 +21,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -37,11 +43,14 @@ from ..results import build_task_result, load_task
 from .lifeline import die_with_process
 
 __all__ = [
+    "HAND_BACK_AFTER_S",
     "MEMORY_SAMPLE_INTERVAL_S",
     "ChildSettings",
+    "HandedBack",
     "Job",
     "Outcome",
     "OverMemory",
+    "Recall",
     "TaskTimeoutError",
     "init_child",
     "run_job",
@@ -51,6 +60,12 @@ __all__ = [
 #: How often the memory of a process running a task is read (--max-memory-per-child): by
 #: the supervisor from /proc, or else by the process itself (``_own_memory_limit``).
 MEMORY_SAMPLE_INTERVAL_S = 0.2
+#: A job queued behind a task that has run this long is handed back, unrun: a task that
+#: turned out long must not hold up the one behind it (the supervisor queues jobs only
+#: behind tasks it expects to be short, see ``dispatch``).
+HAND_BACK_AFTER_S = 1.0
+#: How often the thread that hands jobs back looks at the task running.
+HAND_BACK_CHECK_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +84,20 @@ class Outcome:
     unloadable: bool = False  # the record names no importable Task: quarantine it
     retry: bool = False  # FAILED by an exception its retry policy retries, attempts left
     memory_mib: float = 0.0  # the process's resident memory once the task ended
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """Asks for a job sent ahead back, unrun, if the process has not started it yet."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandedBack:
+    """Sent while a task runs long: the ids of the jobs queued behind it, not to be run."""
+
+    task_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,22 +132,24 @@ def init_child(settings: ChildSettings) -> None:
 def serve(conn: Connection, settings: ChildSettings) -> None:
     """A worker process: run the jobs that come down ``conn``, one at a time.
 
-    Sends back each outcome with whether the process leaves after it: after
-    ``max_tasks_per_child`` tasks, or once a task left it over ``max_memory_mib`` of
-    resident memory (the task keeps its outcome); the pool starts another in its place.
-    It exits when the supervisor closes the pipe, or is gone (killed: the pipe is reset,
-    and this process is about to be killed too, see ``die_with_process``), quietly.
+    Sends back each outcome with whether the process leaves after it, and the ids of
+    the jobs queued behind it that it hands back unrun: those recalled, and all of them
+    when it leaves. It leaves after ``max_tasks_per_child`` tasks, or once a task left it
+    over ``max_memory_mib`` of resident memory (the task keeps its outcome); the pool
+    starts another in its place. It exits when the supervisor closes the pipe, or is gone
+    (killed: the pipe is reset, and this process is about to be killed too, see
+    ``die_with_process``), quietly.
     """
     init_child(settings)
+    inbox = _Inbox(conn)
     ran = 0
     while True:
         try:
-            # From our own supervisor, over a private pipe: never data from the journal.
-            job = pickle.loads(conn.recv_bytes())  # noqa: S301
+            job = inbox.next_job()
         except (EOFError, OSError):
             return
         try:
-            with _own_memory_limit(conn, settings.max_memory_mib):
+            with inbox.running(), _own_memory_limit(inbox, settings.max_memory_mib):
                 outcome = run_job(job)
         except BaseException as error:  # the job could not be run at all
             outcome = Outcome(
@@ -131,11 +162,99 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
             settings.max_memory_mib is not None and outcome.memory_mib > settings.max_memory_mib
         )
         try:
-            conn.send_bytes(pickle.dumps((outcome, leaving), protocol=pickle.HIGHEST_PROTOCOL))
-        except OSError:
+            inbox.reply(outcome, leaving)
+        except (EOFError, OSError):
             return  # the supervisor is gone; the next one recovers the task
         if leaving:
             return
+
+
+class _Inbox:
+    """The pipe's messages: jobs and recalls, read between tasks by the main thread, and
+    while a task runs long by a thread that hands the queued jobs back."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()  # the pipe, and what was read from it
+        self._queued: list[Job | Recall] = []  # read, not acted on yet: in order
+        self._task_started: float | None = None  # monotonic, while a task runs
+        watcher = threading.Thread(target=self._hand_back_if_long, name="procpool-hand-back")
+        watcher.daemon = True
+        watcher.start()
+
+    def next_job(self) -> Job:
+        """The next job to run: queued already, or the next to come."""
+        while True:
+            with self._lock:
+                message = self._queued.pop(0) if self._queued else None
+            if message is None:
+                message = _receive(self._conn)  # only this thread reads while none runs
+            if isinstance(message, Job):
+                return message
+            # A recall whose job ran already, or was handed back: too late, or done.
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        self._task_started = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._task_started = None
+
+    def send(self, message: OverMemory) -> None:
+        with self._lock:
+            self._conn.send_bytes(pickle.dumps(message))
+
+    def reply(self, outcome: Outcome, leaving: bool) -> None:
+        """Send the outcome, with the jobs handed back: recalled, or all if ``leaving``."""
+        with self._lock:
+            returned = self._hand_back(everything=leaving)
+            reply = (outcome, leaving, returned)
+            self._conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _hand_back(self, *, everything: bool) -> tuple[str, ...]:
+        """Read what came meanwhile; take the recalled jobs (or, with ``everything``, all)
+        out of the queue and return their ids. A recall whose job is not queued came too
+        late (the job ran): it goes too."""
+        while self._conn.poll(0):
+            self._queued.append(_receive(self._conn))
+        recalled = {message.task_id for message in self._queued if isinstance(message, Recall)}
+        returned = tuple(
+            message.record.id
+            for message in self._queued
+            if isinstance(message, Job) and (everything or message.record.id in recalled)
+        )
+        self._queued = [
+            message
+            for message in self._queued
+            if isinstance(message, Job) and message.record.id not in returned
+        ]
+        return returned
+
+    def _hand_back_if_long(self) -> None:
+        """Hand back every job queued behind a task past ``HAND_BACK_AFTER_S``."""
+        while True:
+            time.sleep(HAND_BACK_CHECK_S)
+            started = self._task_started
+            if started is None or time.monotonic() - started < HAND_BACK_AFTER_S:
+                continue
+            with self._lock:
+                if self._task_started != started:
+                    continue  # it ended meanwhile: its reply hands back what is recalled
+                try:
+                    returned = self._hand_back(everything=True)
+                    if returned:
+                        self._conn.send_bytes(pickle.dumps(HandedBack(returned)))
+                except (EOFError, OSError):
+                    return  # the supervisor is gone
+
+
+def _receive(conn: Connection) -> Job | Recall:
+    # From our own supervisor, over a private pipe: never data from the journal.
+    message = pickle.loads(conn.recv_bytes())  # noqa: S301
+    assert isinstance(message, Job | Recall)  # noqa: S101 (our own supervisor sent it)
+    return message
 
 
 def run_job(job: Job) -> Outcome:
@@ -149,7 +268,7 @@ def run_job(job: Job) -> Outcome:
 
 
 @contextlib.contextmanager
-def _own_memory_limit(conn: Connection, limit_mib: float | None) -> Iterator[None]:
+def _own_memory_limit(inbox: _Inbox, limit_mib: float | None) -> Iterator[None]:
     """Without /proc, check this process's memory while the task runs, in a thread.
 
     Only its peak is known there (``portability``), never less than its size now: past
@@ -166,9 +285,8 @@ def _own_memory_limit(conn: Connection, limit_mib: float | None) -> Iterator[Non
         while not done.wait(MEMORY_SAMPLE_INTERVAL_S):
             used_mib = resident_memory_mib()
             if used_mib > limit_mib:
-                # The main thread runs the task until this thread is joined: the pipe is ours.
                 with contextlib.suppress(OSError):
-                    conn.send_bytes(pickle.dumps(OverMemory(used_mib)))
+                    inbox.send(OverMemory(used_mib))
                 # SIGKILL: a task over its limit must not get to allocate more.
                 os.kill(os.getpid(), signal.SIGKILL)
 

@@ -1,8 +1,18 @@
 """Running tasks: claims, the pool's processes, outcomes, deaths and time limits.
 
-A claim marks READY tasks RUNNING under the journal's claim lock, at most one per idle
-process, so each task is claimed by exactly one supervisor; each is then sent to an idle
-process of the pool (``pool``). An outcome goes to ``Outcomes``. A process that dies
+A claim marks READY tasks RUNNING under the journal's claim lock, so each task is claimed
+by exactly one supervisor; each is then sent to an idle process of the pool (``pool``).
+An outcome goes to ``Outcomes``.
+
+Short tasks are sent one ahead: a process that runs a task of a path that ran shorter
+than ``AHEAD_BELOW_S`` lately, and has run it for less than that, gets its next task
+queued behind it, so that it starts that one without waiting for the supervisor's round
+trip. Such a task is claimed (its result file says RUNNING) but not started, and its
+time limit counts from its start. It is READY again, with no attempt made, if the process
+hands it back unrun: asked to (``child.Recall``) because a better task became due (strict
+priority order: it waits for one running task at most, as it would without), because it
+was cancelled, or because the supervisor stops; of its own accord when the task ahead of
+it runs past ``child.HAND_BACK_AFTER_S``; or because the process leaves or dies. A process that dies
 while it runs a task fails that task (``WorkerProcessDied``, or the timeout error when
 the supervisor killed it for ignoring its time limit); SIGTERM from outside (a process
 manager stopping every process of the service) re-runs it instead. Either way the
@@ -53,6 +63,12 @@ CANCEL_GRACE_S = 5.0
 #: a task is stopped within this of passing the limit, at one read of /proc per process.
 #: Without /proc each process reads its own (``child``) and says when it is over.
 MEMORY_SAMPLE_INTERVAL_S = child.MEMORY_SAMPLE_INTERVAL_S
+#: A task is queued behind a busy process's task only when tasks of that task's path ran
+#: shorter than this lately (a moving average), and it has run less than this: where the
+#: supervisor's round trip between two tasks is a share worth saving, and the wait short.
+AHEAD_BELOW_S = 0.1
+#: The weight of a task's duration in the moving average of its path's durations.
+DURATION_WEIGHT = 0.25
 
 
 @dataclass(slots=True)
@@ -66,6 +82,8 @@ class InFlight:
     started: float = field(default_factory=time.monotonic)
     kill_at: float | None = None  # monotonic; past it, the process is killed
     sent: bool = True  # False: its process was gone before it got the task
+    ahead: bool = False  # queued behind its process's task, not started yet
+    recalled: str | None = None  # why it was asked back; the process's reply says if in time
 
     @property
     def timeout(self) -> float | None:
@@ -102,11 +120,14 @@ class Dispatcher:
         # Sampled here only where /proc tells one process another's size (``portability``).
         self._samples_memory = config.max_memory_per_child is not None and HAS_PROC
         self._next_memory_sample = 0.0  # monotonic
+        self._durations: dict[str, float] = {}  # task path: moving average, seconds
 
     # -- claiming and sending ----------------------------------------------------------------
 
     def dispatch(self) -> None:
-        """Claim the best ready tasks, one per idle process, and send them."""
+        """Claim the best ready tasks, one per idle process, and send them; then one
+        behind each busy process whose task is short; then take one back if a better
+        task waits (see the module docstring)."""
         if self.pool is None or time.monotonic() < self._claims_paused_until:
             return
         try:
@@ -114,15 +135,74 @@ class Dispatcher:
         except OSError as error:  # out of processes or memory: try again a little later
             logger.error("Cannot start a worker process: %s", error)
             self.pool.delay_starts()
-        idle = self.pool.idle()
+        if self._send_to(self.pool.idle()) and self._send_to(self._ahead_targets()):
+            self._recall_if_outranked()
+
+    def _send_to(self, workers: list[WorkerProcess]) -> bool:
+        """Claim a ready task for each of ``workers`` and send it; False if claims paused."""
         if self._config.max_tasks is not None:
-            idle = idle[: max(0, self._config.max_tasks - self.claimed)]
-        while idle and self._ready.has_due():
-            picked = self._ready.take(len(idle))
+            workers = workers[: max(0, self._config.max_tasks - self.claimed)]
+        while workers and self._ready.has_due():
+            picked = self._ready.take(len(workers))
             for record, running in self._claim(picked):
-                self._send(idle.pop(), record, running)
+                self._send(workers.pop(), record, running)
             if self._claims_paused_until:
-                return
+                return False
+        return True
+
+    def _ahead_targets(self) -> list[WorkerProcess]:
+        """The busy processes to queue a task behind: each runs a short task, and stays."""
+        assert self.pool is not None  # noqa: S101 (dispatch checked)
+        last = self._config.max_tasks_per_child
+        return [
+            worker
+            for worker in self.pool.busy()
+            if (last is None or worker.ran + 1 < last) and self._runs_short(worker.task_id)
+        ]
+
+    def _runs_short(self, task_id: str | None) -> bool:
+        flight = self.in_flight.get(task_id) if task_id else None
+        if flight is None:
+            return False
+        average = self._durations.get(flight.record.task_path)
+        running_for = time.monotonic() - flight.started
+        return average is not None and average < AHEAD_BELOW_S and running_for < AHEAD_BELOW_S
+
+    def _recall_if_outranked(self) -> None:
+        """Take back the worst queued task if a better one is due (priority order)."""
+        best = self._ready.best_key()
+        if best is None:
+            return
+        queued = [
+            flight for flight in self.in_flight.values() if flight.ahead and not flight.recalled
+        ]
+        if not queued:
+            return
+        worst = max(queued, key=lambda flight: ReadySet.order_of(flight.record))
+        if ReadySet.order_of(worst.record) > best:
+            self._recall(worst, "a task of higher priority is due")
+
+    def _recall(self, flight: InFlight, reason: str) -> None:
+        assert self.pool is not None  # noqa: S101 (a flight is in one of its processes)
+        flight.recalled = reason
+        logger.debug(
+            "Task id=%s: asking worker process pid=%s to hand it back unrun (%s)",
+            flight.record.id,
+            flight.worker.pid,
+            reason,
+        )
+        self.pool.recall(flight.worker)
+
+    def recall_queued(self) -> None:
+        """Take back every queued task (the supervisor stops, or reloads)."""
+        for flight in self.in_flight.values():
+            if flight.ahead and not flight.recalled:
+                self._recall(flight, "the worker stops")
+
+    @property
+    def running(self) -> int:
+        """How many tasks run now (queued ones are not counted)."""
+        return sum(not flight.ahead for flight in self.in_flight.values())
 
     def _claim(self, records: list[journal.Record]) -> list[tuple[journal.Record, journal.State]]:
         """Mark READY tasks RUNNING under the claim lock: each is claimed exactly once."""
@@ -181,23 +261,31 @@ class Dispatcher:
 
     def _send(self, worker: WorkerProcess, record: journal.Record, running: journal.State) -> None:
         assert self.pool is not None  # noqa: S101 (dispatch checked)
+        flight = InFlight(record, running, worker, self._config.options_for(record))
+        self.in_flight[record.id] = flight
+        if worker.task_id is None:
+            self._start(flight)
+        else:
+            flight.ahead = True
+        if not self.pool.send(worker, child.Job(record, running, flight.timeout)):
+            flight.sent = False  # the process is gone: its exit un-claims the task
+
+    def _start(self, flight: InFlight) -> None:
+        """The process starts the task now: an idle one at once, a busy one after its task."""
+        record = flight.record
         logger.info(
             "Task id=%s path=%s queue=%s state=RUNNING attempt=%d",
             record.id,
             record.task_path,
             record.queue_name,
-            len(running.worker_ids),
+            len(flight.state.worker_ids),
         )
-        options = self._config.options_for(record)
-        timeout = options.timeout
-        flight = InFlight(record, running, worker, options)
-        if timeout:
+        flight.ahead = False
+        flight.started = time.monotonic()
+        if flight.timeout:
             # The process raises at the limit; a task that ignores it is killed this much
-            # later. Counted from now: an idle process starts the task at once.
-            flight.kill_at = flight.started + timeout + TIMEOUT_KILL_GRACE_S
-        self.in_flight[record.id] = flight
-        if not self.pool.send(worker, child.Job(record, running, timeout)):
-            flight.sent = False  # the process is gone: its exit un-claims the task
+            # later.
+            flight.kill_at = flight.started + flight.timeout + TIMEOUT_KILL_GRACE_S
 
     # -- what comes back ---------------------------------------------------------------------
 
@@ -209,23 +297,71 @@ class Dispatcher:
         """
         assert self.pool is not None  # noqa: S101 (only a pool's pipe is watched)
         task_id = worker.task_id
-        outcome = self.pool.receive(worker)
-        if outcome is None or task_id is None:
+        received = self.pool.receive(worker)
+        if received is None or task_id is None:
             return
-        if send_next and not worker.leaving and not isinstance(outcome, child.OverMemory):
-            self.dispatch()
-        if isinstance(outcome, child.OverMemory):
+        if isinstance(received, child.OverMemory):
             flight = self.in_flight.get(task_id)
             if flight is not None and worker.pid not in self._over_memory:
-                self._kill_for_memory(flight, outcome.used_mib)  # it is killing itself, too
+                self._kill_for_memory(flight, received.used_mib)  # it is killing itself, too
             return
+        if isinstance(received, child.HandedBack):
+            self._take_back(received.task_ids, worker, "the task ahead of it runs long")
+            return
+        outcome, handed_back = received
         flight = self.in_flight.pop(task_id)
+        self._note_duration(flight)
+        self._take_back(handed_back, worker, "its process leaves")
+        if worker.task_id is not None:
+            self._start_queued(self.in_flight[worker.task_id])
+        if send_next and not worker.leaving:
+            self.dispatch()
         if outcome.unloadable:
             self._quarantine_record(flight.record, outcome)
         self._note_memory(worker, outcome)
         self._outcomes.task_ended(flight.record, flight.state, outcome, flight.options.retry)
         if not outcome.retry:
             self._log_finished(flight, outcome)
+
+    def _note_duration(self, flight: InFlight) -> None:
+        path = flight.record.task_path
+        duration = time.monotonic() - flight.started
+        average = self._durations.get(path, duration)
+        self._durations[path] = average + (duration - average) * DURATION_WEIGHT
+
+    def _take_back(self, task_ids: tuple[str, ...], worker: WorkerProcess, reason: str) -> None:
+        """Tasks queued in a process that it handed back unrun: READY again, no attempt
+        made. ``reason``: why, unless they were asked back."""
+        for task_id in task_ids:
+            flight = self.in_flight.pop(task_id, None)
+            if flight is None:
+                continue
+            logger.info(
+                "Task id=%s path=%s queue=%s state=READY: queued behind the task of worker "
+                "process pid=%s, handed back unrun (%s)",
+                task_id,
+                flight.record.task_path,
+                flight.record.queue_name,
+                worker.pid,
+                flight.recalled or reason,
+            )
+            self._outcomes.unclaim(flight.record, flight.state)
+
+    def _start_queued(self, flight: InFlight) -> None:
+        """The process went on to the task queued behind its last one."""
+        recalled, flight.recalled = flight.recalled, None
+        self._start(flight)
+        if recalled:
+            self.cancel(flight.record.id)  # too late to take back: if for a cancel, stop it
+
+    def _reap(self, worker: WorkerProcess) -> int:
+        """Forget a process that exited (see ``Pool.reap``); its queued task is READY again."""
+        assert self.pool is not None  # noqa: S101 (the process was one of its)
+        exit_code = self.pool.reap(worker)
+        if worker.ahead is not None:
+            self._take_back((worker.ahead,), worker, "its process ended")
+            worker.ahead = None
+        return exit_code
 
     def on_exit(self, worker: WorkerProcess) -> None:
         """A process exited: as it said it would, or it died (see the module docstring)."""
@@ -234,7 +370,7 @@ class Dispatcher:
         used_mib = self._over_memory.pop(worker.pid, None)
         if worker.leaving:
             self._cancelled.discard(worker.pid)
-            self.pool.reap(worker)
+            self._reap(worker)
             return
         if worker.pid in self._cancelled:
             self._end_cancelled(worker)  # the other processes go on
@@ -248,16 +384,20 @@ class Dispatcher:
         """Act on an outcome the process sent before it exited or was stopped.
 
         Its task did finish: run again, it would run twice (a task that succeeded, too).
-        A closed pipe has nothing more to say (and ``poll`` would raise).
+        So may the task queued behind it. A closed pipe has nothing more to say (and
+        ``poll`` would raise).
         """
-        if worker.task_id is not None and not worker.conn.closed and worker.conn.poll(0):
+        while worker.task_id is not None and not worker.conn.closed and worker.conn.poll(0):
+            before = (worker.task_id, worker.ahead)
             self.on_outcome(worker)
+            if (worker.task_id, worker.ahead) == before:
+                return  # the pipe closed, or the process said it is over its memory limit
 
     def _end_dead(self, worker: WorkerProcess) -> int:
         """Forget a process that died; fail (or re-run) its task; return its exit code."""
         assert self.pool is not None  # noqa: S101 (the dead process was one of its)
         task_id = worker.task_id
-        exit_code = self.pool.reap(worker)
+        exit_code = self._reap(worker)
         flight = self.in_flight.pop(task_id, None) if task_id else None
         if flight is not None:
             self._on_death(flight, worker.pid, exit_code)
@@ -314,7 +454,7 @@ class Dispatcher:
         for worker in others:
             self._take_last_outcome(worker)  # finished while it was being stopped
             self._interrupt(worker, error)
-            self.pool.reap(worker)
+            self._reap(worker)
         self._timed_out.clear()
         self._cancelled.clear()
         self._over_memory.clear()
@@ -342,6 +482,10 @@ class Dispatcher:
             return  # another supervisor's, over, or never started (its claim honours it)
         if not self._journal.has_cancel_request(task_id):
             return  # re-queued by hand since: that cancel is over
+        if flight.ahead:
+            if not flight.recalled:
+                self._recall(flight, "cancelled")  # its next claim records the cancel
+            return
         pid = flight.worker.pid
         self._cancelled.add(pid)
         self._outcomes.note_cancel(task_id)
@@ -362,7 +506,7 @@ class Dispatcher:
         assert self.pool is not None  # noqa: S101 (the process was one of its)
         self._cancelled.discard(worker.pid)  # (a cancel stands over a memory limit's kill)
         task_id = worker.task_id
-        self.pool.reap(worker)
+        self._reap(worker)
         flight = self.in_flight.pop(task_id, None) if task_id else None
         if flight is not None:
             self._outcomes.cancel(
@@ -413,8 +557,13 @@ class Dispatcher:
         limit = self._config.max_memory_per_child
         for flight in self.in_flight.values():
             pid = flight.worker.pid
-            if not flight.sent or pid in self._over_memory or pid in self._timed_out:
-                continue  # never got the task, or killed already
+            if (
+                flight.ahead
+                or not flight.sent
+                or pid in self._over_memory
+                or pid in self._timed_out
+            ):
+                continue  # not started, never got the task, or killed already
             if now - flight.started < MEMORY_SAMPLE_INTERVAL_S:
                 continue
             used_mib = resident_memory_mib(pid)
@@ -444,7 +593,7 @@ class Dispatcher:
         FAILED. Only this process is replaced (``dispatch`` starts another)."""
         assert self.pool is not None  # noqa: S101 (the process was one of its)
         task_id = worker.task_id
-        self.pool.reap(worker)
+        self._reap(worker)
         flight = self.in_flight.pop(task_id, None) if task_id else None
         if flight is not None:
             self._fail_over_memory(flight, used_mib)
@@ -465,8 +614,13 @@ class Dispatcher:
     def stop_processes_now(self, grace_s: float) -> None:
         """A forced stop: the processes go (SIGTERM, then SIGKILL); their tasks stay
         RUNNING, for the next supervisor to recover."""
-        if self.pool is not None:
-            self.pool.terminate(list(self.pool.workers), grace_s)
+        if self.pool is None:
+            return
+        workers = list(self.pool.workers)
+        self.pool.terminate(workers, grace_s)
+        for worker in workers:  # their queued tasks never started: READY again
+            if worker.ahead is not None:
+                self._take_back((worker.ahead,), worker, "the worker stops at once")
 
     def stop_for_reload(self, grace_s: float, error: journal.TaskError) -> None:
         """A code reload's grace period is over: stop the processes now (SIGTERM, then
@@ -484,7 +638,7 @@ class Dispatcher:
                 self._outcomes.stopped_by_reload(flight.record, flight.state, error)
             elif flight is not None:
                 self._outcomes.unclaim(flight.record, flight.state)  # it never got the task
-            self.pool.reap(worker)
+            self._reap(worker)
 
     # -- logging -----------------------------------------------------------------------------
 

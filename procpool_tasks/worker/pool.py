@@ -4,9 +4,10 @@ CPython's ``ProcessPoolExecutor`` puts two threads (a feeder and a manager), a s
 queue lock and a wake-up pipe between the supervisor and its processes; that round trip
 cost more than a no-op task and took a core's worth of the supervisor's time. Here each
 worker process has its own duplex pipe: the supervisor sends a job to a process it knows
-is idle, and a single selector in its main thread (``supervisor``) tells it when an
-outcome arrives and when a process exits (its sentinel). So it always knows which
-process runs which task: a death, a timeout or a memory limit concerns one process.
+is idle (or, for short tasks, queues one behind a busy one's task: ``dispatch``), and a
+single selector in its main thread (``supervisor``) tells it when an outcome arrives and
+when a process exits (its sentinel). So it always knows which process runs which task: a
+death, a timeout or a memory limit concerns one process.
 
 Processes are forked from the forkserver, whose preload has set up Django
 (``_preload``): they start fast, share its pages copy-on-write, and inherit none of the
@@ -41,11 +42,13 @@ RESPAWN_BACKOFF_S = 1.0
 
 @dataclass(eq=False, slots=True)
 class WorkerProcess:
-    """One worker process and the pipe to it; ``task_id`` is what it runs (None: idle)."""
+    """One worker process and the pipe to it; ``task_id`` is what it runs (None: idle),
+    ``ahead`` the job sent to wait behind it (``dispatch``)."""
 
     process: Any  # multiprocessing's Process of the forkserver context
     conn: Connection
     task_id: str | None = None
+    ahead: str | None = None
     ran: int = 0  # tasks it finished
     leaving: bool = False  # said it exits after this outcome
 
@@ -99,6 +102,14 @@ class Pool:
     def idle(self) -> list[WorkerProcess]:
         return [worker for worker in self.workers if worker.task_id is None and not worker.leaving]
 
+    def busy(self) -> list[WorkerProcess]:
+        """The processes running a task with none queued behind it, that stay after it."""
+        return [
+            worker
+            for worker in self.workers
+            if worker.task_id is not None and worker.ahead is None and not worker.leaving
+        ]
+
     def seconds_to_next_start(self) -> float | None:
         """When ``fill`` may start a process again after one died at start; None: now."""
         if len(self.workers) >= self.size:
@@ -108,17 +119,34 @@ class Pool:
     # -- jobs --------------------------------------------------------------------------------
 
     def send(self, worker: WorkerProcess, job: child.Job) -> bool:
-        """Hand ``job`` to an idle process; False if it is gone (its exit says so next)."""
-        worker.task_id = job.record.id
+        """Hand ``job`` to an idle process, or queue it behind a busy one's task; False if
+        the process is gone (its exit says so next)."""
+        if worker.task_id is None:
+            worker.task_id = job.record.id
+        else:
+            worker.ahead = job.record.id
+        return self._send(worker, job)
+
+    def recall(self, worker: WorkerProcess) -> None:
+        """Ask for the job queued behind the process's task back; its outcome says."""
+        if worker.ahead is not None:
+            self._send(worker, child.Recall(worker.ahead))
+
+    def _send(self, worker: WorkerProcess, message: child.Job | child.Recall) -> bool:
         try:
-            worker.conn.send_bytes(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+            worker.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
             return False
         return True
 
-    def receive(self, worker: WorkerProcess) -> child.Outcome | child.OverMemory | None:
-        """The outcome the process sent, or None if its pipe closed (it exited).
+    def receive(
+        self, worker: WorkerProcess
+    ) -> tuple[child.Outcome, tuple[str, ...]] | child.HandedBack | child.OverMemory | None:
+        """The outcome the process sent and the ids of the queued jobs it handed back
+        unrun, or None if its pipe closed (it exited).
 
+        The job queued behind it, unless handed back, is what it runs now (``task_id``).
+        ``HandedBack``: its task runs long, and it handed back the job queued behind it.
         ``OverMemory``: the process passed the memory limit and is killing itself.
         """
         try:
@@ -130,12 +158,20 @@ class Pool:
             return None
         if isinstance(message, child.OverMemory):
             return message  # its exit follows
-        outcome, leaving = message
+        if isinstance(message, child.HandedBack):
+            if worker.ahead in message.task_ids:
+                worker.ahead = None
+            return message
+        outcome, leaving, returned = message
         worker.task_id = None
         worker.ran += 1
         worker.leaving = leaving
+        if worker.ahead in returned:
+            worker.ahead = None
+        elif not leaving:
+            worker.task_id, worker.ahead = worker.ahead, None
         assert isinstance(outcome, child.Outcome)  # noqa: S101 (our own child sent it)
-        return outcome
+        return outcome, returned
 
     def reap(self, worker: WorkerProcess) -> int:
         """Forget a process that exited; return its exit code (negative: a signal)."""

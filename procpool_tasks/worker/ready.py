@@ -3,7 +3,9 @@
 Highest ``priority`` first; within a priority, the earliest ``run_after`` (or enqueue
 time) first. A task whose ``run_after`` is in the future waits in a second heap, ordered
 by that time, until it is due. The supervisor takes at most one task per idle process
-from here, so a high-priority task enqueued late waits for one running task at most.
+from here (and one to queue behind each busy process running a short task, which it takes
+back when a better one is due: ``dispatch``), so a high-priority task enqueued late waits
+for one running task at most.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ class ReadySet:
         taken = [heapq.heappop(self._ready)[-1] for _ in range(min(count, len(self._ready)))]
         self._queued.difference_update(record.id for record in taken)
         return taken
+
+    def best_key(self) -> tuple[int, float] | None:
+        """The order of the best due task (as ``order_of``); None if none is due."""
+        self._release_due()
+        if not self._ready:
+            return None
+        negated_priority, due_at, _, _ = self._ready[0]
+        return negated_priority, due_at
+
+    @staticmethod
+    def order_of(record: journal.Record) -> tuple[int, float]:
+        """Where a task sorts: lower first (a retry's backoff aside)."""
+        return -record.priority, (record.run_after or record.enqueued_at).timestamp()
 
     def _release_due(self) -> None:
         now = time.time()

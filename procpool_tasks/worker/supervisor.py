@@ -8,7 +8,8 @@ Flow::
            that died (replay their result logs); read every segment into the ready set,
            re-queueing the tasks they left RUNNING
     loop   enqueue the periodic tasks due now (``periodic``); claim the best ready tasks,
-           one per idle process, and send them (``dispatch``); wait in one selector for an
+           one per idle process, and one to queue behind each busy process running a short
+           task, and send them (``dispatch``); wait in one selector for an
            outcome, a process's exit, a journal change, a commit, a signal, the next due
            ``run_after`` or the next tick; on an outcome, send that process its next task
            first, then hand the finished state to the committer, which syncs them in
@@ -416,7 +417,8 @@ class Supervisor:
             return  # stopping on a signal already: the reloader waits for that
         self._stop_level = 1
         self._reload = request
-        running = len(self.dispatcher.in_flight)
+        self.dispatcher.recall_queued()  # claim nothing more: nor start a queued task
+        running = self.dispatcher.running
         if not running:
             logger.info("Reloading: changed %s", request.changed)
             return
@@ -487,11 +489,12 @@ class Supervisor:
             else:
                 self._stop_level = 1
                 self._reload_deadline = None  # a stop, not a reload: running tasks finish
+                self.dispatcher.recall_queued()  # claim nothing more: nor start a queued task
                 logger.warning(
                     "Received %s - shutting down gracefully, waiting for %d running task(s)"
                     "... (send it again to stop them now)",
                     signal.Signals(signum).name,
-                    len(self.dispatcher.in_flight),
+                    self.dispatcher.running,
                 )
 
     # -- set-up ------------------------------------------------------------------------------

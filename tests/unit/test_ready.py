@@ -242,3 +242,16 @@ def test_a_requeue_marker_queues_a_served_task_again_deferred_by_its_states_run_
     assert ready.take(1) == []
     assert ready.waiting_ids() == {record.id}
     assert 3590 < (ready.seconds_to_next_due() or 0) <= 3600
+
+
+def test_best_key_is_the_order_of_the_task_take_gives_next_and_none_when_none_is_due() -> None:
+    ready = ReadySet()
+    assert ready.best_key() is None
+    ready.push(make_record("later", enqueued_at=LONG_AGO + timedelta(seconds=5)))
+    best = make_record("best", priority=3, enqueued_at=LONG_AGO + timedelta(seconds=9))
+    ready.push(best)
+    ready.push(make_record("deferred", priority=9, run_after=after(3600)))
+
+    assert ready.best_key() == ReadySet.order_of(best)
+    assert ids(ready.take(1)) == ["best"]
+    assert ReadySet.order_of(best) < ReadySet.order_of(make_record("x", priority=2))

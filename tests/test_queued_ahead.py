@@ -1,0 +1,152 @@
+"""Short tasks queued behind a busy process's task: taken back unrun when they must be.
+
+A worker sends a process its next task before the one it runs ends, when tasks of the
+running task's path were short lately (``dispatch``). Such a task is claimed (RUNNING in
+its result file) but not started; these tests hold the task ahead of it with a release
+file, so that every step is seen, and check what the Guarantees promise: strict priority
+order, no attempt counted for a task that never started, cancels, deaths and stops.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from tests import tasks
+from tests.conftest import Env, wait_for
+from tests.support import refreshed
+
+
+def status_of(result: Any) -> str:
+    return str(refreshed(result).status)
+
+
+def warm_up(env: Env, worker_marker: Path, *, count: int = 3) -> None:
+    """Run ``count`` short ``block_until`` tasks, so that the worker knows its path is short."""
+    released = env.tmp_path / "released-at-once"
+    released.touch()
+    warm = [tasks.block_until.enqueue(str(released), str(worker_marker)) for _ in range(count)]
+    wait_for(lambda: all(status_of(r) == "SUCCESSFUL" for r in warm), what="the warm-up tasks")
+
+
+def hold(env: Env, name: str) -> tuple[Any, Path, Path]:
+    """Enqueue a ``block_until`` task that runs until its release file exists."""
+    marker, release = env.tmp_path / f"{name}.started", env.tmp_path / f"{name}.release"
+    return tasks.block_until.enqueue(str(release), str(marker)), marker, release
+
+
+def queued_behind(result: Any) -> bool:
+    """Claimed while the only process is busy: queued behind its task."""
+    return status_of(result) == "RUNNING"
+
+
+def test_a_task_queued_behind_a_long_one_is_taken_back_and_counts_no_attempt(env: Env) -> None:
+    order = env.tmp_path / "order.txt"
+    worker = env.start_worker("--processes", "1")
+    warm_up(env, env.tmp_path / "warm")
+    holding, marker, release = hold(env, "long")
+    wait_for(marker.exists, what="the holding task to start")
+    behind = tasks.append_line.enqueue(str(order), "behind")
+    wait_for(lambda: queued_behind(behind), what="the next task to be queued behind it")
+
+    # The task ahead runs on: the queued one is taken back, READY, with no attempt made.
+    wait_for(lambda: status_of(behind) == "READY", what="the queued task to be taken back")
+    assert not order.exists(), "the queued task ran while the one ahead of it still ran"
+    assert behind.worker_ids == []
+    release.touch()
+
+    wait_for(lambda: status_of(behind) == "SUCCESSFUL", what="the queued task to run")
+    assert len(behind.worker_ids) == 1, "a task that never started counted an attempt"
+    assert status_of(holding) == "SUCCESSFUL"
+    assert worker.stop() == 0, worker.output
+
+
+def test_a_higher_priority_task_runs_before_one_queued_ahead_of_it(env: Env) -> None:
+    order = env.tmp_path / "order.txt"
+    worker = env.start_worker("--processes", "1", "-v", "2")
+    warm_up(env, env.tmp_path / "warm")
+    _, marker, release = hold(env, "first")
+    wait_for(marker.exists, what="the holding task to start")
+    low = tasks.append_line.using(priority=-5).enqueue(str(order), "low")
+    wait_for(lambda: queued_behind(low), what="the low task to be queued behind it")
+
+    high = tasks.append_line.using(priority=5).enqueue(str(order), "high")
+    # Asked back at once; or, on a machine too busy to see the new task within a second,
+    # handed back because the task ahead of it runs long. Either way, before it ran.
+    wait_for(
+        lambda: any(
+            f"id={low.id}" in line and ("to hand it back" in line or "handed back" in line)
+            for line in worker.output.splitlines()
+        ),
+        what="the low task to be asked back",
+    )
+    release.touch()
+
+    wait_for(lambda: status_of(low) == "SUCCESSFUL", what="both tasks to run")
+    assert order.read_text().splitlines() == ["high", "low"]
+    assert status_of(high) == "SUCCESSFUL"
+    assert len(low.worker_ids) == 1
+    assert worker.stop() == 0, worker.output
+
+
+def test_a_cancelled_task_queued_ahead_never_runs(env: Env) -> None:
+    order = env.tmp_path / "order.txt"
+    worker = env.start_worker("--processes", "1")
+    warm_up(env, env.tmp_path / "warm")
+    _, marker, release = hold(env, "first")
+    wait_for(marker.exists, what="the holding task to start")
+    behind = tasks.append_line.enqueue(str(order), "cancelled")
+    wait_for(lambda: queued_behind(behind), what="the task to be queued behind it")
+
+    env.manage("procpool_cancel", behind.id)
+    release.touch()
+
+    wait_for(lambda: status_of(behind) == "FAILED", what="the cancelled task to end")
+    assert not order.exists(), "a cancelled task ran"
+    assert behind.errors[-1].exception_class_path == "procpool_tasks.exceptions.TaskCancelled"
+    assert worker.stop() == 0, worker.output
+
+
+def test_a_task_queued_behind_one_whose_process_dies_runs_as_its_first_attempt(
+    env: Env,
+) -> None:
+    order = env.tmp_path / "order.txt"
+    pids = env.tmp_path / "pids.txt"
+    released = env.tmp_path / "released-at-once"
+    released.touch()
+    worker = env.start_worker("--processes", "1")
+    warm = [tasks.log_pid_then_block.enqueue(str(pids), str(released)) for _ in range(3)]
+    wait_for(lambda: all(status_of(r) == "SUCCESSFUL" for r in warm), what="the warm-up")
+    dying = tasks.log_pid_then_block.enqueue(str(pids), str(env.tmp_path / "never"))
+    wait_for(lambda: len(pids.read_text().split()) == 4, what="the task to start")
+    behind = tasks.append_line.enqueue(str(order), "behind")
+    wait_for(lambda: status_of(behind) != "READY", what="the task to be queued behind it")
+
+    os.kill(int(pids.read_text().split()[-1]), signal.SIGKILL)
+
+    wait_for(lambda: status_of(behind) == "SUCCESSFUL", what="the queued task to run")
+    assert len(behind.worker_ids) == 1, "a task that never started counted an attempt"
+    assert status_of(dying) == "FAILED"
+    assert worker.stop() == 0, worker.output
+
+
+def test_a_graceful_stop_leaves_a_queued_task_ready_and_exits_0(env: Env) -> None:
+    order = env.tmp_path / "order.txt"
+    worker = env.start_worker("--processes", "1")
+    warm_up(env, env.tmp_path / "warm")
+    holding, marker, release = hold(env, "first")
+    wait_for(marker.exists, what="the holding task to start")
+    behind = tasks.append_line.enqueue(str(order), "behind")
+    wait_for(lambda: queued_behind(behind), what="the task to be queued behind it")
+
+    worker.send(signal.SIGTERM)
+    wait_for(lambda: "shutting down gracefully" in worker.output, what="the stop to begin")
+    release.touch()
+
+    assert worker.wait() == 0, worker.output
+    assert status_of(holding) == "SUCCESSFUL"
+    assert status_of(behind) == "READY"
+    assert behind.worker_ids == []
+    assert not order.exists()

@@ -1,0 +1,96 @@
+"""A worker process's inbox: which queued jobs it hands back unrun, over a real pipe."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+
+import pytest
+from django.utils import timezone
+
+from procpool_tasks.worker import child, states
+from procpool_tasks.worker.child import Job, Recall, _Inbox
+from tests.unit.conftest import INSTANCE, make_record
+
+Pipe = tuple[_Inbox, Connection]
+
+
+def job(task_id: str) -> Job:
+    record = make_record(task_id)
+    return Job(record, states.running(record, None, "w1", INSTANCE))
+
+
+@pytest.fixture
+def pipe() -> Iterator[Pipe]:
+    supervisor_end, process_end = multiprocessing.Pipe(duplex=True)
+    yield _Inbox(process_end), supervisor_end
+    supervisor_end.close()
+    process_end.close()
+
+
+def send(conn: Connection, *messages: Job | Recall) -> None:
+    for message in messages:
+        conn.send_bytes(pickle.dumps(message))
+
+
+def reply_of(conn: Connection) -> tuple[bool, tuple[str, ...]]:
+    _, leaving, returned = pickle.loads(conn.recv_bytes())  # noqa: S301 (our own pipe)
+    return leaving, returned
+
+
+def outcome() -> child.Outcome:
+    return child.Outcome(status="SUCCESSFUL", finished_at=timezone.now())
+
+
+def test_a_recalled_job_is_handed_back_with_the_outcome_and_the_next_one_runs(pipe: Pipe) -> None:
+    inbox, supervisor = pipe
+    send(supervisor, job("running"))
+    assert inbox.next_job().record.id == "running"
+    send(supervisor, job("queued"), Recall("queued"))
+
+    inbox.reply(outcome(), leaving=False)
+
+    assert reply_of(supervisor) == (False, ("queued",))
+    send(supervisor, job("next"))
+    assert inbox.next_job().record.id == "next"
+
+
+def test_a_job_not_recalled_stays_queued_and_runs_next(pipe: Pipe) -> None:
+    inbox, supervisor = pipe
+    send(supervisor, job("running"))
+    inbox.next_job()
+    send(supervisor, job("queued"))
+
+    inbox.reply(outcome(), leaving=False)
+
+    assert reply_of(supervisor) == (False, ())
+    assert inbox.next_job().record.id == "queued"
+
+
+def test_a_recall_that_comes_after_its_job_started_is_dropped(pipe: Pipe) -> None:
+    inbox, supervisor = pipe
+    send(supervisor, job("first"))
+    inbox.next_job()
+    send(supervisor, job("second"))
+    inbox.reply(outcome(), leaving=False)
+    reply_of(supervisor)
+    assert inbox.next_job().record.id == "second"
+    send(supervisor, Recall("second"), job("third"))  # too late for "second"
+
+    inbox.reply(outcome(), leaving=False)
+
+    assert reply_of(supervisor) == (False, ())
+    assert inbox.next_job().record.id == "third"
+
+
+def test_a_process_that_leaves_hands_back_every_queued_job(pipe: Pipe) -> None:
+    inbox, supervisor = pipe
+    send(supervisor, job("last"))
+    inbox.next_job()
+    send(supervisor, job("queued"))
+
+    inbox.reply(outcome(), leaving=True)
+
+    assert reply_of(supervisor) == (True, ("queued",))
