@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import pickle
+import selectors
 import signal
 import sys
 import threading
@@ -150,7 +151,7 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
             return
         try:
             with inbox.running(), _own_memory_limit(inbox, settings.max_memory_mib):
-                outcome = run_job(job)
+                outcome = run_job(job, measure_memory=settings.max_memory_mib is not None)
         except BaseException as error:  # the job could not be run at all
             outcome = Outcome(
                 status=journal.FAILED,
@@ -175,6 +176,10 @@ class _Inbox:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        # One selector for the process's life: ``Connection.poll`` builds one per call,
+        # which cost more than the rest of a short task's bookkeeping.
+        self._readable = selectors.DefaultSelector()
+        self._readable.register(conn, selectors.EVENT_READ)
         self._lock = threading.Lock()  # the pipe, and what was read from it
         self._queued: list[Job | Recall] = []  # read, not acted on yet: in order
         self._task_started: float | None = None  # monotonic, while a task runs
@@ -195,12 +200,12 @@ class _Inbox:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
+        """While a task runs: the thread may hand back what is queued behind it."""
         self._task_started = time.monotonic()
         try:
             yield
         finally:
-            with self._lock:
-                self._task_started = None
+            self._task_started = None  # (a hand-back under way holds the lock: ``reply`` waits)
 
     def send(self, message: OverMemory) -> None:
         with self._lock:
@@ -217,8 +222,10 @@ class _Inbox:
         """Read what came meanwhile; take the recalled jobs (or, with ``everything``, all)
         out of the queue and return their ids. A recall whose job is not queued came too
         late (the job ran): it goes too."""
-        while self._conn.poll(0):
+        while self._readable.select(0):
             self._queued.append(_receive(self._conn))
+        if not self._queued:
+            return ()
         recalled = {message.task_id for message in self._queued if isinstance(message, Recall)}
         returned = tuple(
             message.record.id
@@ -257,13 +264,19 @@ def _receive(conn: Connection) -> Job | Recall:
     return message
 
 
-def run_job(job: Job) -> Outcome:
-    """Run one task as Django's request cycle would: fresh connections before and after."""
+def run_job(job: Job, *, measure_memory: bool = True) -> Outcome:
+    """Run one task as Django's request cycle would: fresh connections before and after.
+
+    With ``measure_memory`` (only a limit needs it), the outcome says the process's
+    resident memory after the task.
+    """
     close_old_connections()
     try:
         outcome = _run(job)
     finally:
         close_old_connections()
+    if not measure_memory:
+        return outcome
     return replace(outcome, memory_mib=resident_memory_mib())
 
 
@@ -324,7 +337,7 @@ def _run(job: Job) -> Outcome:
     except ImportError as error:
         return replace(_failed(error), unloadable=True)
     result = build_task_result(job.record, job.state, task)
-    sender = type(task.get_backend())
+    sender = _backend_class(task.backend)
     signals.send_started(sender, result)
     try:
         # Only the task's own call is timed: the limit must not stop the receivers of
@@ -362,6 +375,13 @@ def _run(job: Job) -> Outcome:
     compat.set_result_field(result, "_return_value", return_value)
     signals.send_finished(sender, result)
     return outcome
+
+
+@functools.cache
+def _backend_class(alias: str) -> Any:
+    """The class that sends a task's signals, its backend's: looked up once per alias, as
+    the framework's lookup (a thread-critical local) cost a tenth of a short task."""
+    return type(compat.task_backends[alias])
 
 
 def _will_retry(job: Job, error: BaseException) -> bool:
