@@ -346,6 +346,7 @@ class Dispatcher:
                 flight.recalled or reason,
             )
             self._outcomes.unclaim(flight.record, flight.state)
+            self.claimed -= 1  # --max-tasks counts the tasks run
 
     def _start_queued(self, flight: InFlight) -> None:
         """The process went on to the task queued behind its last one."""
