@@ -23,18 +23,32 @@ def status_of(result: Any) -> str:
     return str(refreshed(result).status)
 
 
-def warm_up(env: Env, worker_marker: Path, *, count: int = 3) -> None:
-    """Run ``count`` short ``block_until`` tasks, so that the worker knows its path is short."""
+#: Short tasks run first, so that the worker's moving average of the path's durations
+#: is short even if the first, which imports the task's module, was slow.
+WARM_UPS = 12
+
+
+def hold_behind_warm_up(env: Env, name: str) -> tuple[Any, Path, Path]:
+    """Enqueue ``WARM_UPS`` short ``block_until`` tasks, then one that runs until its
+    release file exists: by the time it starts, the worker knows its path is short.
+
+    Enqueued before the worker starts, with the task to queue behind it enqueued next:
+    the supervisor queues that task the moment the holding one starts, however busy the
+    machine is (a task is queued only behind one that has run less than 100 ms).
+    """
     released = env.tmp_path / "released-at-once"
     released.touch()
-    warm = [tasks.block_until.enqueue(str(released), str(worker_marker)) for _ in range(count)]
-    wait_for(lambda: all(status_of(r) == "SUCCESSFUL" for r in warm), what="the warm-up tasks")
-
-
-def hold(env: Env, name: str) -> tuple[Any, Path, Path]:
-    """Enqueue a ``block_until`` task that runs until its release file exists."""
+    for _ in range(WARM_UPS):
+        tasks.block_until.enqueue(str(released), str(env.tmp_path / "warm-up.started"))
     marker, release = env.tmp_path / f"{name}.started", env.tmp_path / f"{name}.release"
     return tasks.block_until.enqueue(str(release), str(marker)), marker, release
+
+
+def handed_back(worker: Any, result: Any) -> bool:
+    return any(
+        f"id={result.id} " in line and "handed back unrun" in line
+        for line in worker.output.splitlines()
+    )
 
 
 def queued_behind(result: Any) -> bool:
@@ -44,11 +58,10 @@ def queued_behind(result: Any) -> bool:
 
 def test_a_task_queued_behind_a_long_one_is_taken_back_and_counts_no_attempt(env: Env) -> None:
     order = env.tmp_path / "order.txt"
-    worker = env.start_worker("--processes", "1")
-    warm_up(env, env.tmp_path / "warm")
-    holding, marker, release = hold(env, "long")
-    wait_for(marker.exists, what="the holding task to start")
+    holding, marker, release = hold_behind_warm_up(env, "long")
     behind = tasks.append_line.enqueue(str(order), "behind")
+    worker = env.start_worker("--processes", "1")
+    wait_for(marker.exists, what="the holding task to start")
     wait_for(lambda: queued_behind(behind), what="the next task to be queued behind it")
 
     # The task ahead runs on: the queued one is taken back, READY, with no attempt made.
@@ -65,21 +78,17 @@ def test_a_task_queued_behind_a_long_one_is_taken_back_and_counts_no_attempt(env
 
 def test_a_higher_priority_task_runs_before_one_queued_ahead_of_it(env: Env) -> None:
     order = env.tmp_path / "order.txt"
+    _, marker, release = hold_behind_warm_up(env, "first")
+    low = tasks.append_line.enqueue(str(order), "low")
     worker = env.start_worker("--processes", "1", "-v", "2")
-    warm_up(env, env.tmp_path / "warm")
-    _, marker, release = hold(env, "first")
     wait_for(marker.exists, what="the holding task to start")
-    low = tasks.append_line.using(priority=-5).enqueue(str(order), "low")
     wait_for(lambda: queued_behind(low), what="the low task to be queued behind it")
 
     high = tasks.append_line.using(priority=5).enqueue(str(order), "high")
     # Asked back at once; or, on a machine too busy to see the new task within a second,
     # handed back because the task ahead of it runs long. Either way, before it ran.
     wait_for(
-        lambda: any(
-            f"id={low.id}" in line and ("to hand it back" in line or "handed back" in line)
-            for line in worker.output.splitlines()
-        ),
+        lambda: handed_back(worker, low) or f"id={low.id}: asking" in worker.output,
         what="the low task to be asked back",
     )
     release.touch()
@@ -93,14 +102,14 @@ def test_a_higher_priority_task_runs_before_one_queued_ahead_of_it(env: Env) -> 
 
 def test_a_cancelled_task_queued_ahead_never_runs(env: Env) -> None:
     order = env.tmp_path / "order.txt"
-    worker = env.start_worker("--processes", "1")
-    warm_up(env, env.tmp_path / "warm")
-    _, marker, release = hold(env, "first")
-    wait_for(marker.exists, what="the holding task to start")
+    _, marker, release = hold_behind_warm_up(env, "first")
     behind = tasks.append_line.enqueue(str(order), "cancelled")
+    worker = env.start_worker("--processes", "1")
+    wait_for(marker.exists, what="the holding task to start")
     wait_for(lambda: queued_behind(behind), what="the task to be queued behind it")
 
     env.manage("procpool_cancel", behind.id)
+    wait_for(lambda: handed_back(worker, behind), what="the cancelled task to be handed back")
     release.touch()
 
     wait_for(lambda: status_of(behind) == "FAILED", what="the cancelled task to end")
@@ -116,13 +125,16 @@ def test_a_task_queued_behind_one_whose_process_dies_runs_as_its_first_attempt(
     pids = env.tmp_path / "pids.txt"
     released = env.tmp_path / "released-at-once"
     released.touch()
-    worker = env.start_worker("--processes", "1")
-    warm = [tasks.log_pid_then_block.enqueue(str(pids), str(released)) for _ in range(3)]
-    wait_for(lambda: all(status_of(r) == "SUCCESSFUL" for r in warm), what="the warm-up")
+    for _ in range(WARM_UPS):
+        tasks.log_pid_then_block.enqueue(str(pids), str(released))
     dying = tasks.log_pid_then_block.enqueue(str(pids), str(env.tmp_path / "never"))
-    wait_for(lambda: len(pids.read_text().split()) == 4, what="the task to start")
     behind = tasks.append_line.enqueue(str(order), "behind")
-    wait_for(lambda: status_of(behind) != "READY", what="the task to be queued behind it")
+    worker = env.start_worker("--processes", "1")
+    wait_for(
+        lambda: pids.exists() and len(pids.read_text().split()) == WARM_UPS + 1,
+        what="the task to start",
+    )
+    wait_for(lambda: queued_behind(behind), what="the task to be queued behind it")
 
     os.kill(int(pids.read_text().split()[-1]), signal.SIGKILL)
 
@@ -134,11 +146,10 @@ def test_a_task_queued_behind_one_whose_process_dies_runs_as_its_first_attempt(
 
 def test_a_graceful_stop_leaves_a_queued_task_ready_and_exits_0(env: Env) -> None:
     order = env.tmp_path / "order.txt"
-    worker = env.start_worker("--processes", "1")
-    warm_up(env, env.tmp_path / "warm")
-    holding, marker, release = hold(env, "first")
-    wait_for(marker.exists, what="the holding task to start")
+    holding, marker, release = hold_behind_warm_up(env, "first")
     behind = tasks.append_line.enqueue(str(order), "behind")
+    worker = env.start_worker("--processes", "1")
+    wait_for(marker.exists, what="the holding task to start")
     wait_for(lambda: queued_behind(behind), what="the task to be queued behind it")
 
     worker.send(signal.SIGTERM)
