@@ -90,6 +90,15 @@ class InFlight:
         return self.options.timeout
 
 
+def _stopped_for(pid: int, task_id: str | None) -> journal.TaskError:
+    """The error of a task whose process was stopped for the task before it."""
+    return states.error(
+        states.TaskInterrupted,
+        f"The worker process (pid {pid}) was stopped for task {task_id}, which ended as it "
+        "was; this task, queued behind that one, had just started",
+    )
+
+
 class Dispatcher:
     """Claims ready tasks for idle processes and follows them until they end."""
 
@@ -114,8 +123,11 @@ class Dispatcher:
         self.in_flight: dict[str, InFlight] = {}
         self.claimed = 0
         self._claims_paused_until = 0.0
-        self._timed_out: set[int] = set()  # pids killed for running past their time limit
-        self._cancelled: set[int] = set()  # pids stopped because their task was cancelled
+        # pids killed for running past a time limit, and pids stopped because their task was
+        # cancelled: the id of that task, which is not always the one a death finds running
+        # (a task queued behind it may have started the moment it ended).
+        self._timed_out: dict[int, str] = {}
+        self._cancelled: dict[int, str] = {}
         self._over_memory: dict[int, float] = {}  # pids killed over the memory limit: MiB
         # Sampled here only where /proc tells one process another's size (``portability``).
         self._samples_memory = config.max_memory_per_child is not None and HAS_PROC
@@ -169,21 +181,24 @@ class Dispatcher:
         return average is not None and average < AHEAD_BELOW_S and running_for < AHEAD_BELOW_S
 
     def _recall_if_outranked(self) -> None:
-        """Take back the worst queued task if a better one is due (priority order)."""
+        """Ask back every queued task a due task outranks (strict priority order): the
+        first process to end its task then takes the better one, whichever it is."""
         best = self._ready.best_key()
         if best is None:
             return
-        queued = [
-            flight for flight in self.in_flight.values() if flight.ahead and not flight.recalled
+        outranked = [
+            flight
+            for flight in self.in_flight.values()
+            if flight.ahead and not flight.recalled and ReadySet.order_of(flight.record) > best
         ]
-        if not queued:
-            return
-        worst = max(queued, key=lambda flight: ReadySet.order_of(flight.record))
-        if ReadySet.order_of(worst.record) > best:
-            self._recall(worst, "a task of higher priority is due")
+        for flight in outranked:
+            self._recall(flight, "a task of higher priority is due")
 
     def _recall(self, flight: InFlight, reason: str) -> None:
         assert self.pool is not None  # noqa: S101 (a flight is in one of its processes)
+        if self.pool.drop_held(flight.worker):
+            self._take_back((flight.record.id,), flight.worker, reason)  # it never left here
+            return
         flight.recalled = reason
         logger.debug(
             "Task id=%s: asking worker process pid=%s to hand it back unrun (%s)",
@@ -195,7 +210,7 @@ class Dispatcher:
 
     def recall_queued(self) -> None:
         """Take back every queued task (the supervisor stops, or reloads)."""
-        for flight in self.in_flight.values():
+        for flight in list(self.in_flight.values()):  # (one held here goes back at once)
             if flight.ahead and not flight.recalled:
                 self._recall(flight, "the worker stops")
 
@@ -349,8 +364,12 @@ class Dispatcher:
             self.claimed -= 1  # --max-tasks counts the tasks run
 
     def _start_queued(self, flight: InFlight) -> None:
-        """The process went on to the task queued behind its last one."""
+        """The process went on to the task queued behind its last one (or gets it now, if
+        the supervisor held it: ``Pool.send``)."""
+        assert self.pool is not None  # noqa: S101 (a flight is in one of its processes)
         recalled, flight.recalled = flight.recalled, None
+        if not self.pool.send_held(flight.worker):
+            flight.sent = False  # the process is gone: its exit un-claims the task
         self._start(flight)
         if recalled:
             self.cancel(flight.record.id)  # too late to take back: if for a cancel, stop it
@@ -370,7 +389,7 @@ class Dispatcher:
         self._take_last_outcome(worker)  # its last outcome came with its exit: that first
         used_mib = self._over_memory.pop(worker.pid, None)
         if worker.leaving:
-            self._cancelled.discard(worker.pid)
+            self._cancelled.pop(worker.pid, None)
             self._reap(worker)
             return
         if worker.pid in self._cancelled:
@@ -410,6 +429,10 @@ class Dispatcher:
         record, running = flight.record, flight.state
         if not flight.sent:
             self._outcomes.unclaim(record, running)  # never started: no attempt was made
+            return
+        if pid in self._timed_out and self._timed_out[pid] != record.id:
+            # Killed for the task before it, which ended as the signal went: not this one's.
+            self._outcomes.rerun_or_fail(record, running, _stopped_for(pid, self._timed_out[pid]))
             return
         timed_out = pid in self._timed_out
         if exit_code == -signal.SIGTERM and not timed_out:
@@ -451,7 +474,7 @@ class Dispatcher:
                 deaths[worker.pid] = self._end_dead(worker)
         others = list(self.pool.workers)
         self.pool.stop(others, REPLACE_GRACE_S)
-        error = states.interruption_error(deaths, self._timed_out)
+        error = states.interruption_error(deaths, set(self._timed_out))
         for worker in others:
             self._take_last_outcome(worker)  # finished while it was being stopped
             self._interrupt(worker, error)
@@ -481,6 +504,8 @@ class Dispatcher:
         flight = self.in_flight.get(task_id)
         if flight is None or not flight.sent or flight.worker.pid in self._cancelled:
             return  # another supervisor's, over, or never started (its claim honours it)
+        if flight.worker.process.exitcode is not None:
+            return  # its process ended: its exit decides (and its pid may be another's now)
         if not self._journal.has_cancel_request(task_id):
             return  # re-queued by hand since: that cancel is over
         if flight.ahead:
@@ -488,7 +513,7 @@ class Dispatcher:
                 self._recall(flight, "cancelled")  # its next claim records the cancel
             return
         pid = flight.worker.pid
-        self._cancelled.add(pid)
+        self._cancelled[pid] = task_id
         self._outcomes.note_cancel(task_id)
         logger.warning(
             "Task id=%s path=%s queue=%s was cancelled; stopping its worker process pid=%s",
@@ -505,20 +530,30 @@ class Dispatcher:
     def _end_cancelled(self, worker: WorkerProcess) -> None:
         """Forget a process stopped for a cancel; its task, unless it ended first, FAILED."""
         assert self.pool is not None  # noqa: S101 (the process was one of its)
-        self._cancelled.discard(worker.pid)  # (a cancel stands over a memory limit's kill)
+        # (a cancel stands over a memory limit's kill)
+        cancelled = self._cancelled.pop(worker.pid, None)
         task_id = worker.task_id
         self._reap(worker)
         flight = self.in_flight.pop(task_id, None) if task_id else None
-        if flight is not None:
-            self._outcomes.cancel(
-                flight.record, flight.state, states.cancelled_while_running(worker.pid)
+        if flight is None:
+            return
+        if cancelled != flight.record.id:
+            # The cancelled task ended as the signal went, and this one, queued behind it,
+            # had started: stopped, not cancelled.
+            self._outcomes.rerun_or_fail(
+                flight.record, flight.state, _stopped_for(worker.pid, cancelled)
             )
+            return
+        self._outcomes.cancel(
+            flight.record, flight.state, states.cancelled_while_running(worker.pid)
+        )
 
     # -- time and memory limits -------------------------------------------------------------
 
     def kill_overdue(self) -> None:
         """Kill the processes past their time limit, or over the memory limit."""
         now = time.monotonic()
+        self._hand_back_held(now)
         for flight in self.in_flight.values():
             if flight.kill_at is not None and flight.kill_at <= now:
                 flight.kill_at = None
@@ -533,16 +568,34 @@ class Dispatcher:
                     logger.warning(
                         "Task id=%s ignored its timeout; killing pid=%s", flight.record.id, pid
                     )
-                    self._timed_out.add(pid)
+                    self._timed_out[pid] = flight.record.id
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         if self._samples_memory and self.in_flight and now >= self._next_memory_sample:
             self._next_memory_sample = now + MEMORY_SAMPLE_INTERVAL_S
             self._kill_over_memory(now)
 
+    def _hand_back_held(self, now: float) -> None:
+        """A job the supervisor holds behind a task that runs long goes back, as one in a
+        process's pipe would (``child.HAND_BACK_AFTER_S``)."""
+        for worker in self._holding():
+            running = self.in_flight.get(worker.task_id or "")
+            if running is not None and now - running.started >= child.HAND_BACK_AFTER_S:
+                held = worker.ahead
+                if held is not None and self.pool is not None and self.pool.drop_held(worker):
+                    self._take_back((held,), worker, "the task ahead of it runs long")
+
+    def _holding(self) -> list[WorkerProcess]:
+        return [] if self.pool is None else [w for w in self.pool.workers if w.held is not None]
+
     def seconds_to_next_kill(self) -> float | None:
-        """When ``kill_overdue`` has work next: a time limit, or a memory sample."""
+        """When ``kill_overdue`` has work next: a time limit, a memory sample, or a job held
+        behind a task that may run long."""
         kills = [f.kill_at for f in self.in_flight.values() if f.kill_at is not None]
+        for worker in self._holding():
+            running = self.in_flight.get(worker.task_id or "")
+            if running is not None:
+                kills.append(running.started + child.HAND_BACK_AFTER_S)
         if self._samples_memory and self.in_flight:
             kills.append(self._next_memory_sample)
         return max(0.0, min(kills) - time.monotonic()) if kills else None
@@ -613,15 +666,16 @@ class Dispatcher:
     # -- stopping ----------------------------------------------------------------------------
 
     def stop_processes_now(self, grace_s: float) -> None:
-        """A forced stop: the processes go (SIGTERM, then SIGKILL); their tasks stay
-        RUNNING, for the next supervisor to recover."""
+        """A forced stop: the processes go (SIGTERM, then SIGKILL); their running tasks
+        stay RUNNING, for the next supervisor to recover. An outcome a process sent before
+        it stopped stands, and a task still queued behind another is READY again."""
         if self.pool is None:
             return
         workers = list(self.pool.workers)
-        self.pool.terminate(workers, grace_s)
-        for worker in workers:  # their queued tasks never started: READY again
-            if worker.ahead is not None:
-                self._take_back((worker.ahead,), worker, "the worker stops at once")
+        self.pool.stop(workers, grace_s)
+        for worker in workers:
+            self._take_last_outcome(worker)  # finished while it was being stopped: it stands
+            self._reap(worker)  # a task still queued behind another never started: READY
 
     def stop_for_reload(self, grace_s: float, error: journal.TaskError) -> None:
         """A code reload's grace period is over: stop the processes now (SIGTERM, then

@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Pool", "WorkerProcess"]
 
+#: A job bigger than this is not queued in a busy process's pipe: the pipe's buffer may not
+#: hold it, and the supervisor would wait for the process to read it. It waits in the
+#: supervisor instead (``WorkerProcess.held``) and goes down the pipe when the task ends.
+AHEAD_MAX_BYTES = 64 * 1024
+
 #: A process that dies before it takes a task (a project that does not set up) is
 #: started again no sooner than this, so that a broken project does not spin.
 RESPAWN_BACKOFF_S = 1.0
@@ -49,6 +54,7 @@ class WorkerProcess:
     conn: Connection
     task_id: str | None = None
     ahead: str | None = None
+    held: bytes | None = None  # the job ``ahead``, kept here while the process runs its task
     ran: int = 0  # tasks it finished
     leaving: bool = False  # said it exits after this outcome
 
@@ -121,20 +127,36 @@ class Pool:
     def send(self, worker: WorkerProcess, job: child.Job) -> bool:
         """Hand ``job`` to an idle process, or queue it behind a busy one's task; False if
         the process is gone (its exit says so next)."""
+        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
         if worker.task_id is None:
             worker.task_id = job.record.id
         else:
             worker.ahead = job.record.id
-        return self._send(worker, job)
+            if len(data) > AHEAD_MAX_BYTES:
+                worker.held = data  # sent when the task ends (``send_held``)
+                return True
+        return self._send(worker, data)
+
+    def send_held(self, worker: WorkerProcess) -> bool:
+        """Send the job held for the process, now that it runs it; False if it is gone."""
+        data, worker.held = worker.held, None
+        return data is None or self._send(worker, data)
+
+    def drop_held(self, worker: WorkerProcess) -> bool:
+        """Forget the job held for the process (it never got it); False if none is held."""
+        if worker.held is None:
+            return False
+        worker.held = worker.ahead = None
+        return True
 
     def recall(self, worker: WorkerProcess) -> None:
         """Ask for the job queued behind the process's task back; its outcome says."""
         if worker.ahead is not None:
-            self._send(worker, child.Recall(worker.ahead))
+            self._send(worker, pickle.dumps(child.Recall(worker.ahead)))
 
-    def _send(self, worker: WorkerProcess, message: child.Job | child.Recall) -> bool:
+    def _send(self, worker: WorkerProcess, data: bytes) -> bool:
         try:
-            worker.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            worker.conn.send_bytes(data)
         except OSError:
             return False
         return True
@@ -193,12 +215,6 @@ class Pool:
             self.workers.remove(worker)
 
     # -- stopping ----------------------------------------------------------------------------
-
-    def terminate(self, workers: Iterable[WorkerProcess], grace_s: float) -> dict[int, int]:
-        """SIGTERM, then SIGKILL after ``grace_s``; the exit code of each, by pid."""
-        workers = list(workers)
-        self.stop(workers, grace_s)
-        return {worker.pid: self.reap(worker) for worker in workers}
 
     def stop(self, workers: Iterable[WorkerProcess], grace_s: float) -> None:
         """SIGTERM, then SIGKILL after ``grace_s``; their pipes stay open until ``reap``,

@@ -437,7 +437,7 @@ class Supervisor:
         if deadline is None or time.monotonic() < deadline or self._reload is None:
             return
         self._reload_deadline = None
-        running = len(self.dispatcher.in_flight)
+        running = self.dispatcher.running
         if not running:
             return
         logger.warning(
