@@ -573,7 +573,12 @@ def test_a_running_worker_never_runs_a_handed_off_task_and_a_running_task_finish
     sentinel = tasks.append_line.enqueue(str(lines), "sentinel")
     wait_for(lambda: lines.exists() and "sentinel" in lines.read_text(), what="the sentinel")
     assert lines.read_text().splitlines() == ["sentinel"]
-    assert str(tasks.block_until.get_result(blocking.id).status) == "SUCCESSFUL"
+    # The worker hands out its next task (the sentinel) before the one that ended is
+    # committed: that task's result may still be on its way to the disk.
+    wait_for(
+        lambda: str(tasks.block_until.get_result(blocking.id).status) == "SUCCESSFUL",
+        what="the running task's result",
+    )
     assert worker.stop() == 0
     assert {status_here(env, each.id) for each in waiting} == {"HANDED_OFF"}
     target.run_worker()

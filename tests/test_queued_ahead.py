@@ -161,3 +161,26 @@ def test_a_graceful_stop_leaves_a_queued_task_ready_and_exits_0(env: Env) -> Non
     assert status_of(behind) == "READY"
     assert behind.worker_ids == []
     assert not order.exists()
+
+
+def test_a_task_too_big_for_the_pipe_waits_in_the_supervisor_and_is_handed_back_alike(
+    env: Env,
+) -> None:
+    order = env.tmp_path / "order.txt"
+    holding, marker, release = hold_behind_warm_up(env, "long")
+    big = "x" * (512 * 1024)  # more than a pipe's buffer: never queued in the pipe
+    behind = tasks.append_line.enqueue(str(order), big)
+    worker = env.start_worker("--processes", "1")
+    wait_for(marker.exists, what="the holding task to start")
+    wait_for(lambda: queued_behind(behind), what="the big task to be claimed behind it")
+
+    wait_for(lambda: handed_back(worker, behind), what="the big task to be handed back")
+    assert "(the task ahead of it runs long)" in worker.output
+    wait_for(lambda: status_of(behind) == "READY", what="the big task to be READY again")
+    release.touch()
+
+    wait_for(lambda: status_of(behind) == "SUCCESSFUL", what="the big task to run")
+    assert order.read_text() == big + "\n"
+    assert len(behind.worker_ids) == 1
+    assert status_of(holding) == "SUCCESSFUL"
+    assert worker.stop() == 0, worker.output
