@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import tasks
-from tests.conftest import Env, wait_for
+from tests.conftest import Env, Worker, wait_for
 from tests.support import refreshed
 
 
@@ -28,7 +28,7 @@ def status_of(result: Any) -> str:
 WARM_UPS = 12
 
 
-def hold_behind_warm_up(env: Env, name: str) -> tuple[Any, Path, Path]:
+def hold_behind_warm_up(env: Env) -> tuple[Any, Path, Path]:
     """Enqueue ``WARM_UPS`` short ``block_until`` tasks, then one that runs until its
     release file exists: by the time it starts, the worker knows its path is short.
 
@@ -40,8 +40,20 @@ def hold_behind_warm_up(env: Env, name: str) -> tuple[Any, Path, Path]:
     released.touch()
     for _ in range(WARM_UPS):
         tasks.block_until.enqueue(str(released), str(env.tmp_path / "warm-up.started"))
-    marker, release = env.tmp_path / f"{name}.started", env.tmp_path / f"{name}.release"
+    marker, release = env.tmp_path / "holding.started", env.tmp_path / "holding.release"
     return tasks.block_until.enqueue(str(release), str(marker)), marker, release
+
+
+def queue_one_behind(env: Env, line: str, *worker_args: str) -> tuple[Any, Any, Path, Worker]:
+    """Start a one-process worker on a holding task with ``append_line(order, line)``
+    queued behind it; return the holding task, the queued one, the release file, the
+    worker."""
+    holding, marker, release = hold_behind_warm_up(env)
+    behind = tasks.append_line.enqueue(str(env.tmp_path / "order.txt"), line)
+    worker = env.start_worker("--processes", "1", *worker_args)
+    wait_for(marker.exists, what="the holding task to start")
+    wait_for(lambda: queued_behind(behind), what="the next task to be queued behind it")
+    return holding, behind, release, worker
 
 
 def handed_back(worker: Any, result: Any) -> bool:
@@ -58,11 +70,7 @@ def queued_behind(result: Any) -> bool:
 
 def test_a_task_queued_behind_a_long_one_is_taken_back_and_counts_no_attempt(env: Env) -> None:
     order = env.tmp_path / "order.txt"
-    holding, marker, release = hold_behind_warm_up(env, "long")
-    behind = tasks.append_line.enqueue(str(order), "behind")
-    worker = env.start_worker("--processes", "1")
-    wait_for(marker.exists, what="the holding task to start")
-    wait_for(lambda: queued_behind(behind), what="the next task to be queued behind it")
+    holding, behind, release, worker = queue_one_behind(env, "behind")
 
     # The task ahead runs on: the queued one is taken back, READY, with no attempt made.
     wait_for(lambda: status_of(behind) == "READY", what="the queued task to be taken back")
@@ -78,11 +86,7 @@ def test_a_task_queued_behind_a_long_one_is_taken_back_and_counts_no_attempt(env
 
 def test_a_higher_priority_task_runs_before_one_queued_ahead_of_it(env: Env) -> None:
     order = env.tmp_path / "order.txt"
-    _, marker, release = hold_behind_warm_up(env, "first")
-    low = tasks.append_line.enqueue(str(order), "low")
-    worker = env.start_worker("--processes", "1", "-v", "2")
-    wait_for(marker.exists, what="the holding task to start")
-    wait_for(lambda: queued_behind(low), what="the low task to be queued behind it")
+    _, low, release, worker = queue_one_behind(env, "low", "-v", "2")
 
     high = tasks.append_line.using(priority=5).enqueue(str(order), "high")
     # Asked back at once; or, on a machine too busy to see the new task within a second,
@@ -102,11 +106,7 @@ def test_a_higher_priority_task_runs_before_one_queued_ahead_of_it(env: Env) -> 
 
 def test_a_cancelled_task_queued_ahead_never_runs(env: Env) -> None:
     order = env.tmp_path / "order.txt"
-    _, marker, release = hold_behind_warm_up(env, "first")
-    behind = tasks.append_line.enqueue(str(order), "cancelled")
-    worker = env.start_worker("--processes", "1")
-    wait_for(marker.exists, what="the holding task to start")
-    wait_for(lambda: queued_behind(behind), what="the task to be queued behind it")
+    _, behind, release, worker = queue_one_behind(env, "cancelled")
 
     env.manage("procpool_cancel", behind.id)
     wait_for(lambda: handed_back(worker, behind), what="the cancelled task to be handed back")
@@ -146,11 +146,7 @@ def test_a_task_queued_behind_one_whose_process_dies_runs_as_its_first_attempt(
 
 def test_a_graceful_stop_leaves_a_queued_task_ready_and_exits_0(env: Env) -> None:
     order = env.tmp_path / "order.txt"
-    holding, marker, release = hold_behind_warm_up(env, "first")
-    behind = tasks.append_line.enqueue(str(order), "behind")
-    worker = env.start_worker("--processes", "1")
-    wait_for(marker.exists, what="the holding task to start")
-    wait_for(lambda: queued_behind(behind), what="the task to be queued behind it")
+    holding, behind, release, worker = queue_one_behind(env, "behind")
 
     worker.send(signal.SIGTERM)
     wait_for(lambda: "shutting down gracefully" in worker.output, what="the stop to begin")
@@ -167,12 +163,8 @@ def test_a_task_too_big_for_the_pipe_waits_in_the_supervisor_and_is_handed_back_
     env: Env,
 ) -> None:
     order = env.tmp_path / "order.txt"
-    holding, marker, release = hold_behind_warm_up(env, "long")
     big = "x" * (512 * 1024)  # more than a pipe's buffer: never queued in the pipe
-    behind = tasks.append_line.enqueue(str(order), big)
-    worker = env.start_worker("--processes", "1")
-    wait_for(marker.exists, what="the holding task to start")
-    wait_for(lambda: queued_behind(behind), what="the big task to be claimed behind it")
+    holding, behind, release, worker = queue_one_behind(env, big)
 
     wait_for(lambda: handed_back(worker, behind), what="the big task to be handed back")
     assert "(the task ahead of it runs long)" in worker.output

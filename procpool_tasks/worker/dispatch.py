@@ -578,24 +578,26 @@ class Dispatcher:
     def _hand_back_held(self, now: float) -> None:
         """A job the supervisor holds behind a task that runs long goes back, as one in a
         process's pipe would (``child.HAND_BACK_AFTER_S``)."""
-        for worker in self._holding():
-            running = self.in_flight.get(worker.task_id or "")
-            if running is not None and now - running.started >= child.HAND_BACK_AFTER_S:
-                held = worker.ahead
-                if held is not None and self.pool is not None and self.pool.drop_held(worker):
-                    self._take_back((held,), worker, "the task ahead of it runs long")
+        for worker, deadline in self._held_deadlines():
+            held = worker.ahead
+            if deadline <= now and held is not None and self.pool and self.pool.drop_held(worker):
+                self._take_back((held,), worker, "the task ahead of it runs long")
 
-    def _holding(self) -> list[WorkerProcess]:
-        return [] if self.pool is None else [w for w in self.pool.workers if w.held is not None]
+    def _held_deadlines(self) -> list[tuple[WorkerProcess, float]]:
+        """Each process whose next job the supervisor holds, and when that job goes back."""
+        if self.pool is None:
+            return []
+        return [
+            (worker, self.in_flight[worker.task_id].started + child.HAND_BACK_AFTER_S)
+            for worker in self.pool.workers
+            if worker.held is not None and worker.task_id in self.in_flight
+        ]
 
     def seconds_to_next_kill(self) -> float | None:
         """When ``kill_overdue`` has work next: a time limit, a memory sample, or a job held
         behind a task that may run long."""
         kills = [f.kill_at for f in self.in_flight.values() if f.kill_at is not None]
-        for worker in self._holding():
-            running = self.in_flight.get(worker.task_id or "")
-            if running is not None:
-                kills.append(running.started + child.HAND_BACK_AFTER_S)
+        kills.extend(deadline for _, deadline in self._held_deadlines())
         if self._samples_memory and self.in_flight:
             kills.append(self._next_memory_sample)
         return max(0.0, min(kills) - time.monotonic()) if kills else None

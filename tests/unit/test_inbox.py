@@ -44,11 +44,17 @@ def outcome() -> child.Outcome:
     return child.Outcome(status="SUCCESSFUL", finished_at=timezone.now())
 
 
-def test_a_recalled_job_is_handed_back_with_the_outcome_and_the_next_one_runs(pipe: Pipe) -> None:
+def running_with(pipe: Pipe, *queued: Job | Recall) -> tuple[_Inbox, Connection]:
+    """The inbox with a job running and ``queued`` sent behind it meanwhile."""
     inbox, supervisor = pipe
     send(supervisor, job("running"))
     assert inbox.next_job().record.id == "running"
-    send(supervisor, job("queued"), Recall("queued"))
+    send(supervisor, *queued)
+    return inbox, supervisor
+
+
+def test_a_recalled_job_is_handed_back_with_the_outcome_and_the_next_one_runs(pipe: Pipe) -> None:
+    inbox, supervisor = running_with(pipe, job("queued"), Recall("queued"))
 
     inbox.reply(outcome(), leaving=False)
 
@@ -58,10 +64,7 @@ def test_a_recalled_job_is_handed_back_with_the_outcome_and_the_next_one_runs(pi
 
 
 def test_a_job_not_recalled_stays_queued_and_runs_next(pipe: Pipe) -> None:
-    inbox, supervisor = pipe
-    send(supervisor, job("running"))
-    inbox.next_job()
-    send(supervisor, job("queued"))
+    inbox, supervisor = running_with(pipe, job("queued"))
 
     inbox.reply(outcome(), leaving=False)
 
@@ -70,10 +73,7 @@ def test_a_job_not_recalled_stays_queued_and_runs_next(pipe: Pipe) -> None:
 
 
 def test_a_recall_that_comes_after_its_job_started_is_dropped(pipe: Pipe) -> None:
-    inbox, supervisor = pipe
-    send(supervisor, job("first"))
-    inbox.next_job()
-    send(supervisor, job("second"))
+    inbox, supervisor = running_with(pipe, job("second"))
     inbox.reply(outcome(), leaving=False)
     reply_of(supervisor)
     assert inbox.next_job().record.id == "second"
@@ -86,10 +86,7 @@ def test_a_recall_that_comes_after_its_job_started_is_dropped(pipe: Pipe) -> Non
 
 
 def test_a_process_that_leaves_hands_back_every_queued_job(pipe: Pipe) -> None:
-    inbox, supervisor = pipe
-    send(supervisor, job("last"))
-    inbox.next_job()
-    send(supervisor, job("queued"))
+    inbox, supervisor = running_with(pipe, job("queued"))
 
     inbox.reply(outcome(), leaving=True)
 
