@@ -94,8 +94,10 @@ def test_unreadable_records_are_quarantined_counted_and_never_run_while_the_rest
         for segment in (first, second, stray)
         for offset, reason in segment.reasons.items()
     }
+    # The count ends both kinds of line: "(N quarantined ...)" for a record that does not
+    # read, "...; N quarantined ...)" for a task that does not import, which may come last.
     wait_for(
-        lambda: f"({len(expected)} quarantined since start)" in worker.output,
+        lambda: worker_log(worker, rf"[(; ]{len(expected)} quarantined since start\)$"),
         what="every bad record to be quarantined",
     )
     quarantined = {
