@@ -65,7 +65,7 @@ MEMORY_SAMPLE_INTERVAL_S = 0.2
 #: turned out long must not hold up the one behind it (the supervisor queues jobs only
 #: behind tasks it expects to be short, see ``dispatch``).
 HAND_BACK_AFTER_S = 1.0
-#: How often the thread that hands jobs back looks at the task running.
+#: How often the thread that hands jobs back looks at the pipe once the task has run long.
 HAND_BACK_CHECK_S = 0.25
 
 
@@ -171,21 +171,29 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
 
 
 class _Inbox:
-    """The pipe's messages: jobs and recalls, read between tasks by the main thread, and
-    while a task runs long by a thread that hands the queued jobs back."""
+    """The pipe's messages: jobs and recalls. Between tasks the main thread reads them;
+    while a task runs, a thread does, as each comes: the job queued behind the task is
+    unpickled while the task waits on I/O, not after it ends (where it cost a short task
+    more than the rest of its bookkeeping), and once the task has run long the thread hands
+    the queued jobs back.
+
+    One reader at a time: the thread reads only under the lock, while the task it saw start
+    still runs; the main thread reads outside the lock only when no task runs.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        # One selector for the process's life: ``Connection.poll`` builds one per call,
-        # which cost more than the rest of a short task's bookkeeping.
+        # One selector for the process's life, and one for the thread: ``Connection.poll``
+        # builds one per call, which cost more than the rest of a short task's bookkeeping.
         self._readable = selectors.DefaultSelector()
         self._readable.register(conn, selectors.EVENT_READ)
         self._lock = threading.Lock()  # the pipe, and what was read from it
         self._queued: list[Job | Recall] = []  # read, not acted on yet: in order
         self._task_started: float | None = None  # monotonic, while a task runs
-        watcher = threading.Thread(target=self._hand_back_if_long, name="procpool-hand-back")
-        watcher.daemon = True
-        watcher.start()
+        self._task_running = threading.Event()
+        reader = threading.Thread(target=self._read_while_running, name="procpool-inbox")
+        reader.daemon = True
+        reader.start()
 
     def next_job(self) -> Job:
         """The next job to run: queued already, or the next to come."""
@@ -200,12 +208,15 @@ class _Inbox:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        """While a task runs: the thread may hand back what is queued behind it."""
+        """While a task runs, the thread reads the pipe (and may hand back what is queued)."""
         self._task_started = time.monotonic()
+        self._task_running.set()
         try:
             yield
         finally:
-            self._task_started = None  # (a hand-back under way holds the lock: ``reply`` waits)
+            self._task_running.clear()
+            with self._lock:  # waits for a read or a hand-back under way
+                self._task_started = None
 
     def send(self, message: OverMemory) -> None:
         with self._lock:
@@ -218,12 +229,16 @@ class _Inbox:
             reply = (outcome, leaving, returned)
             self._conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
 
+    def _read_pending(self) -> None:
+        """Queue every message the pipe holds now (the lock held)."""
+        while self._readable.select(0):
+            self._queued.append(_receive(self._conn))
+
     def _hand_back(self, *, everything: bool) -> tuple[str, ...]:
         """Read what came meanwhile; take the recalled jobs (or, with ``everything``, all)
         out of the queue and return their ids. A recall whose job is not queued came too
         late (the job ran): it goes too."""
-        while self._readable.select(0):
-            self._queued.append(_receive(self._conn))
+        self._read_pending()
         if not self._queued:
             return ()
         recalled = {message.task_id for message in self._queued if isinstance(message, Recall)}
@@ -239,17 +254,26 @@ class _Inbox:
         ]
         return returned
 
-    def _hand_back_if_long(self) -> None:
-        """Hand back every job queued behind a task past ``HAND_BACK_AFTER_S``."""
+    def _read_while_running(self) -> None:
+        """While a task runs: queue each message as it comes; past ``HAND_BACK_AFTER_S``,
+        hand back every job queued behind the task, and any that comes later."""
+        watch = selectors.DefaultSelector()
+        watch.register(self._conn, selectors.EVENT_READ)
         while True:
-            time.sleep(HAND_BACK_CHECK_S)
+            self._task_running.wait()
             started = self._task_started
-            if started is None or time.monotonic() - started < HAND_BACK_AFTER_S:
-                continue
+            if started is None:
+                continue  # it ended meanwhile: the event is clear again
+            long_after = started + HAND_BACK_AFTER_S
+            now = time.monotonic()
+            watch.select(long_after - now if now < long_after else HAND_BACK_CHECK_S)
             with self._lock:
                 if self._task_started != started:
-                    continue  # it ended meanwhile: its reply hands back what is recalled
+                    continue  # it ended: the main thread reads the pipe now
                 try:
+                    if time.monotonic() < long_after:
+                        self._read_pending()
+                        continue
                     returned = self._hand_back(everything=True)
                     if returned:
                         self._conn.send_bytes(pickle.dumps(HandedBack(returned)))

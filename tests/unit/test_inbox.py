@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from procpool_tasks.worker import child, states
 from procpool_tasks.worker.child import Job, Recall, _Inbox
+from tests.conftest import WAIT_S, wait_for
 from tests.unit.conftest import INSTANCE, make_record
 
 Pipe = tuple[_Inbox, Connection]
@@ -91,3 +92,37 @@ def test_a_process_that_leaves_hands_back_every_queued_job(pipe: Pipe) -> None:
     inbox.reply(outcome(), leaving=True)
 
     assert reply_of(supervisor) == (True, ("queued",))
+
+
+def test_a_job_sent_while_a_task_runs_is_read_before_the_task_ends(pipe: Pipe) -> None:
+    inbox, supervisor = running_with(pipe)
+
+    with inbox.running():
+        send(supervisor, job("queued"))
+        # The thread reads it while the task runs: the task's end does not wait for it.
+        wait_for(lambda: inbox._queued, what="the thread to read the job")
+    inbox.reply(outcome(), leaving=False)
+
+    assert reply_of(supervisor) == (False, ())
+    assert inbox.next_job().record.id == "queued"
+
+
+def test_a_task_that_runs_long_hands_back_what_is_queued_and_what_comes_later(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 0.2)
+    monkeypatch.setattr(child, "HAND_BACK_CHECK_S", 0.05)
+    inbox, supervisor = running_with(pipe)
+
+    with inbox.running():
+        send(supervisor, job("queued"))
+        assert supervisor.poll(WAIT_S)
+        assert pickle.loads(supervisor.recv_bytes()) == child.HandedBack(("queued",))  # noqa: S301
+        send(supervisor, job("later"), Recall("queued"))
+        assert supervisor.poll(WAIT_S)
+        assert pickle.loads(supervisor.recv_bytes()) == child.HandedBack(("later",))  # noqa: S301
+    inbox.reply(outcome(), leaving=False)
+
+    assert reply_of(supervisor) == (False, ())
+    send(supervisor, job("next"))
+    assert inbox.next_job().record.id == "next"
