@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import itertools
 import logging
 import math
 import time
@@ -294,13 +295,14 @@ def _summarize(
     """Bring a summary up to date: new lines, and the tasks it left unfinished."""
     summary = SegmentSummary.from_json(stored.to_json()) if stored else SegmentSummary()
     assert summary is not None  # noqa: S101 (a round trip of a valid summary)
-    items = list(tail.read_at(segment, summary.unfinished).values())
+    left_unfinished = tail.read_at(segment, summary.unfinished).values()
     tail.seek(segment, summary.scanned)
-    items.extend(item for item in tail.read_segment(segment) if not isinstance(item, j.Quarantined))
-    summary.scanned = tail.offsets().get(segment, summary.scanned)
+    new = (item for item in tail.read_segment(segment) if not isinstance(item, j.Quarantined))
     summary.unfinished = []
     unfinished = []
-    for item in items:
+    # One record at a time: a segment holds tens of thousands, and a list of them all was
+    # the supervisor's largest allocation, which its memory kept long after.
+    for item in itertools.chain(left_unfinished, new):
         if isinstance(item, j.Requeue):
             if _note_marker(journal, item, summary, write=write):
                 republished.add(j.parse_id(item.id)[0])
@@ -313,6 +315,7 @@ def _summarize(
         else:
             summary.unfinished.append(j.parse_id(item.id)[1])
             unfinished.append((item, state))
+    summary.scanned = tail.offsets().get(segment, summary.scanned)
     summary.markers = [id_ for id_ in summary.markers if not _is_over(journal, id_)]
     summary.forget_old_minutes(time.time())
     return summary, unfinished

@@ -343,14 +343,17 @@ class SegmentTail:
             data = os.pread(fd, size - start, start)
         finally:
             os.close(fd)
-        offset = start
-        lines = data.split(b"\n")
-        tail = lines.pop()  # after the last newline: empty, or a line still being written
-        for line in lines:
-            item = self._parse(segment, offset, line)
+        # Line by line, not split at once: a segment holds tens of thousands of lines.
+        lines_end = data.rfind(b"\n") + 1
+        tail = data[lines_end:]  # after the last newline: empty, or a line still being written
+        position = 0
+        while position < lines_end:
+            newline = data.index(b"\n", position)
+            item = self._parse(segment, start + position, data[position:newline])
             if item is not None:
                 yield item
-            offset += len(line) + 1
+            position = newline + 1
+        offset = start + lines_end
         if tail and self._journal.is_sealed(segment):
             # The writer died mid-line: that enqueue never returned, so nothing is lost.
             yield Quarantined(segment, offset, "torn line left by a writer that died", tail)
