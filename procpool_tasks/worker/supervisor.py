@@ -28,6 +28,7 @@ Each part has a module of its own in this package (see its docstring).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import multiprocessing.forkserver
@@ -35,6 +36,7 @@ import os
 import secrets
 import selectors
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
@@ -517,6 +519,9 @@ class Supervisor:
         """Start the forkserver now: it sets Django up while the journal is read."""
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["procpool_tasks.worker.preload"])
+        # The preload imports the project from the path this process has (not imported
+        # here: it sets Django up and changes its process group where it runs).
+        os.environ["PROCPOOL_TASKS_FORKSERVER_PATH"] = json.dumps(sys.path)
         # No database socket may be shared with a process.
         connections.close_all()
         multiprocessing.forkserver.ensure_running()
