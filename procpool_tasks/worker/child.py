@@ -187,6 +187,9 @@ class _Inbox:
         # builds one per call, which cost more than the rest of a short task's bookkeeping.
         self._readable = selectors.DefaultSelector()
         self._readable.register(conn, selectors.EVENT_READ)
+        # The thread's, registered here: the pipe may be closed by the time the thread runs.
+        self._watch = selectors.DefaultSelector()
+        self._watch.register(conn, selectors.EVENT_READ)
         self._lock = threading.Lock()  # the pipe, and what was read from it
         self._queued: list[Job | Recall] = []  # read, not acted on yet: in order
         self._task_started: float | None = None  # monotonic, while a task runs
@@ -257,8 +260,6 @@ class _Inbox:
     def _read_while_running(self) -> None:
         """While a task runs: queue each message as it comes; past ``HAND_BACK_AFTER_S``,
         hand back every job queued behind the task, and any that comes later."""
-        watch = selectors.DefaultSelector()
-        watch.register(self._conn, selectors.EVENT_READ)
         while True:
             self._task_running.wait()
             started = self._task_started
@@ -266,7 +267,7 @@ class _Inbox:
                 continue  # it ended meanwhile: the event is clear again
             long_after = started + HAND_BACK_AFTER_S
             now = time.monotonic()
-            watch.select(long_after - now if now < long_after else HAND_BACK_CHECK_S)
+            self._watch.select(long_after - now if now < long_after else HAND_BACK_CHECK_S)
             with self._lock:
                 if self._task_started != started:
                     continue  # it ended: the main thread reads the pipe now
