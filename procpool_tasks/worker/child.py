@@ -126,6 +126,9 @@ def init_child(settings: ChildSettings) -> None:
     # supervisor runs again) or waiting for work forever.
     die_with_process(settings.supervisor_pid)
     if not apps.ready:
+        preload = sys.modules.get("procpool_tasks.worker.preload")
+        if preload is not None and preload.setup_error is not None:
+            raise preload.setup_error  # it failed in the forkserver: it cannot be retried here
         django.setup()  # which gives SQLite databases the settings they lack (``sqlite``)
     logs.configure(settings.verbosity, sys.stdout)
 
@@ -194,6 +197,7 @@ class _Inbox:
         self._queued: list[Job | Recall] = []  # read, not acted on yet: in order
         self._task_started: float | None = None  # monotonic, while a task runs
         self._task_running = threading.Event()
+        self._failure: BaseException | None = None  # what the thread could not read
         reader = threading.Thread(target=self._read_while_running, name="procpool-inbox")
         reader.daemon = True
         reader.start()
@@ -202,6 +206,8 @@ class _Inbox:
         """The next job to run: queued already, or the next to come."""
         while True:
             with self._lock:
+                if self._failure is not None:
+                    raise self._failure
                 message = self._queued.pop(0) if self._queued else None
             if message is None:
                 message = _receive(self._conn)  # only this thread reads while none runs
@@ -258,8 +264,19 @@ class _Inbox:
         return returned
 
     def _read_while_running(self) -> None:
-        """While a task runs: queue each message as it comes; past ``HAND_BACK_AFTER_S``,
-        hand back every job queued behind the task, and any that comes later."""
+        """The thread. What it cannot read is raised by the main thread before its next job,
+        as if it had read it itself: the process dies, and the supervisor takes the job back."""
+        try:
+            self._serve_while_running()
+        except (EOFError, OSError):
+            return  # the supervisor is gone
+        except BaseException as error:
+            self._failure = error
+
+    def _serve_while_running(self) -> None:
+        """While a task runs: queue each message as it comes; once it has run
+        ``HAND_BACK_AFTER_S``, hand back every job queued behind it, and any that comes later."""
+        handed_back_for: float | None = None  # the start of the task it handed back for
         while True:
             self._task_running.wait()
             started = self._task_started
@@ -267,19 +284,20 @@ class _Inbox:
                 continue  # it ended meanwhile: the event is clear again
             long_after = started + HAND_BACK_AFTER_S
             now = time.monotonic()
-            self._watch.select(long_after - now if now < long_after else HAND_BACK_CHECK_S)
+            if now < long_after:
+                self._watch.select(long_after - now)
+            elif handed_back_for == started:
+                self._watch.select(HAND_BACK_CHECK_S)
             with self._lock:
                 if self._task_started != started:
                     continue  # it ended: the main thread reads the pipe now
-                try:
-                    if time.monotonic() < long_after:
-                        self._read_pending()
-                        continue
-                    returned = self._hand_back(everything=True)
-                    if returned:
-                        self._conn.send_bytes(pickle.dumps(HandedBack(returned)))
-                except (EOFError, OSError):
-                    return  # the supervisor is gone
+                if time.monotonic() < long_after:
+                    self._read_pending()
+                    continue
+                handed_back_for = started
+                returned = self._hand_back(everything=True)
+                if returned:
+                    self._conn.send_bytes(pickle.dumps(HandedBack(returned)))
 
 
 def _receive(conn: Connection) -> Job | Recall:

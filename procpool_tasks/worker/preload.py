@@ -27,12 +27,17 @@ with contextlib.suppress(ValueError, TypeError):
 with contextlib.suppress(OSError):
     os.setpgid(0, 0)
 
-# A broken project is reported by the first child instead (its initializer sets up
-# Django again and the error reaches the supervisor); the forkserver must not die here.
-with contextlib.suppress(Exception):
+#: Why Django could not be set up here, if it could not. A broken project is reported by
+#: each worker process instead (``child.init_child`` raises this, and the error reaches the
+#: supervisor): the forkserver must not die, and Django cannot be set up twice in one
+#: process, so a process forked from here could not find the error by itself.
+setup_error: Exception | None = None
+try:
     django.setup()
     # What every worker process runs, imported once here rather than in each of them.
     from procpool_tasks.worker import child  # noqa: F401
+except Exception as error:
+    setup_error = error
 
 # The objects made so far are never collected: a collection in a worker process would write
 # to each of them, and so copy every page it shares with the forkserver into the process

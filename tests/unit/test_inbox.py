@@ -94,7 +94,10 @@ def test_a_process_that_leaves_hands_back_every_queued_job(pipe: Pipe) -> None:
     assert reply_of(supervisor) == (True, ("queued",))
 
 
-def test_a_job_sent_while_a_task_runs_is_read_before_the_task_ends(pipe: Pipe) -> None:
+def test_a_job_sent_while_a_task_runs_is_read_before_the_task_ends(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)  # short, however slow the machine
     inbox, supervisor = running_with(pipe)
 
     with inbox.running():
@@ -126,3 +129,32 @@ def test_a_task_that_runs_long_hands_back_what_is_queued_and_what_comes_later(
     assert reply_of(supervisor) == (False, ())
     send(supervisor, job("next"))
     assert inbox.next_job().record.id == "next"
+
+
+def test_a_recall_the_thread_read_while_the_task_ran_is_honoured_with_the_outcome(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)
+    inbox, supervisor = running_with(pipe)
+
+    with inbox.running():
+        send(supervisor, job("queued"), Recall("queued"))
+        wait_for(lambda: len(inbox._queued) == 2, what="the thread to read both")
+    inbox.reply(outcome(), leaving=False)
+
+    assert reply_of(supervisor) == (False, ("queued",))
+    send(supervisor, job("next"))
+    assert inbox.next_job().record.id == "next"
+
+
+def test_what_the_thread_cannot_read_is_raised_before_the_next_job(pipe: Pipe) -> None:
+    inbox, supervisor = running_with(pipe)
+
+    with inbox.running():
+        supervisor.send_bytes(b"not a pickle")
+        wait_for(lambda: inbox._failure, what="the thread to fail")
+    inbox.reply(outcome(), leaving=False)  # the task that ran keeps its outcome
+
+    assert reply_of(supervisor) == (False, ())
+    with pytest.raises(pickle.UnpicklingError):
+        inbox.next_job()  # the process dies: the supervisor takes back what it sent
