@@ -8,6 +8,7 @@ concern each::
     intake      reading the journal into the ready set
     dispatch    claims, sending tasks to processes, deaths, time and memory limits
     pool        the worker processes themselves and their pipes
+    zygote      the fork of the supervisor that forks the worker processes
     outcomes    what each end of a task means, acted on once committed
     states      the state transitions a task goes through, and the errors recorded
     committer   group commit of finished states, in a thread of its own
@@ -16,6 +17,5 @@ concern each::
     wakeups     signals and journal changes, into one selector
     lifeline    a process dies with the one it serves
     child       what runs in a worker process: one task at a time
-    preload     what the forkserver imports before it forks a worker process
     reload      ``--reload``: restart the supervisor when the code changes
 """

@@ -31,8 +31,6 @@ from traceback import format_exception
 from types import FrameType
 from typing import Any
 
-import django
-from django.apps import apps
 from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -119,17 +117,15 @@ class ChildSettings:
 
 
 def init_child(settings: ChildSettings) -> None:
-    """Prepare a fresh worker process: Django, logging, and signals left to the supervisor."""
+    """Prepare a fresh worker process: logging, and signals left to the supervisor.
+
+    Django is set up already: the process is a fork of the supervisor's (``zygote``).
+    """
     # Ctrl+C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A killed supervisor must not leave this process running its task (which the next
     # supervisor runs again) or waiting for work forever.
     die_with_process(settings.supervisor_pid)
-    if not apps.ready:
-        preload = sys.modules.get("procpool_tasks.worker.preload")
-        if preload is not None and preload.setup_error is not None:
-            raise preload.setup_error  # it failed in the forkserver: it cannot be retried here
-        django.setup()  # which gives SQLite databases the settings they lack (``sqlite``)
     logs.configure(settings.verbosity, sys.stdout)
 
 

@@ -41,12 +41,10 @@ def die_with_parent(signum: int = signal.SIGKILL, *, parent: int | None = None) 
 def die_with_process(pid: int, signum: int = signal.SIGKILL) -> None:
     """Send ``signum`` to this process as soon as process ``pid`` (not our parent) exits.
 
-    For worker processes, whose parent is the forkserver, not the supervisor: the
-    forkserver outlives a killed supervisor for as long as any of its children runs (each
-    child holds the pipe whose closing would end it), so a parent-death signal never
-    comes and the children would wait for work forever, or finish a task that the next
-    supervisor runs again. A daemon thread waits on a pidfd (no polling); where there is
-    none, it looks every second.
+    For worker processes, whose parent is the zygote, not the supervisor: a parent-death
+    signal would come only once the zygote noticed the supervisor's death, and the
+    children would meanwhile finish a task that the next supervisor runs again. A daemon
+    thread waits on a pidfd (no polling); where there is none, it looks every second.
     """
     try:
         pidfd = os.pidfd_open(pid) if HAS_PIDFD else None

@@ -9,9 +9,9 @@ single selector in its main thread (``supervisor``) tells it when an outcome arr
 when a process exits (its sentinel). So it always knows which process runs which task: a
 death, a timeout or a memory limit concerns one process.
 
-Processes are forked from the forkserver, whose preload has set up Django
-(``_preload``): they start fast, share its pages copy-on-write, and inherit none of the
-supervisor's threads, locks, signal handlers or connections. A process leaves after its
+Processes are forked by the zygote, itself forked from the supervisor once Django was set
+up (``zygote``): they start fast, share the supervisor's pages copy-on-write, and inherit
+none of its threads, locks, signal handlers or connections. A process leaves after its
 outcome when it ran ``max_tasks_per_child`` tasks or grew past ``max_memory_mib``
 (``child.serve`` decides), and the pool starts another in its place.
 """
@@ -24,12 +24,12 @@ import pickle
 import selectors
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
 from . import child
+from .zygote import ForkedProcess
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class WorkerProcess:
     """One worker process and the pipe to it; ``task_id`` is what it runs (None: idle),
     ``ahead`` the job sent to wait behind it (``dispatch``)."""
 
-    process: Any  # multiprocessing's Process of the forkserver context
+    process: ForkedProcess
     conn: Connection
     task_id: str | None = None
     ahead: str | None = None
@@ -74,13 +74,11 @@ class Pool:
     def __init__(
         self,
         size: int,
-        context: Any,
-        settings: child.ChildSettings,
+        spawn: Callable[[], tuple[ForkedProcess, Connection]],
         selector: selectors.BaseSelector,
     ) -> None:
         self.size = size
-        self._context = context
-        self._settings = settings
+        self._spawn = spawn  # ``Zygote.spawn``
         self._selector = selector
         self.workers: list[WorkerProcess] = []
         self._next_start = 0.0
@@ -94,12 +92,7 @@ class Pool:
             self._start()
 
     def _start(self) -> None:
-        parent, child_end = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=child.serve, args=(child_end, self._settings), name="procpool-worker"
-        )
-        process.start()
-        child_end.close()
+        process, parent = self._spawn()
         worker = WorkerProcess(process, parent)
         self.workers.append(worker)
         self._selector.register(parent, selectors.EVENT_READ, ("outcome", worker))
@@ -200,6 +193,7 @@ class Pool:
         worker.process.join()
         exit_code = worker.process.exitcode
         self._forget(worker)
+        worker.process.close()
         return int(exit_code if exit_code is not None else -signal.SIGKILL)
 
     def delay_starts(self) -> None:
@@ -236,3 +230,4 @@ class Pool:
             self._forget(worker)
         for worker in workers:
             worker.process.join()
+            worker.process.close()

@@ -115,7 +115,7 @@ class ReloadRequests:
         #: The reloader closed its end: it exited (and its exit stops us, ``lifeline``).
         self.closed = False
         os.set_blocking(fd, False)
-        os.set_inheritable(fd, False)  # not for the forkserver, nor the tasks' processes
+        os.set_inheritable(fd, False)  # not for the tasks' processes (the zygote closes it)
 
     @classmethod
     def from_environment(cls) -> ReloadRequests | None:

@@ -2,11 +2,12 @@
 
 Flow::
 
+    fork   the zygote, which forks the worker processes (``zygote``): before this process
+           opens its files or starts a thread, so that they inherit neither
     open   lock our instance, open our result log, try the claim lock: a journal we
            cannot write (read-only, full, a planted symlink) exits 3 before any claim
-    start  start the forkserver (Django loads there meanwhile); recover the supervisors
-           that died (replay their result logs); read every segment into the ready set,
-           re-queueing the tasks they left RUNNING
+    start  recover the supervisors that died (replay their result logs); read every
+           segment into the ready set, re-queueing the tasks they left RUNNING
     loop   enqueue the periodic tasks due now (``periodic``); claim the best ready tasks,
            one per idle process, and one to queue behind each busy process running a short
            task, and send them (``dispatch``); wait in one selector for an
@@ -28,21 +29,17 @@ Each part has a module of its own in this package (see its docstring).
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import logging
-import multiprocessing
-import multiprocessing.forkserver
 import os
 import secrets
 import selectors
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from django.db import connections
 from django.utils import timezone
 
 from .. import journal, sqlite
@@ -63,6 +60,7 @@ from .reload import ReloadRequest, ReloadRequests
 from .states import TaskInterrupted, WorkerProcessDied
 from .unserved import UnservedQueues
 from .wakeups import JournalWatch, WakePipe
+from .zygote import Zygote
 
 logger = logging.getLogger(__name__)
 
@@ -117,20 +115,40 @@ class SupervisorConfig:
 
 def run_supervisor(config: SupervisorConfig) -> int:
     """Run until stopped (or, with --batch, until nothing is ready); return the exit code."""
-    supervisor = Supervisor(config)
+    # First, before this process opens anything else or starts a thread (``zygote``).
+    serve = functools.partial(child.serve, settings=_child_settings(config))
+    zygote = Zygote(serve, close_in_zygote=_reload_fds(config))
+    supervisor = Supervisor(config, zygote)
     try:
         supervisor.open()
     except journal.JournalError as error:
+        zygote.close()
         logger.error("Cannot use the journal %s: %s", error.filename, error.strerror)
         return EXIT_JOURNAL_UNUSABLE
     return supervisor.run()
 
 
+def _child_settings(config: SupervisorConfig) -> child.ChildSettings:
+    return child.ChildSettings(
+        verbosity=config.verbosity,
+        supervisor_pid=os.getpid(),
+        max_tasks=config.max_tasks_per_child,
+        max_memory_mib=config.max_memory_per_child,
+    )
+
+
+def _reload_fds(config: SupervisorConfig) -> list[int]:
+    """The reloader's pipe, which is for the supervisor alone."""
+    requests = config.reload_requests
+    return [] if requests is None else [requests.fileno()]
+
+
 class Supervisor:
     """One supervisor instance: its loop, signals and lifecycle; see the module docstring."""
 
-    def __init__(self, config: SupervisorConfig) -> None:
+    def __init__(self, config: SupervisorConfig, zygote: Zygote) -> None:
         self.config = config
+        self._zygote = zygote
         self.journal = config.backend.journal
         self.instance = secrets.token_hex(8)
         self.ready = ReadySet()
@@ -190,7 +208,6 @@ class Supervisor:
             self._schedules.log_schedules()
         self._log_sqlite_defaults()
         self._beat()
-        self._start_forkserver()
         self._watch = JournalWatch(self.journal.segments_dir, self._wake)
         self.committer = Committer(self._result_log, self._wake)
         self._preparer = SparePreparer(self.journal)
@@ -270,6 +287,7 @@ class Supervisor:
         self._history.stop()
         if self.dispatcher.pool is not None:
             self.dispatcher.pool.close()
+        self._zygote.close()
         unwritten = self.committer.stop(wait_for_disk=self._stop_level < 2)
         self.outcomes.on_committed()
         self._selector.close()
@@ -515,25 +533,8 @@ class Supervisor:
                 self.config.backend.alias,
             )
 
-    def _start_forkserver(self) -> None:
-        """Start the forkserver now: it sets Django up while the journal is read."""
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["procpool_tasks.worker.preload"])
-        # The preload imports the project from the path this process has (not imported
-        # here: it sets Django up and changes its process group where it runs).
-        os.environ["PROCPOOL_TASKS_FORKSERVER_PATH"] = json.dumps(sys.path)
-        # No database socket may be shared with a process.
-        connections.close_all()
-        multiprocessing.forkserver.ensure_running()
-
     def _new_pool(self) -> Pool:
-        settings = child.ChildSettings(
-            verbosity=self.config.verbosity,
-            supervisor_pid=os.getpid(),
-            max_tasks=self.config.max_tasks_per_child,
-            max_memory_mib=self.config.max_memory_per_child,
-        )
-        return Pool(self.config.processes, self._context, settings, self._selector)
+        return Pool(self.config.processes, self._zygote.spawn, self._selector)
 
     def _beat(self) -> None:
         """Write this supervisor's heartbeat (see ``heartbeat``); a failure only logs."""

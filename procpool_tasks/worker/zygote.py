@@ -1,0 +1,301 @@
+"""The process that forks the worker processes: a fork of the supervisor, made before
+its threads start.
+
+Why not multiprocessing's forkserver: that is a fresh interpreter, which set Django and
+the project up a second time (about 35 MiB that the supervisor already holds), and it
+brought a resource tracker process along (8 MiB). Forked from the supervisor once Django
+is set up, the zygote shares the supervisor's pages copy-on-write, and so does every
+worker process it forks; objects made before the fork are frozen out of the garbage
+collector, which would otherwise write to each of them and copy its page.
+
+The protocol, over a socket pair: for each worker process the supervisor sends one byte
+with two descriptors, the process's end of its pipe and the write end of a status pipe.
+The zygote forks, writes the child's pid to the status pipe and, when the child exits, its
+exit code (negative: the signal that killed it), then closes it. The status pipe's read
+end is the supervisor's sentinel: readable once the process has exited. The child keeps
+its own copy of the write end, so that if the zygote dies first, the sentinel is still
+readable only once the child has exited too (its exit code is then unknown: 255, as
+multiprocessing says); the running tasks go on, and the supervisor forks a new zygote for
+the next process it needs. The zygote exits when the supervisor closes its socket, or dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+
+from django.db import connections
+
+__all__ = ["ForkedProcess", "Zygote"]
+
+logger = logging.getLogger(__name__)
+
+_CODE = struct.Struct("q")
+#: The exit code of a process whose zygote died before it could say (multiprocessing's).
+UNKNOWN_EXIT_CODE = 255
+#: How long the zygote may take to exit once its socket closed, before it is killed.
+ZYGOTE_EXIT_S = 5.0
+
+
+class ForkedProcess:
+    """A worker process the zygote forked: what the pool needs of multiprocessing's
+    ``Process`` (``pid``, ``sentinel``, ``join``, ``exitcode``, ``terminate``, ``kill``)."""
+
+    def __init__(self, pid: int, sentinel: int) -> None:
+        self.pid = pid
+        self.sentinel = sentinel
+        self._exitcode: int | None = None
+
+    @property
+    def exitcode(self) -> int | None:
+        """Its exit code (negative: the signal that killed it); None while it runs."""
+        self.join(0)
+        return self._exitcode
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` (None: for ever) for the process to exit."""
+        if self._exitcode is None and wait([self.sentinel], timeout):
+            data = os.read(self.sentinel, _CODE.size)
+            self._exitcode = _CODE.unpack(data)[0] if len(data) == _CODE.size else UNKNOWN_EXIT_CODE
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        # Only while its exit is not known: once it is, its pid may be another process's.
+        if self.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def close(self) -> None:
+        """Let the sentinel go, once the exit code was read (``join``)."""
+        os.close(self.sentinel)
+
+
+class Zygote:
+    """The supervisor's side: start the zygote, and ask it for worker processes.
+
+    ``serve`` is what each worker process runs with the ``Connection`` to the supervisor;
+    ``close_in_zygote`` the supervisor's descriptors that no worker process may hold.
+    """
+
+    def __init__(self, serve: Callable[[Connection], None], *, close_in_zygote: list[int]) -> None:
+        self._serve = serve
+        self._close_in_zygote = close_in_zygote
+        self.pid = 0
+        self._socket: socket.socket | None = None
+        self._start()
+
+    def _start(self) -> None:
+        # No database socket may be shared with a process; and what exists now is kept for
+        # good, so that no collection in any of the three kinds of process copies its pages.
+        connections.close_all()
+        gc.collect()
+        gc.freeze()
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the zygote (coverage does not follow forks)
+            ours.close()
+            _run_zygote(theirs, self._serve, self._close_in_zygote)
+        theirs.close()
+        self.pid, self._socket = pid, ours
+
+    def spawn(self) -> tuple[ForkedProcess, Connection]:
+        """A new worker process and the supervisor's end of its pipe.
+
+        If the zygote died (killed by an operator, or by the kernel for memory), another is
+        forked from the supervisor and asked again; the running tasks go on. The supervisor
+        has threads by then, and a fork copies the locks they held at that instant: the
+        zygote and its worker processes use none of them (logging resets its own at each
+        fork), and get no database connection (closed first) and the default signal
+        handlers, as at the first start. They do hold the supervisor's files then, its
+        lock among them, but no longer than it lives: they exit when it does.
+        """
+        try:
+            return self._spawn()
+        except OSError:
+            ended = self._ended(within_s=1.0)
+            if ended is None:
+                raise  # it runs: the error is this process's (no descriptor left, say)
+            logger.warning(
+                "The process that forks the worker processes (pid %d) is gone (%s): "
+                "starting another",
+                self.pid,
+                ended,
+            )
+            self._start()
+            return self._spawn()
+
+    def _spawn(self) -> tuple[ForkedProcess, Connection]:
+        assert self._socket is not None  # noqa: S101 (started in the constructor)
+        ours, theirs = socket.socketpair()
+        status_read, status_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            socket.send_fds(self._socket, [b"f"], [theirs.fileno(), status_write])
+            os.close(status_write)
+            status_write = -1
+            data = os.read(status_read, _CODE.size)  # its pid; nothing: the zygote is gone
+            if len(data) != _CODE.size:
+                raise ConnectionResetError("the zygote closed the status pipe")
+        except BaseException:
+            os.close(status_read)
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            if status_write >= 0:
+                os.close(status_write)
+        return ForkedProcess(_CODE.unpack(data)[0], status_read), Connection(ours.detach())
+
+    def close(self) -> None:
+        """Let the zygote go (it exits when its socket closes) and reap it."""
+        if self._socket is None:
+            return
+        self._socket.close()
+        self._socket = None
+        if self._ended(within_s=ZYGOTE_EXIT_S) is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._reap(block=True)
+
+    def _ended(self, *, within_s: float) -> str | None:
+        """How the zygote ended, if it does within ``within_s``; None if it still runs."""
+        deadline = time.monotonic() + within_s
+        while (ended := self._reap(block=False)) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return ended
+
+    def _reap(self, *, block: bool) -> str | None:
+        """How the zygote ended, once it has; None while it runs."""
+        try:
+            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return "already reaped"
+        if pid == 0:
+            return None
+        code = os.waitstatus_to_exitcode(status)
+        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
+
+# -- in the zygote ---------------------------------------------------------------------------
+
+
+def _run_zygote(  # pragma: no cover - runs in the zygote
+    sock: socket.socket, serve: Callable[[Connection], None], close_fds: list[int]
+) -> None:
+    """Fork a worker process for each request on ``sock``; say when each exits."""
+    code = 0
+    try:
+        for fd in close_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        # Its own process group, which the worker processes share: a signal to the
+        # supervisor's group (``kill -TERM -PGID``, a terminal's Ctrl+C) reaches the
+        # supervisor alone, which decides whether running tasks finish or stop.
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(signum, signal.SIG_DFL)
+        _Forker(sock, serve).run()
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        _flush()
+        os._exit(code)
+
+
+class _Forker:
+    def __init__(self, sock: socket.socket, serve: Callable[[Connection], None]) -> None:
+        self._socket = sock
+        self._socket.setblocking(False)  # read only when the selector says; see ``run``
+        self._serve = serve
+        self._statuses: dict[int, int] = {}  # pid -> the write end of its status pipe
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_write)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the selector
+
+    def run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._socket, selectors.EVENT_READ)
+        selector.register(self._wake_read, selectors.EVENT_READ)
+        while True:
+            selector.select()
+            self._reap()  # first, so that a pid is never reused while it is still noted
+            try:
+                message, fds, _flags, _address = socket.recv_fds(self._socket, 1, 2)
+            except BlockingIOError:
+                continue
+            if not message:
+                return  # the supervisor closed its socket, or died
+            self._fork(*fds)
+
+    def _fork(self, conn_fd: int, status_fd: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            self._run_child(conn_fd, status_fd)
+        os.close(conn_fd)
+        os.write(status_fd, _CODE.pack(pid))
+        self._statuses[pid] = status_fd
+
+    def _run_child(self, conn_fd: int, status_fd: int) -> None:
+        code = 0
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in (self._wake_read, self._wake_write, *self._statuses.values()):
+                os.close(fd)
+            self._socket.close()
+            # Its own status pipe stays open here until it exits: if the zygote dies first,
+            # the supervisor's sentinel still says when this process exits, not before.
+            for fd in (conn_fd, status_fd):
+                os.set_inheritable(fd, False)  # not for the programs that tasks run
+            self._serve(Connection(conn_fd))
+        except SystemExit as error:
+            code = error.code if isinstance(error.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            _flush()
+            os._exit(code)
+
+    def _reap(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_read, 4096):
+                pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            status_fd = self._statuses.pop(pid, None)
+            if status_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.write(status_fd, _CODE.pack(os.waitstatus_to_exitcode(status)))
+                os.close(status_fd)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
