@@ -159,3 +159,9 @@ def swallow_time_limit(seconds: float, marker: str) -> float:
 def touch_file(path: str) -> None:
     """A plain function, not a Task: a record that names it must never run it."""
     Path(path).touch()
+
+
+@task()
+def blocked_signals() -> list[int]:
+    """The signals this process blocks (none, unless something left its mask behind)."""
+    return sorted(int(signum) for signum in signal.pthread_sigmask(signal.SIG_BLOCK, []))

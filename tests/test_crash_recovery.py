@@ -36,9 +36,21 @@ ENQUEUERS = 3
 TASKS_PER_ENQUEUER = 60
 
 
-def _kill_at_a_random_moment(env: Env, worker: Worker, runs: Path, rng: random.Random) -> None:
+MOMENTS = ["at once", "started", "running", "running", "running"]
+ROUNDS = 7
+
+
+def _kill_moments(rng: random.Random) -> list[str]:
+    """When to kill each round's supervisor; at least one round while its tasks run, so
+    that some kill interrupts a task whatever the draw (7 draws without one: 1 in 600)."""
+    moments = [rng.choice(MOMENTS) for _ in range(ROUNDS)]
+    if "running" not in moments:
+        moments[rng.randrange(ROUNDS)] = "running"
+    return moments
+
+
+def _kill_at(moment: str, worker: Worker, runs: Path, rng: random.Random) -> None:
     """SIGKILL the supervisor during start-up, recovery or while its tasks run."""
-    moment = rng.choice(["at once", "started", "running", "running", "running"])
     if moment == "started":
         wait_for(lambda: "Starting worker" in worker.output, what="the supervisor to start")
     elif moment == "running":
@@ -69,9 +81,9 @@ def test_supervisor_killed_at_random_moments_under_concurrent_enqueue_loses_no_t
 
     # After each kill: the tasks that reached SUCCESSFUL, and how often each had run.
     runs_when_successful: dict[str, int] = {}
-    for round_number in range(7):
+    for round_number, moment in enumerate(_kill_moments(rng)):
         worker = env.start_worker("--processes", "2", "--worker-id", f"killed-{round_number}")
-        _kill_at_a_random_moment(env, worker, runs, rng)
+        _kill_at(moment, worker, runs, rng)
         run_counts = Counter(line.split()[0] for line in lines_of(runs))
         for result_id in acknowledged():
             if status_of(more_tasks.log_each_run.get_result(result_id)) == "SUCCESSFUL":

@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests import tasks
+from tests import more_tasks, tasks
 from tests.conftest import Env, wait_for
-from tests.support import hold_running, lines_of, status_of, worker_log
+from tests.support import hold_running, lines_of, refreshed, status_of, worker_log
 from tests.test_stopping import is_gone, parent_of
 
 MANAGE_PY = """\
@@ -106,21 +106,58 @@ def test_neither_the_zygote_nor_a_worker_process_holds_the_supervisors_files(env
     assert held.worker.stop() == 0
 
 
+def children_of(pid: int) -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_or_none(int(p)) == pid]
+
+
+def _parent_or_none(pid: int) -> int | None:
+    try:
+        return parent_of(pid)
+    except OSError:
+        return None  # gone meanwhile
+
+
 def test_a_killed_zygote_is_replaced_and_the_running_tasks_go_on(env: Env) -> None:
-    held = hold_running(env, 2, "--max-tasks-per-child", "1")
-    zygote = parent_of(held.pids[0])
+    starts, gate = env.tmp_path / "starts.log", env.tmp_path / "gate"
+    held = more_tasks.log_start_then_wait.enqueue(str(starts), str(gate))
+    doomed = more_tasks.log_start_then_wait.enqueue(str(starts), str(env.tmp_path / "never"))
+    worker = env.start_worker("--processes", "2")
+    wait_for(lambda: len(lines_of(starts)) == 2, what="both tasks to start")
+    zygote = parent_of(int(lines_of(starts)[0]))
 
     os.kill(zygote, signal.SIGKILL)
     wait_for(functools.partial(is_gone, zygote), what="the zygote to exit")
-    held.gate.touch()
-    # Each process leaves after its task: the next ones come from a new zygote.
-    later = [tasks.process_id.enqueue() for _ in range(4)]
-    results = [*held.results, *later]
-    wait_for(
-        lambda: all(status_of(result) == "SUCCESSFUL" for result in results), what="every task"
-    )
+    # A cancelled task's process is stopped, and only that one is replaced: by a process
+    # that a new zygote forks.
+    env.manage("procpool_cancel", doomed.id)
+    later = tasks.process_id.enqueue()
+    wait_for(lambda: status_of(later) == "SUCCESSFUL", what="a task in the new process")
 
-    # The held tasks ran once: their processes were not taken for dead with the zygote.
-    assert len(lines_of(held.starts)) == 2
-    assert worker_log(held.worker, r"forks the worker processes .* is gone")
-    assert held.worker.stop() == 0
+    new_zygote = parent_of(refreshed(later).return_value)
+    assert new_zygote not in (zygote, worker.process.pid)
+    assert parent_of(new_zygote) == worker.process.pid
+    assert worker_log(worker, r"forks the worker processes .* is gone .*starting another")
+    # Started afresh, not forked from the supervisor: none of its files.
+    journal = str(env.journal.resolve())
+    for pid in [new_zygote, *children_of(new_zygote)]:
+        assert not [path for path in open_files(pid) if path.startswith(journal)], pid
+
+    # The held task ran once: its process was not taken for dead with the zygote.
+    gate.touch()
+    wait_for(lambda: status_of(held) == "SUCCESSFUL", what="the held task")
+    assert len(lines_of(starts)) == 2
+    assert status_of(doomed) == "FAILED"
+    # Its process, forked by the first zygote, still exits when the supervisor stops: no
+    # other process holds its pipe.
+    assert worker.stop() == 0
+
+
+def test_the_worker_processes_of_a_reloading_worker_block_no_signal(env: Env) -> None:
+    # The reloader starts each supervisor with SIGTERM and SIGINT blocked until it can
+    # handle them; a worker process that kept them blocked could not be stopped by them.
+    result = more_tasks.blocked_signals.enqueue()
+    worker = env.start_worker("--reload", "--reload-dir", str(env.tmp_path))
+    wait_for(lambda: status_of(result) == "SUCCESSFUL", what="the task")
+
+    assert refreshed(result).return_value == []
+    assert worker.stop() == 0

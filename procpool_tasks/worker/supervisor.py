@@ -118,14 +118,16 @@ def run_supervisor(config: SupervisorConfig) -> int:
     # First, before this process opens anything else or starts a thread (``zygote``).
     serve = functools.partial(child.serve, settings=_child_settings(config))
     zygote = Zygote(serve, close_in_zygote=_reload_fds(config))
-    supervisor = Supervisor(config, zygote)
     try:
-        supervisor.open()
-    except journal.JournalError as error:
-        zygote.close()
-        logger.error("Cannot use the journal %s: %s", error.filename, error.strerror)
-        return EXIT_JOURNAL_UNUSABLE
-    return supervisor.run()
+        supervisor = Supervisor(config, zygote)
+        try:
+            supervisor.open()
+        except journal.JournalError as error:
+            logger.error("Cannot use the journal %s: %s", error.filename, error.strerror)
+            return EXIT_JOURNAL_UNUSABLE
+        return supervisor.run()
+    finally:
+        zygote.close()  # once more if the supervisor closed it: it always lets it go
 
 
 def _child_settings(config: SupervisorConfig) -> child.ChildSettings:

@@ -15,16 +15,20 @@ exit code (negative: the signal that killed it), then closes it. The status pipe
 end is the supervisor's sentinel: readable once the process has exited. The child keeps
 its own copy of the write end, so that if the zygote dies first, the sentinel is still
 readable only once the child has exited too (its exit code is then unknown: 255, as
-multiprocessing says); the running tasks go on, and the supervisor forks a new zygote for
-the next process it needs. The zygote exits when the supervisor closes its socket, or dies.
+multiprocessing says); the running tasks go on, and the supervisor starts a new zygote for
+the next process it needs, in a new interpreter (``Zygote._start_afresh`` says why).
+The zygote exits when the supervisor closes its socket, or dies; it ignores the signals
+that stop a service, so that it can still say how its worker processes ended.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
+import pickle
 import selectors
 import signal
 import socket
@@ -34,7 +38,9 @@ import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
+from typing import NoReturn
 
+import django
 from django.db import connections
 
 __all__ = ["ForkedProcess", "Zygote"]
@@ -46,6 +52,12 @@ _CODE = struct.Struct("q")
 UNKNOWN_EXIT_CODE = 255
 #: How long the zygote may take to exit once its socket closed, before it is killed.
 ZYGOTE_EXIT_S = 5.0
+#: How long the zygote may take to fork a process (one started afresh sets Django up first).
+SPAWN_TIMEOUT_S = 60.0
+#: The supervisor's ``sys.path``, as JSON, for a zygote started afresh: ``python -c`` would
+#: not import a project run as ``python path/to/manage.py`` from another directory.
+SYS_PATH_VARIABLE = "PROCPOOL_TASKS_ZYGOTE_PATH"
+_MAIN = "from procpool_tasks.worker.zygote import main; main()"
 
 
 class ForkedProcess:
@@ -98,12 +110,11 @@ class Zygote:
 
     def __init__(self, serve: Callable[[Connection], None], *, close_in_zygote: list[int]) -> None:
         self._serve = serve
-        self._close_in_zygote = close_in_zygote
         self.pid = 0
         self._socket: socket.socket | None = None
-        self._start()
+        self._fork(close_in_zygote)
 
-    def _start(self) -> None:
+    def _fork(self, close_in_zygote: list[int]) -> None:
         # No database socket may be shared with a process; and what exists now is kept for
         # good, so that no collection in any of the three kinds of process copies its pages.
         connections.close_all()
@@ -113,20 +124,33 @@ class Zygote:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the zygote (coverage does not follow forks)
             ours.close()
-            _run_zygote(theirs, self._serve, self._close_in_zygote)
+            _run_zygote(theirs, self._serve, close_in_zygote)
         theirs.close()
         self.pid, self._socket = pid, ours
+
+    def _start_afresh(self) -> None:
+        """Start a zygote in a new interpreter (``main``), which sets Django up itself.
+
+        For a zygote that died: the supervisor has threads and files by then, and a fork
+        would copy the locks its threads held at that instant, its pipes to the worker
+        processes (whose end of file would never come) and its locks on the journal.
+        """
+        ours, theirs = socket.socketpair()
+        os.set_inheritable(theirs.fileno(), True)  # Python's own are not inherited
+        environment = {**os.environ, SYS_PATH_VARIABLE: json.dumps(sys.path)}
+        arguments = [str(theirs.fileno()), pickle.dumps(self._serve).hex()]
+        try:
+            command = [sys.executable, "-c", _MAIN, *arguments]
+            self.pid = os.posix_spawn(sys.executable, command, environment)
+        finally:
+            theirs.close()
+        self._socket = ours
 
     def spawn(self) -> tuple[ForkedProcess, Connection]:
         """A new worker process and the supervisor's end of its pipe.
 
         If the zygote died (killed by an operator, or by the kernel for memory), another is
-        forked from the supervisor and asked again; the running tasks go on. The supervisor
-        has threads by then, and a fork copies the locks they held at that instant: the
-        zygote and its worker processes use none of them (logging resets its own at each
-        fork), and get no database connection (closed first) and the default signal
-        handlers, as at the first start. They do hold the supervisor's files then, its
-        lock among them, but no longer than it lives: they exit when it does.
+        started afresh (``_start_afresh``) and asked again; the running tasks go on.
         """
         try:
             return self._spawn()
@@ -140,7 +164,8 @@ class Zygote:
                 self.pid,
                 ended,
             )
-            self._start()
+            self._close_socket()
+            self._start_afresh()
             return self._spawn()
 
     def _spawn(self) -> tuple[ForkedProcess, Connection]:
@@ -151,7 +176,11 @@ class Zygote:
             socket.send_fds(self._socket, [b"f"], [theirs.fileno(), status_write])
             os.close(status_write)
             status_write = -1
-            data = os.read(status_read, _CODE.size)  # its pid; nothing: the zygote is gone
+            # Its pid; nothing: the zygote is gone. Bounded: a zygote killed between its fork
+            # and this answer leaves the pipe open in the child it forked.
+            if not wait([status_read], SPAWN_TIMEOUT_S):
+                raise TimeoutError(f"the zygote did not fork within {SPAWN_TIMEOUT_S:g} s")
+            data = os.read(status_read, _CODE.size)
             if len(data) != _CODE.size:
                 raise ConnectionResetError("the zygote closed the status pipe")
         except BaseException:
@@ -168,12 +197,16 @@ class Zygote:
         """Let the zygote go (it exits when its socket closes) and reap it."""
         if self._socket is None:
             return
-        self._socket.close()
-        self._socket = None
+        self._close_socket()
         if self._ended(within_s=ZYGOTE_EXIT_S) is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
             self._reap(block=True)
+
+    def _close_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def _ended(self, *, within_s: float) -> str | None:
         """How the zygote ended, if it does within ``within_s``; None if it still runs."""
@@ -197,9 +230,18 @@ class Zygote:
 # -- in the zygote ---------------------------------------------------------------------------
 
 
+def main() -> None:  # pragma: no cover - runs in a zygote started afresh
+    """A zygote started afresh (``Zygote._start_afresh``): argv holds its socket's
+    descriptor and what its worker processes run, pickled, in hex."""
+    socket_fd, serve = int(sys.argv[1]), pickle.loads(bytes.fromhex(sys.argv[2]))  # noqa: S301
+    sys.path[:] = json.loads(os.environ.pop(SYS_PATH_VARIABLE))
+    django.setup()
+    _run_zygote(socket.socket(fileno=socket_fd), serve, [])
+
+
 def _run_zygote(  # pragma: no cover - runs in the zygote
     sock: socket.socket, serve: Callable[[Connection], None], close_fds: list[int]
-) -> None:
+) -> NoReturn:
     """Fork a worker process for each request on ``sock``; say when each exits."""
     code = 0
     try:
@@ -211,8 +253,17 @@ def _run_zygote(  # pragma: no cover - runs in the zygote
         # supervisor alone, which decides whether running tasks finish or stop.
         with contextlib.suppress(OSError):
             os.setpgid(0, 0)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(signum, signal.SIG_DFL)
+        # It exits when the supervisor does, not on a signal sent to every process (as
+        # systemd stops a service): it must still say how its worker processes ended.
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        # A reloaded supervisor blocks these until it can handle them; not inherited.
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        # As multiprocessing does: a task that reads its standard input gets end of file,
+        # not the terminal (where a background process group would be stopped).
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stdin.close()
+            sys.stdin = open(os.devnull)  # for the life of the process
         _Forker(sock, serve).run()
     except BaseException:
         traceback.print_exc()
@@ -222,6 +273,9 @@ def _run_zygote(  # pragma: no cover - runs in the zygote
         os._exit(code)
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
 class _Forker:
     def __init__(self, sock: socket.socket, serve: Callable[[Connection], None]) -> None:
         self._socket = sock
@@ -229,15 +283,15 @@ class _Forker:
         self._serve = serve
         self._statuses: dict[int, int] = {}  # pid -> the write end of its status pipe
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector = selectors.DefaultSelector()
         signal.set_wakeup_fd(self._wake_write)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the selector
 
     def run(self) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(self._socket, selectors.EVENT_READ)
-        selector.register(self._wake_read, selectors.EVENT_READ)
+        self._selector.register(self._socket, selectors.EVENT_READ)
+        self._selector.register(self._wake_read, selectors.EVENT_READ)
         while True:
-            selector.select()
+            self._selector.select()
             self._reap()  # first, so that a pid is never reused while it is still noted
             try:
                 message, fds, _flags, _address = socket.recv_fds(self._socket, 1, 2)
@@ -259,9 +313,11 @@ class _Forker:
         code = 0
         try:
             signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for signum in (signal.SIGCHLD, *_STOP_SIGNALS):
+                signal.signal(signum, signal.SIG_DFL)
             for fd in (self._wake_read, self._wake_write, *self._statuses.values()):
                 os.close(fd)
+            self._selector.close()
             self._socket.close()
             # Its own status pipe stays open here until it exits: if the zygote dies first,
             # the supervisor's sentinel still says when this process exits, not before.
@@ -269,7 +325,7 @@ class _Forker:
                 os.set_inheritable(fd, False)  # not for the programs that tasks run
             self._serve(Connection(conn_fd))
         except SystemExit as error:
-            code = error.code if isinstance(error.code, int) else 1
+            code = error.code if isinstance(error.code, int) else int(error.code is not None)
         except BaseException:
             traceback.print_exc()
             code = 1
