@@ -165,3 +165,9 @@ def touch_file(path: str) -> None:
 def blocked_signals() -> list[int]:
     """The signals this process blocks (none, unless something left its mask behind)."""
     return sorted(int(signum) for signum in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+@task()
+def read_standard_input() -> str:
+    """What this process's standard input holds (nothing: it must not be a terminal's)."""
+    return os.read(0, 100).decode()

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tests import more_tasks, tasks
-from tests.conftest import Env, wait_for
+from tests.conftest import REPO_ROOT, Env, wait_for
 from tests.support import hold_running, lines_of, refreshed, status_of, worker_log
 from tests.test_stopping import is_gone, parent_of
 
@@ -161,3 +161,57 @@ def test_the_worker_processes_of_a_reloading_worker_block_no_signal(env: Env) ->
 
     assert refreshed(result).return_value == []
     assert worker.stop() == 0
+
+
+def test_a_task_reads_nothing_on_the_workers_standard_input(env: Env) -> None:
+    # Read from a terminal, a worker process (a background process group) would be stopped.
+    result = more_tasks.read_standard_input.enqueue()
+    worker = subprocess.run(
+        env.command("--batch", "--processes", "1"),
+        env=env.variables,
+        cwd=REPO_ROOT,
+        input="typed at the worker's terminal\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    assert refreshed(result).return_value == ""
+
+
+def test_a_zygote_started_afresh_imports_a_project_run_from_another_directory(
+    env: Env,
+) -> None:
+    command, variables = outside_project(env)
+    output_path = env.tmp_path / "worker.log"
+    with output_path.open("wb") as output:
+        supervisor = subprocess.Popen(
+            [*command, "--processes", "1", "--max-tasks-per-child", "1"],
+            env=variables,
+            cwd=Path("/"),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    env.processes.append(supervisor)
+    first = tasks.process_id.enqueue()
+    wait_for(lambda: status_of(first) == "SUCCESSFUL", what="the first task")
+    [zygote] = children_of(supervisor.pid)
+
+    os.kill(zygote, signal.SIGKILL)
+    wait_for(functools.partial(is_gone, zygote), what="the zygote to exit")
+    # The process that ran the first task left; the next one, forked before the kill, runs
+    # the second task and leaves too; the third task's process needs a new zygote.
+    later = [tasks.process_id.enqueue() for _ in range(2)]
+    wait_for(
+        lambda: all(status_of(result) == "SUCCESSFUL" for result in later),
+        what=f"the later tasks; worker's output:\n{output_path.read_text()}",
+    )
+
+    assert "starting another" in output_path.read_text()
+    # Only the supervisor and the new zygote imported the project's settings.
+    assert len(lines_of(Path(variables["IMPORTED_BY"]))) == 2
+    supervisor.terminate()
+    assert supervisor.wait(timeout=30) == 0

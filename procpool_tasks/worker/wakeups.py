@@ -36,7 +36,9 @@ class WakePipe:
     """A non-blocking pipe: anything written wakes the selector that watches ``fileno``."""
 
     def __init__(self) -> None:
-        self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._read_fd, self._write_fd = os.pipe()  # not inheritable (PEP 446); no pipe2 on macOS
+        for fd in (self._read_fd, self._write_fd):
+            os.set_blocking(fd, False)
 
     def fileno(self) -> int:
         return self._read_fd

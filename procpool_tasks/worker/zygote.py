@@ -43,6 +43,8 @@ from typing import NoReturn
 import django
 from django.db import connections
 
+from .wakeups import WakePipe
+
 __all__ = ["ForkedProcess", "Zygote"]
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,15 @@ SPAWN_TIMEOUT_S = 60.0
 #: The supervisor's ``sys.path``, as JSON, for a zygote started afresh: ``python -c`` would
 #: not import a project run as ``python path/to/manage.py`` from another directory.
 SYS_PATH_VARIABLE = "PROCPOOL_TASKS_ZYGOTE_PATH"
-_MAIN = "from procpool_tasks.worker.zygote import main; main()"
+# The path first: procpool_tasks itself may be importable only from the supervisor's path.
+_MAIN = (
+    f"import json, os, sys; sys.path[:] = json.loads(os.environ.pop({SYS_PATH_VARIABLE!r})); "
+    "from procpool_tasks.worker.zygote import main; main()"
+)
+
+
+class CannotFork(OSError):
+    """The zygote runs, but the system refused it a new process (its errno)."""
 
 
 class ForkedProcess:
@@ -141,7 +151,9 @@ class Zygote:
         arguments = [str(theirs.fileno()), pickle.dumps(self._serve).hex()]
         try:
             command = [sys.executable, "-c", _MAIN, *arguments]
-            self.pid = os.posix_spawn(sys.executable, command, environment)
+            # In its own process group from the start: a Ctrl+C while it sets Django up
+            # is the supervisor's to handle.
+            self.pid = os.posix_spawn(sys.executable, command, environment, setpgroup=0)
         finally:
             theirs.close()
         self._socket = ours
@@ -152,26 +164,29 @@ class Zygote:
         If the zygote died (killed by an operator, or by the kernel for memory), another is
         started afresh (``_start_afresh``) and asked again; the running tasks go on.
         """
-        try:
-            return self._spawn()
-        except OSError:
-            ended = self._ended(within_s=1.0)
-            if ended is None:
-                raise  # it runs: the error is this process's (no descriptor left, say)
-            logger.warning(
-                "The process that forks the worker processes (pid %d) is gone (%s): "
-                "starting another",
-                self.pid,
-                ended,
-            )
-            self._close_socket()
-            self._start_afresh()
-            return self._spawn()
+        if self._socket is not None:
+            try:
+                return self._spawn()
+            except CannotFork:
+                raise  # it runs, but the system refused it a process (a limit, memory)
+            except OSError:
+                ended = self._ended(within_s=1.0)
+                if ended is None:
+                    raise  # it runs: the error is this process's (no descriptor left, say)
+                logger.warning(
+                    "The process that forks the worker processes (pid %d) is gone (%s): "
+                    "starting another",
+                    self.pid,
+                    ended,
+                )
+                self._close_socket()
+        self._start_afresh()  # if it fails, the next call tries again
+        return self._spawn()
 
     def _spawn(self) -> tuple[ForkedProcess, Connection]:
         assert self._socket is not None  # noqa: S101 (started in the constructor)
         ours, theirs = socket.socketpair()
-        status_read, status_write = os.pipe2(os.O_CLOEXEC)
+        status_read, status_write = os.pipe()  # not inheritable (PEP 446)
         try:
             socket.send_fds(self._socket, [b"f"], [theirs.fileno(), status_write])
             os.close(status_write)
@@ -183,6 +198,8 @@ class Zygote:
             data = os.read(status_read, _CODE.size)
             if len(data) != _CODE.size:
                 raise ConnectionResetError("the zygote closed the status pipe")
+            if (pid := _CODE.unpack(data)[0]) <= 0:
+                raise CannotFork(-pid, f"the zygote cannot fork: {os.strerror(-pid)}")
         except BaseException:
             os.close(status_read)
             ours.close()
@@ -191,7 +208,7 @@ class Zygote:
             theirs.close()
             if status_write >= 0:
                 os.close(status_write)
-        return ForkedProcess(_CODE.unpack(data)[0], status_read), Connection(ours.detach())
+        return ForkedProcess(pid, status_read), Connection(ours.detach())
 
     def close(self) -> None:
         """Let the zygote go (it exits when its socket closes) and reap it."""
@@ -234,8 +251,9 @@ def main() -> None:  # pragma: no cover - runs in a zygote started afresh
     """A zygote started afresh (``Zygote._start_afresh``): argv holds its socket's
     descriptor and what its worker processes run, pickled, in hex."""
     socket_fd, serve = int(sys.argv[1]), pickle.loads(bytes.fromhex(sys.argv[2]))  # noqa: S301
-    sys.path[:] = json.loads(os.environ.pop(SYS_PATH_VARIABLE))
     django.setup()
+    gc.collect()
+    gc.freeze()  # as in the supervisor before the first zygote's fork (``Zygote._fork``)
     _run_zygote(socket.socket(fileno=socket_fd), serve, [])
 
 
@@ -259,11 +277,9 @@ def _run_zygote(  # pragma: no cover - runs in the zygote
             signal.signal(signum, signal.SIG_IGN)
         # A reloaded supervisor blocks these until it can handle them; not inherited.
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        # As multiprocessing does: a task that reads its standard input gets end of file,
-        # not the terminal (where a background process group would be stopped).
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            sys.stdin.close()
-            sys.stdin = open(os.devnull)  # for the life of the process
+        # A task, or a program it runs, that reads its standard input gets end of file, not
+        # the terminal (where a background process group would be stopped).
+        _read_nothing_on_standard_input()
         _Forker(sock, serve).run()
     except BaseException:
         traceback.print_exc()
@@ -276,20 +292,28 @@ def _run_zygote(  # pragma: no cover - runs in the zygote
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
+def _read_nothing_on_standard_input() -> None:
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        if devnull != 0:  # 0 if it was closed: /dev/null is in place already
+            os.dup2(devnull, 0)
+            os.close(devnull)
+
+
 class _Forker:
     def __init__(self, sock: socket.socket, serve: Callable[[Connection], None]) -> None:
         self._socket = sock
         self._socket.setblocking(False)  # read only when the selector says; see ``run``
         self._serve = serve
         self._statuses: dict[int, int] = {}  # pid -> the write end of its status pipe
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake = WakePipe()
         self._selector = selectors.DefaultSelector()
-        signal.set_wakeup_fd(self._wake_write)
+        signal.set_wakeup_fd(self._wake.write_fd)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the selector
 
     def run(self) -> None:
         self._selector.register(self._socket, selectors.EVENT_READ)
-        self._selector.register(self._wake_read, selectors.EVENT_READ)
+        self._selector.register(self._wake, selectors.EVENT_READ)
         while True:
             self._selector.select()
             self._reap()  # first, so that a pid is never reused while it is still noted
@@ -302,12 +326,23 @@ class _Forker:
             self._fork(*fds)
 
     def _fork(self, conn_fd: int, status_fd: int) -> None:
-        pid = os.fork()
+        # Blocked until the child has its default handlers back: a stop sent to it at
+        # once must not meet the zygote's SIG_IGN.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as error:  # a limit on processes, or memory: it says so, and goes on
+            pid = -(error.errno or 1)
         if pid == 0:
             self._run_child(conn_fd, status_fd)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         os.close(conn_fd)
-        os.write(status_fd, _CODE.pack(pid))
-        self._statuses[pid] = status_fd
+        with contextlib.suppress(OSError):  # the supervisor stopped waiting for it
+            os.write(status_fd, _CODE.pack(pid))
+        if pid > 0:
+            self._statuses[pid] = status_fd
+        else:
+            os.close(status_fd)
 
     def _run_child(self, conn_fd: int, status_fd: int) -> None:
         code = 0
@@ -315,7 +350,9 @@ class _Forker:
             signal.set_wakeup_fd(-1)
             for signum in (signal.SIGCHLD, *_STOP_SIGNALS):
                 signal.signal(signum, signal.SIG_DFL)
-            for fd in (self._wake_read, self._wake_write, *self._statuses.values()):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            self._wake.close()
+            for fd in self._statuses.values():
                 os.close(fd)
             self._selector.close()
             self._socket.close()
@@ -334,9 +371,7 @@ class _Forker:
             os._exit(code)
 
     def _reap(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_read, 4096):
-                pass
+        self._wake.drain()
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
