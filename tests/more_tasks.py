@@ -6,6 +6,7 @@ import ctypes
 import os
 import resource
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,9 @@ def blocked_signals() -> list[int]:
 def read_standard_input() -> str:
     """What this process's standard input holds (nothing: it must not be a terminal's)."""
     return os.read(0, 100).decode()
+
+
+@task()
+def program_interrupted_by_sigint() -> int:
+    """The exit code of a shell that sends itself SIGINT (-2: it died of it, as by default)."""
+    return subprocess.run(["sh", "-c", "kill -INT $$; sleep 5"], check=False).returncode

@@ -215,3 +215,12 @@ def test_a_zygote_started_afresh_imports_a_project_run_from_another_directory(
     assert len(lines_of(Path(variables["IMPORTED_BY"]))) == 2
     supervisor.terminate()
     assert supervisor.wait(timeout=30) == 0
+
+
+def test_a_program_that_a_task_runs_can_be_interrupted(env: Env) -> None:
+    # The worker process does nothing on SIGINT, but must not pass that on as SIG_IGN,
+    # which a program keeps across exec.
+    result = more_tasks.program_interrupted_by_sigint.enqueue()
+    env.run_batch("--processes", "1")
+
+    assert refreshed(result).return_value == -signal.SIGINT

@@ -121,12 +121,18 @@ def init_child(settings: ChildSettings) -> None:
 
     Django is set up already: the process is a fork of the supervisor's (``zygote``).
     """
-    # Ctrl+C reaches the whole process group; only the supervisor decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGINT (a Ctrl+C, or a service stopped with it) is the supervisor's to act on: no
+    # KeyboardInterrupt in the task. A handler that does nothing, not SIG_IGN, which the
+    # programs a task runs would inherit: they could not be interrupted.
+    signal.signal(signal.SIGINT, _ignore_signal)
     # A killed supervisor must not leave this process running its task (which the next
     # supervisor runs again) or waiting for work forever.
     die_with_process(settings.supervisor_pid)
     logs.configure(settings.verbosity, sys.stdout)
+
+
+def _ignore_signal(signum: int, frame: FrameType | None) -> None:
+    """Handled, so that nothing happens; reset to the default in a program that runs."""
 
 
 def serve(conn: Connection, settings: ChildSettings) -> None:
