@@ -3,7 +3,7 @@
 Flow::
 
     fork   the zygote, which forks the worker processes (``zygote``): before this process
-           opens its files or starts a thread, so that they inherit neither
+           opens its files or starts a thread, so that they inherit none of them
     open   lock our instance, open our result log, try the claim lock: a journal we
            cannot write (read-only, full, a planted symlink) exits 3 before any claim
     start  recover the supervisors that died (replay their result logs); read every

@@ -24,6 +24,7 @@ that stop a service, so that it can still say how its worker processes ended.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -261,32 +262,30 @@ def _run_zygote(  # pragma: no cover - runs in the zygote
     sock: socket.socket, serve: Callable[[Connection], None], close_fds: list[int]
 ) -> NoReturn:
     """Fork a worker process for each request on ``sock``; say when each exits."""
-    code = 0
-    try:
-        for fd in close_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        # Its own process group, which the worker processes share: a signal to the
-        # supervisor's group (``kill -TERM -PGID``, a terminal's Ctrl+C) reaches the
-        # supervisor alone, which decides whether running tasks finish or stop.
+    _run_then_exit(functools.partial(_serve_as_zygote, sock, serve, close_fds))
+
+
+def _serve_as_zygote(
+    sock: socket.socket, serve: Callable[[Connection], None], close_fds: list[int]
+) -> None:
+    for fd in close_fds:
         with contextlib.suppress(OSError):
-            os.setpgid(0, 0)
-        # It exits when the supervisor does, not on a signal sent to every process (as
-        # systemd stops a service): it must still say how its worker processes ended.
-        for signum in _STOP_SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
-        # A reloaded supervisor blocks these until it can handle them; not inherited.
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        # A task, or a program it runs, that reads its standard input gets end of file, not
-        # the terminal (where a background process group would be stopped).
-        _read_nothing_on_standard_input()
-        _Forker(sock, serve).run()
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    finally:
-        _flush()
-        os._exit(code)
+            os.close(fd)
+    # Its own process group, which the worker processes share: a signal to the
+    # supervisor's group (``kill -TERM -PGID``, a terminal's Ctrl+C) reaches the
+    # supervisor alone, which decides whether running tasks finish or stop.
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    # It exits when the supervisor does, not on a signal sent to every process (as
+    # systemd stops a service): it must still say how its worker processes ended.
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    # A reloaded supervisor blocks these until it can handle them; not inherited.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    # A task, or a program it runs, that reads its standard input gets end of file, not
+    # the terminal (where a background process group would be stopped).
+    _read_nothing_on_standard_input()
+    _Forker(sock, serve).run()
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
@@ -344,31 +343,24 @@ class _Forker:
         else:
             os.close(status_fd)
 
-    def _run_child(self, conn_fd: int, status_fd: int) -> None:
-        code = 0
-        try:
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGCHLD, *_STOP_SIGNALS):
-                signal.signal(signum, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-            self._wake.close()
-            for fd in self._statuses.values():
-                os.close(fd)
-            self._selector.close()
-            self._socket.close()
-            # Its own status pipe stays open here until it exits: if the zygote dies first,
-            # the supervisor's sentinel still says when this process exits, not before.
-            for fd in (conn_fd, status_fd):
-                os.set_inheritable(fd, False)  # not for the programs that tasks run
-            self._serve(Connection(conn_fd))
-        except SystemExit as error:
-            code = error.code if isinstance(error.code, int) else int(error.code is not None)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        finally:
-            _flush()
-            os._exit(code)
+    def _run_child(self, conn_fd: int, status_fd: int) -> NoReturn:
+        _run_then_exit(functools.partial(self._serve_as_child, conn_fd, status_fd))
+
+    def _serve_as_child(self, conn_fd: int, status_fd: int) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, *_STOP_SIGNALS):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        self._wake.close()
+        for fd in self._statuses.values():
+            os.close(fd)
+        self._selector.close()
+        self._socket.close()
+        # Its own status pipe stays open here until it exits: if the zygote dies first,
+        # the supervisor's sentinel still says when this process exits, not before.
+        for fd in (conn_fd, status_fd):
+            os.set_inheritable(fd, False)  # not for the programs that tasks run
+        self._serve(Connection(conn_fd))
 
     def _reap(self) -> None:
         self._wake.drain()
@@ -386,7 +378,19 @@ class _Forker:
                 os.close(status_fd)
 
 
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+def _run_then_exit(run: Callable[[], None]) -> NoReturn:  # pragma: no cover - in a child
+    """Run a forked process's work, then leave with its exit code (as multiprocessing's
+    children do): the parent's atexit handlers and buffers are not this process's."""
+    code = 0
+    try:
+        run()
+    except SystemExit as error:
+        code = error.code if isinstance(error.code, int) else int(error.code is not None)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
