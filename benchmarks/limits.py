@@ -151,26 +151,30 @@ def watch_latencies_ms(directory: Path, n: int) -> list[float]:
 
 def measure_limits(base: Path, *, sizes: Sizes, say: Callable[[str], None]) -> dict[str, Figure]:
     """Each limit ``sizes.repeats`` times, in a fresh directory under ``base`` (the run's
-    disk)."""
+    disk).
+
+    The directories stay until the run ends and ``base`` goes: deleting thousands of
+    files here would slow the next inodes made on that disk for a minute or more (ext4
+    skips recently freed inodes, one by one), which is the systems' drains that follow.
+    """
     samples: dict[str, list[float]] = {limit.key: [] for limit in LIMITS}
     for _ in range(sizes.repeats):
-        with tempfile.TemporaryDirectory(dir=base) as scratch:
-            directory = Path(scratch)
-            (directory / "create").mkdir()
-            (directory / "watch").mkdir()
-            (directory / "plain").mkdir()
-            files = sizes.limit_files
-            samples["durable_create"].append(durable_creates_per_s(directory / "create", files))
-            samples["durable_append"].append(durable_appends_per_s(directory, files))
-            samples["file_create"].append(file_creates_per_s(directory / "plain", files))
-            samples["pool_round_trip"].append(
-                pool_round_trips_per_s(sizes.limit_tasks, sizes.processes)
-            )
-            samples["pool_round_trip_4"].append(
-                pool_round_trips_per_s(sizes.limit_tasks, sizes.many_processes)
-            )
-            latencies = watch_latencies_ms(directory / "watch", sizes.limit_notifications)
-            samples["watch_p50"].append(percentile(latencies, 50))
-            samples["watch_p99"].append(percentile(latencies, 99))
+        directory = Path(tempfile.mkdtemp(prefix="limits-", dir=base))
+        (directory / "create").mkdir()
+        (directory / "watch").mkdir()
+        (directory / "plain").mkdir()
+        files = sizes.limit_files
+        samples["durable_create"].append(durable_creates_per_s(directory / "create", files))
+        samples["durable_append"].append(durable_appends_per_s(directory, files))
+        samples["file_create"].append(file_creates_per_s(directory / "plain", files))
+        samples["pool_round_trip"].append(
+            pool_round_trips_per_s(sizes.limit_tasks, sizes.processes)
+        )
+        samples["pool_round_trip_4"].append(
+            pool_round_trips_per_s(sizes.limit_tasks, sizes.many_processes)
+        )
+        latencies = watch_latencies_ms(directory / "watch", sizes.limit_notifications)
+        samples["watch_p50"].append(percentile(latencies, 50))
+        samples["watch_p99"].append(percentile(latencies, 99))
     say("limits: " + ", ".join(f"{k} {v[-1]:,.1f}" for k, v in samples.items()))
     return {key: Figure.of(values) for key, values in samples.items()}
