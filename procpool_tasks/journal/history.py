@@ -300,6 +300,7 @@ def _summarize(
     new = (item for item in tail.read_segment(segment) if not isinstance(item, j.Quarantined))
     summary.unfinished = []
     unfinished = []
+    with_state = _ids_with_state(journal, segment)
     # One record at a time: a segment holds tens of thousands, and a list of them all was
     # the supervisor's largest allocation, which its memory kept long after.
     for item in itertools.chain(left_unfinished, new):
@@ -307,7 +308,7 @@ def _summarize(
             if _note_marker(journal, item, summary, write=write):
                 republished.add(j.parse_id(item.id)[0])
             continue
-        state = _read_state(journal, item.id)
+        state = _read_state(journal, item.id) if item.id in with_state else None
         if state is not None and state.is_finished:
             summary.add_finished(item, state)
         elif state is None and done:
@@ -340,6 +341,24 @@ def _is_over(journal: j.Journal, record_id: str) -> bool:
     if state is not None:
         return state.is_finished
     return journal.was_pruned(record_id)
+
+
+class _Everyone:
+    """Stands for a listing that could not be read: every task's state is read."""
+
+    def __contains__(self, record_id: object) -> bool:
+        return True
+
+
+def _ids_with_state(journal: j.Journal, segment: str) -> frozenset[str] | _Everyone:
+    """The segment's tasks that have a result file, from one listing taken after ``done``
+    was read (see ``Journal.was_pruned``): a task of a backlog that no supervisor touched
+    yet costs no open of its own. A task that gets its file after the listing is taken
+    for unfinished, and looked at again by the next survey."""
+    try:
+        return journal.ids_with_state(segment)
+    except OSError:  # a symlink planted for the directory: read_state says why, task by task
+        return _Everyone()
 
 
 def _read_state(journal: j.Journal, record_id: str) -> j.State | None:
