@@ -83,9 +83,9 @@ def is_alive(pid: int) -> bool:
 
 
 def spare_of(env: Env, result_id: str) -> Path:
-    """The spare result file a supervisor makes for a task it has read in and queued."""
+    """The result file a supervisor makes, empty, for a task it has read in and queued."""
     segment, offset = result_id.split("-")
-    return env.journal / "results" / segment / f".{offset}.json.spare"
+    return env.journal / "results" / segment / f"{offset}.json"
 
 
 # -- READY and deferred --------------------------------------------------------------------

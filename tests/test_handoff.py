@@ -260,9 +260,9 @@ def where_it_went(env: Env, result_id: str) -> tuple[str, str | None, str | None
 
 
 def spare_of(env: Env, result_id: str) -> Path:
-    """The spare result file a worker makes for a task it has queued."""
+    """The result file a worker makes, empty, for a task it has queued."""
     segment, offset = journal.parse_id(result_id)
-    return env.journal / "results" / segment / f".{offset:x}.json.spare"
+    return env.journal / "results" / segment / f"{offset:x}.json"
 
 
 def status_counts(env: Env) -> dict[str, Any]:

@@ -360,6 +360,34 @@ def test_a_task_pruned_after_a_running_supervisor_queued_it_never_runs_again(
     assert str(tasks.block_until.get_result(blocking.id).status) == "SUCCESSFUL"
 
 
+def test_an_empty_result_file_made_after_a_prune_neither_runs_the_task_nor_brings_it_back(
+    env: Env,
+) -> None:
+    """A supervisor makes the result files of the tasks it queued ahead of their claims,
+    empty (``prepare_result_file``); one it makes late, after another supervisor ran the
+    task and a prune deleted it, reads as pruned: its segment is done."""
+    release, started = env.tmp_path / "release", env.tmp_path / "started"
+    tasks.block_until.using(priority=10).enqueue(str(release), str(started))
+    successes, failure = enqueue_mixed(env)
+    holder = env.start_worker("--processes", "1", "--worker-id", "holder")
+    wait_for(started.exists, what="the holder to run its blocking task")  # it read them all
+
+    env.run_batch("--processes", "1", "--worker-id", "other")
+    age(env, *successes, failure)
+    prune(env, "--older-than", "0.01s", "--status", "SUCCESSFUL")
+    for result_id in successes:  # as the holder's thread would make them, late
+        segment, offset = journal.parse_id(result_id)
+        (env.journal / "results" / segment / f"{offset:x}.json").touch(mode=0o600)
+    last = tasks.add.using(priority=-10).enqueue(3, 1)  # runs after what the holder queued
+    release.touch()
+    wait_for(lambda: str(tasks.add.get_result(last.id).status) == "SUCCESSFUL", what="last")
+    assert holder.stop() == 0
+
+    assert [f"id={i}" in holder.output for i in successes] == [False, False]
+    assert [why_missing(i) for i in successes] == [f"{i}: pruned" for i in successes]
+    assert str(tasks.fail_times.get_result(failure).status) == "FAILED"
+
+
 ENQUEUE_FLAKY_AND_FAILING = """
 import sys
 from tests import tasks

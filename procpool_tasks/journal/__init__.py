@@ -10,8 +10,8 @@ Layout of a journal directory (0700; every file 0600)::
                                      (supervisors skip it; a missing result is pruned)
     segments/<task id>.cancel        a RUNNING task's cancel, for its supervisor to honour
                                      (``cancels``)
-    results/<segment>/<offset>.json  a task's states, appended: the last intact line counts
-    results/<segment>/.<offset>.json.spare  empty, made ahead of the claim (see below)
+    results/<segment>/<offset>.json  a task's states, appended: the last intact line counts;
+                                     empty (no state yet) if made ahead of the claim
     wal/<instance>.log               a supervisor's log of finished states (group commit)
     workers/<instance>.lock          held by a live supervisor; free once it has died
     workers/<instance>.json          its heartbeat (``heartbeat``)
@@ -40,8 +40,8 @@ each written after a newline of its own, so that a line torn by a crash never jo
 next one; a reader takes the last intact line, and so sees the old state or the new one,
 never half of one. Appending costs one file per task: creating a file (a new inode) was
 the most expensive step of a state change, and replacing the file whole took a second
-one. Supervisors make that file ahead of time, as a hidden spare that the claim links
-into place.
+one. Supervisors make that file ahead of time, empty, so that the claim only opens it:
+an empty result file reads as no state at all.
 
 Durability: an enqueue is acknowledged after its line is ``fdatasync``-ed (with the
 ``durable`` option). Finished states are appended to the supervisor's WAL and synced in

@@ -77,5 +77,5 @@ class _Pruning(_Segments, _ResultFiles):
         except OSError as error:
             if error.errno != errno.ENOTEMPTY:
                 raise
-            # A supervisor made a spare file there meanwhile (it had queued a task of the
-            # segment before the prune): an orphan that the next prune removes.
+            # A supervisor made an empty result file there meanwhile (it had queued a task
+            # of the segment before the prune): an orphan that the next prune removes.

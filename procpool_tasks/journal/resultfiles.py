@@ -46,7 +46,7 @@ def _last_state(data: bytes) -> State | None:
 def _append_line(dir_fd: int, name: str, line: bytes, *, sync: bool = False) -> None:
     """Append to a result file, making it if need be; never through a planted symlink.
 
-    A new result file takes the inode of its spare if one was made ahead of time (see
+    The file is often there already, empty: made ahead of time (see
     ``Journal.prepare_result_file``). A symlink (or anything else planted in its place)
     is replaced whole by a file of our own that holds just this line. With ``sync``, the
     line (and the file's name, if it was made or replaced) is on disk when this returns.
@@ -58,7 +58,6 @@ def _append_line(dir_fd: int, name: str, line: bytes, *, sync: bool = False) -> 
         try:
             fd = os.open(name, flags, dir_fd=dir_fd)
         except FileNotFoundError:
-            _take_spare(dir_fd, name)
             fd = os.open(name, flags | os.O_CREAT, _FILE_MODE, dir_fd=dir_fd)
             made = True
     except OSError as error:
@@ -74,6 +73,8 @@ def _append_line(dir_fd: int, name: str, line: bytes, *, sync: bool = False) -> 
             os.fsync(dir_fd)
         return
     try:
+        # A file made ahead of time, still empty, may not be on disk yet either.
+        made = made or (sync and os.fstat(fd).st_size == 0)
         files._write_all(fd, line)
         if sync:
             sync_data(fd)
@@ -82,27 +83,6 @@ def _append_line(dir_fd: int, name: str, line: bytes, *, sync: bool = False) -> 
     if sync and made:
         # A new file survives power loss only once its directory entry is on disk.
         os.fsync(dir_fd)
-
-
-def _spare_name(name: str) -> str:
-    return f".{name}.spare"  # hidden: never taken for a task's state
-
-
-def _take_spare(dir_fd: int, name: str) -> None:
-    """Give the missing result file ``name`` the inode of its spare, if it has one.
-
-    A link, not a rename, so that a result file that appeared meanwhile is never
-    replaced; the spare is no use then and goes.
-    """
-    spare = _spare_name(name)
-    try:
-        os.link(spare, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return  # none was made in time
-    except OSError:
-        pass  # the result file exists after all (or cannot be linked): create it
-    with contextlib.suppress(OSError):
-        os.unlink(spare, dir_fd=dir_fd)
 
 
 class _ResultFiles(_Directory):
@@ -148,21 +128,21 @@ class _ResultFiles(_Directory):
             _fsync_directory(self.results_dir)
 
     def prepare_result_file(self, record_id: str) -> None:
-        """Make a spare, empty result file for a task that has none yet.
+        """Make the empty result file of a task that has none yet: it reads as no state.
 
         Creating a file (a new inode) is the costliest step of a task's first state
-        change on ext4; a supervisor's background thread makes the spares of the tasks
-        it has queued, so that the claim only links one into place.
+        change on ext4, and it holds the directory's lock meanwhile; a supervisor's
+        background thread makes the files of the tasks it has queued, so that the claim
+        only opens one and takes no lock of the directory. Never over a file that is
+        there (``O_EXCL``). One made for a task that finished and was pruned meanwhile
+        (by another supervisor) reads as pruned, as a missing one does: its segment is
+        done (``was_pruned``); it goes with its segment.
         """
         segment, offset = parse_id(record_id)
-        name = f"{offset:x}.json"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
         with self._results_directory(segment, create=True) as dir_fd:
-            with contextlib.suppress(FileNotFoundError):
-                os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                return  # it has a state already
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
             with contextlib.suppress(FileExistsError):
-                os.close(os.open(_spare_name(name), flags, _FILE_MODE, dir_fd=dir_fd))
+                os.close(os.open(f"{offset:x}.json", flags, _FILE_MODE, dir_fd=dir_fd))
 
     def ids_with_state(self, segment: str) -> frozenset[str]:
         """The ids of a segment's tasks that have a result file, from one listing.

@@ -1,10 +1,11 @@
 """A supervisor's helper threads, each with a Journal of its own, away from its claims.
 
-``SparePreparer`` makes each queued task's result file ahead of its claim: creating a
-file (a new inode) cost more than the rest of a claim on ext4, and the claim then only
-links the spare into place. ``HistoryKeeper`` keeps the journal's history now and every
-``HISTORY_INTERVAL_S``: segment summaries, segments marked done, pruning by retention
-(``history``); it skips a pass while another process holds the history lock.
+``SparePreparer`` makes each queued task's result file, empty, ahead of its claim:
+creating a file (a new inode) cost more than the rest of a claim on ext4, and held the
+directory's lock meanwhile; the claim then only opens the file. ``HistoryKeeper`` keeps
+the journal's history now and every ``HISTORY_INTERVAL_S``: segment summaries, segments
+marked done, pruning by retention (``history``); it skips a pass while another process
+holds the history lock.
 """
 
 from __future__ import annotations
@@ -28,26 +29,29 @@ HISTORY_INTERVAL_S = 60.0
 
 
 class SparePreparer:
-    """Makes spare result files for queued tasks, on another core than the claims."""
+    """Makes the empty result files of queued tasks, on another core than the claims."""
 
     def __init__(self, journal_: journal.Journal) -> None:
         self._journal = journal.Journal(journal_.path, durable=journal_.durable)
-        self._ids: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._batches: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="procpool-prepare", daemon=True).start()
 
-    def prepare(self, record_id: str) -> None:
-        self._ids.put(record_id)
+    def prepare(self, record_ids: list[str]) -> None:
+        """Make the result files of these tasks, in this order: one hand-over (one
+        wake-up of the thread) for all the tasks a read of the journal queued."""
+        self._batches.put(record_ids)
 
     def stop(self) -> None:
-        self._ids.put(None)
+        self._batches.put(None)
 
     def _run(self) -> None:
         self._journal.keep_directories_open()
         try:
-            while (record_id := self._ids.get()) is not None:
-                # A spare not made in time is no matter: the claim creates the file.
-                with contextlib.suppress(OSError):
-                    self._journal.prepare_result_file(record_id)
+            while (record_ids := self._batches.get()) is not None:
+                for record_id in record_ids:
+                    # A file not made in time is no matter: the claim creates it.
+                    with contextlib.suppress(OSError):
+                        self._journal.prepare_result_file(record_id)
         finally:
             self._journal.close()
 

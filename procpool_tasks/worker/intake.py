@@ -36,7 +36,7 @@ class Intake:
         ready: ReadySet,
         recovery: Recovery,
         committer: Committer,
-        prepare: Callable[[str], None],
+        prepare: Callable[[list[str]], None],
         unserved: Callable[[journal.Record], None],
         stop_cancelled: Callable[[str], None] | None = None,
     ) -> None:
@@ -46,6 +46,7 @@ class Intake:
         self._recovery = recovery
         self._committer = committer
         self._prepare = prepare
+        self._to_prepare: list[str] = []  # handed over at the end of each read, at once
         self._unserved = unserved
         self._stop_cancelled = stop_cancelled
         self._tail = journal.SegmentTail(journal_)
@@ -68,6 +69,9 @@ class Intake:
                 self._consider(item, state)
             else:
                 self._unserved(item)
+        if self._to_prepare:
+            self._prepare(self._to_prepare)
+            self._to_prepare = []
         if self._recovery.has_dead:
             # Their tasks' new states must be durable before another supervisor may
             # take their locks and look at those tasks again.
@@ -90,7 +94,7 @@ class Intake:
 
     def _consider(self, record: journal.Record, state: journal.State | None) -> None:
         if state is None:
-            self._prepare(record.id)
+            self._to_prepare.append(record.id)
         if state is None or state.status == journal.READY:
             self._ready.push(record, state.run_after if state else None)
         elif state.status == journal.RUNNING and not self._recovery.is_alive(state.owner):

@@ -189,7 +189,7 @@ def intake(
         ready=ready,
         recovery=Recovery(store, INSTANCE, outcomes),
         committer=committer,
-        prepare=prepared.append,
+        prepare=prepared.extend,
         unserved=others.append,
     )
     return reader, prepared
