@@ -34,6 +34,7 @@ import errno
 import itertools
 import logging
 import math
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -50,6 +51,9 @@ __all__ = ["Failure", "SegmentSummary", "Survey", "survey", "survey_and_keep"]
 RECENT_FAILURES = 10
 #: What opening a file for writing fails with where this process may only read.
 _CANNOT_WRITE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+#: How many states of a segment a survey reads one by one before it lists the segment's
+#: result files instead (``_SegmentStates``).
+LIST_AFTER = 32
 #: How far back a summary counts finished tasks per minute (the status page's chart).
 MINUTES_KEPT = 60
 
@@ -300,7 +304,7 @@ def _summarize(
     new = (item for item in tail.read_segment(segment) if not isinstance(item, j.Quarantined))
     summary.unfinished = []
     unfinished = []
-    with_state = _ids_with_state(journal, segment)
+    states = _SegmentStates(journal, segment)
     # One record at a time: a segment holds tens of thousands, and a list of them all was
     # the supervisor's largest allocation, which its memory kept long after.
     for item in itertools.chain(left_unfinished, new):
@@ -308,7 +312,7 @@ def _summarize(
             if _note_marker(journal, item, summary, write=write):
                 republished.add(j.parse_id(item.id)[0])
             continue
-        state = _read_state(journal, item.id) if item.id in with_state else None
+        state = states.read(item.id)
         if state is not None and state.is_finished:
             summary.add_finished(item, state)
         elif state is None and done:
@@ -343,22 +347,32 @@ def _is_over(journal: j.Journal, record_id: str) -> bool:
     return journal.was_pruned(record_id)
 
 
-class _Everyone:
-    """Stands for a listing that could not be read: every task's state is read."""
+class _SegmentStates:
+    """Reads the states of one segment's tasks: the first ``LIST_AFTER`` one by one, then
+    only those of the tasks that one listing of its results shows may hold one.
 
-    def __contains__(self, record_id: object) -> bool:
-        return True
+    A backlog that no supervisor touched (or whose files were made ahead, empty) then
+    costs no open per task; a segment with a few unfinished tasks left, no listing. A
+    task that gets its state after the listing is taken for unfinished, and looked at
+    again by the next survey, as a task that finished after its state was read is.
+    """
 
+    def __init__(self, journal: j.Journal, segment: str) -> None:
+        self._journal = journal
+        self._segment = segment
+        self._read = 0
+        self._listed: frozenset[str] | None = None
 
-def _ids_with_state(journal: j.Journal, segment: str) -> frozenset[str] | _Everyone:
-    """The segment's tasks that have a result file, from one listing taken after ``done``
-    was read (see ``Journal.was_pruned``): a task of a backlog that no supervisor touched
-    yet costs no open of its own. A task that gets its file after the listing is taken
-    for unfinished, and looked at again by the next survey."""
-    try:
-        return journal.ids_with_state(segment)
-    except OSError:  # a symlink planted for the directory: read_state says why, task by task
-        return _Everyone()
+    def read(self, record_id: str) -> j.State | None:
+        self._read += 1
+        if self._read > LIST_AFTER and self._listed is None:
+            try:
+                self._listed = self._journal.ids_with_state(self._segment)
+            except OSError:  # a symlink planted for the directory: read_state says why
+                self._read = -sys.maxsize
+        if self._listed is not None and record_id not in self._listed:
+            return None
+        return _read_state(self._journal, record_id)
 
 
 def _read_state(journal: j.Journal, record_id: str) -> j.State | None:

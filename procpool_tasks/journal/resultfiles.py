@@ -49,17 +49,15 @@ def _append_line(dir_fd: int, name: str, line: bytes, *, sync: bool = False) -> 
     The file is often there already, empty: made ahead of time (see
     ``Journal.prepare_result_file``). A symlink (or anything else planted in its place)
     is replaced whole by a file of our own that holds just this line. With ``sync``, the
-    line (and the file's name, if it was made or replaced) is on disk when this returns.
+    line and the file's name are on disk when this returns.
     """
     # O_NONBLOCK: a FIFO planted here fails at once (ENXIO) instead of hanging.
     flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | _OPEN_FLAGS
-    made = False
     try:
         try:
             fd = os.open(name, flags, dir_fd=dir_fd)
         except FileNotFoundError:
             fd = os.open(name, flags | os.O_CREAT, _FILE_MODE, dir_fd=dir_fd)
-            made = True
     except OSError as error:
         if error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
             raise
@@ -73,16 +71,26 @@ def _append_line(dir_fd: int, name: str, line: bytes, *, sync: bool = False) -> 
             os.fsync(dir_fd)
         return
     try:
-        # A file made ahead of time, still empty, may not be on disk yet either.
-        made = made or (sync and os.fstat(fd).st_size == 0)
         files._write_all(fd, line)
         if sync:
             sync_data(fd)
     finally:
         os.close(fd)
-    if sync and made:
-        # A new file survives power loss only once its directory entry is on disk.
+    if sync:
+        # A file survives power loss only once its directory entry is on disk; one made
+        # by a claim, or ahead of it, may have been written since without a sync.
         os.fsync(dir_fd)
+
+
+def _may_hold_a_state(entry: os.DirEntry[str]) -> bool:
+    """Anything but an empty regular file (a symlink planted there included: reading it
+    says so)."""
+    try:
+        if not entry.is_file(follow_symlinks=False):
+            return True
+        return entry.stat(follow_symlinks=False).st_size > 0
+    except FileNotFoundError:
+        return False  # pruned meanwhile
 
 
 class _ResultFiles(_Directory):
@@ -121,45 +129,55 @@ class _ResultFiles(_Directory):
         """
         segment, offset = parse_id(state.id)
         line = b"\n" + _frame(encode_state(state))
-        results_made = not (self.results_dir / segment).is_dir()
         with self._results_directory(segment, create=True) as dir_fd:
             _append_line(dir_fd, f"{offset:x}.json", line, sync=self.durable)
-        if results_made and self.durable:
+        if self.durable:
+            # Whoever made the file and its directory (a claim, or a supervisor's process
+            # ahead of it) synced neither name: rare states, so both are synced each time.
             _fsync_directory(self.results_dir)
 
     def prepare_result_file(self, record_id: str) -> None:
         """Make the empty result file of a task that has none yet: it reads as no state.
 
         Creating a file (a new inode) is the costliest step of a task's first state
-        change on ext4, and it holds the directory's lock meanwhile; a supervisor's
-        background thread makes the files of the tasks it has queued, so that the claim
+        change on ext4, and it holds the directory's lock meanwhile; a process of the
+        supervisor's makes the files of the tasks it has queued, so that the claim
         only opens one and takes no lock of the directory. Never over a file that is
         there (``O_EXCL``). One made for a task that finished and was pruned meanwhile
         (by another supervisor) reads as pruned, as a missing one does: its segment is
         done (``was_pruned``); it goes with its segment.
         """
         segment, offset = parse_id(record_id)
+        name = f"{offset:x}.json"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
         with self._results_directory(segment, create=True) as dir_fd:
+            with contextlib.suppress(FileNotFoundError):
+                # A look first, which takes no lock of the directory, as a create does:
+                # a supervisor that starts makes the files of its backlog again.
+                os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                return
             with contextlib.suppress(FileExistsError):
-                os.close(os.open(f"{offset:x}.json", flags, _FILE_MODE, dir_fd=dir_fd))
+                os.close(os.open(name, flags, _FILE_MODE, dir_fd=dir_fd))
 
     def ids_with_state(self, segment: str) -> frozenset[str]:
-        """The ids of a segment's tasks that have a result file, from one listing.
+        """The ids of a segment's tasks whose result file may hold a state, from one
+        listing: not those without a file, nor those whose file is empty (made ahead).
 
         A supervisor starting on a long backlog asks this once per segment instead of
-        trying to open a result file per task: most have none yet.
+        trying to open a result file per task: most have no state yet.
         """
         try:
             with self._results_directory(segment, create=False) as dir_fd:
-                names = os.listdir(dir_fd)
+                with os.scandir(dir_fd) as entries:
+                    return frozenset(
+                        f"{segment}-{entry.name.removesuffix('.json')}"
+                        for entry in entries
+                        if entry.name.endswith(".json")
+                        and not entry.name.startswith(".")
+                        and _may_hold_a_state(entry)
+                    )
         except FileNotFoundError:
             return frozenset()
-        return frozenset(
-            f"{segment}-{name.removesuffix('.json')}"
-            for name in names
-            if name.endswith(".json") and not name.startswith(".")
-        )
 
     def keep_directories_open(self) -> None:
         """Keep the result directories this process uses open until ``close``.

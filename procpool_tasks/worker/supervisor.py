@@ -2,8 +2,9 @@
 
 Flow::
 
-    fork   the zygote, which forks the worker processes (``zygote``): before this process
-           opens its files or starts a thread, so that they inherit none of them
+    fork   the zygote, which forks the worker processes and the one that makes result
+           files ahead of claims (``zygote``, ``background``): before this process opens
+           its files or starts a thread, so that they inherit none of them
     open   lock our instance, open our result log, try the claim lock: a journal we
            cannot write (read-only, full, a planted symlink) exits 3 before any claim
     start  recover the supervisors that died (replay their result logs); read every
@@ -48,7 +49,7 @@ from ..journal.heartbeats import HEARTBEAT_INTERVAL_S, HOST, Heartbeat
 from ..options import TaskOptions
 from ..periodic import scheduler
 from . import child, states
-from .background import HistoryKeeper, SparePreparer
+from .background import HistoryKeeper, ResultFilePreparer, make_result_files
 from .committer import Committer
 from .dispatch import Dispatcher
 from .intake import Intake
@@ -60,7 +61,7 @@ from .reload import ReloadRequest, ReloadRequests
 from .states import TaskInterrupted, WorkerProcessDied
 from .unserved import UnservedQueues
 from .wakeups import JournalWatch, WakePipe
-from .zygote import Zygote
+from .zygote import PREPARER, WORKER, Zygote
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +117,15 @@ class SupervisorConfig:
 def run_supervisor(config: SupervisorConfig) -> int:
     """Run until stopped (or, with --batch, until nothing is ready); return the exit code."""
     # First, before this process opens anything else or starts a thread (``zygote``).
-    serve = functools.partial(child.serve, settings=_child_settings(config))
-    zygote = Zygote(serve, close_in_zygote=_reload_fds(config))
+    serves = {
+        WORKER: functools.partial(child.serve, settings=_child_settings(config)),
+        PREPARER: functools.partial(
+            make_result_files,
+            path=str(config.backend.journal.path),
+            durable=config.backend.journal.durable,
+        ),
+    }
+    zygote = Zygote(serves, close_in_zygote=_reload_fds(config))
     try:
         supervisor = Supervisor(config, zygote)
         try:
@@ -212,7 +220,7 @@ class Supervisor:
         self._beat()
         self._watch = JournalWatch(self.journal.segments_dir, self._wake)
         self.committer = Committer(self._result_log, self._wake)
-        self._preparer = SparePreparer(self.journal)
+        self._preparer = ResultFilePreparer(functools.partial(self._zygote.spawn, PREPARER))
         self.outcomes = Outcomes(
             self.journal,
             self.committer,
@@ -339,6 +347,7 @@ class Supervisor:
             self._beat()
             if self._unserved is not None:
                 self._unserved.check()
+        self._preparer.flush()  # what its pipe did not take on the last turn
         events = self._selector.select(timeout)
         journal_changed = time.monotonic() >= self._next_poll
         for key, _ in events:

@@ -8,8 +8,10 @@ is set up, the zygote shares the supervisor's pages copy-on-write, and so does e
 worker process it forks; objects made before the fork are frozen out of the garbage
 collector, which would otherwise write to each of them and copy its page.
 
-The protocol, over a socket pair: for each worker process the supervisor sends one byte
-with two descriptors, the process's end of its pipe and the write end of a status pipe.
+The protocol, over a socket pair: for each process the supervisor sends one byte, the kind
+of process (``WORKER``, or ``PREPARER``: the process that makes result files ahead of their
+claims, see ``background``), with two descriptors, the process's end of its pipe and the
+write end of a status pipe.
 The zygote forks, writes the child's pid to the status pipe and, when the child exits, its
 exit code (negative: the signal that killed it), then closes it. The status pipe's read
 end is the supervisor's sentinel: readable once the process has exited. The child keeps
@@ -37,7 +39,7 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection, wait
 from typing import NoReturn
 
@@ -46,11 +48,14 @@ from django.db import connections
 
 from .wakeups import WakePipe
 
-__all__ = ["ForkedProcess", "Zygote"]
+__all__ = ["PREPARER", "WORKER", "ForkedProcess", "Zygote"]
 
 logger = logging.getLogger(__name__)
 
 _CODE = struct.Struct("q")
+#: The kinds of process the zygote forks: what each runs is given to ``Zygote``.
+WORKER = b"f"
+PREPARER = b"p"
 #: The exit code of a process whose zygote died before it could say (multiprocessing's).
 UNKNOWN_EXIT_CODE = 255
 #: How long the zygote may take to exit once its socket closed, before it is killed.
@@ -65,6 +70,10 @@ _MAIN = (
     f"import json, os, sys; sys.path[:] = json.loads(os.environ.pop({SYS_PATH_VARIABLE!r})); "
     "from procpool_tasks.worker.zygote import main; main()"
 )
+
+
+#: What a forked process runs, given its ``Connection`` to the supervisor.
+Serve = Callable[[Connection], None]
 
 
 class CannotFork(OSError):
@@ -113,14 +122,15 @@ class ForkedProcess:
 
 
 class Zygote:
-    """The supervisor's side: start the zygote, and ask it for worker processes.
+    """The supervisor's side: start the zygote, and ask it for processes.
 
-    ``serve`` is what each worker process runs with the ``Connection`` to the supervisor;
-    ``close_in_zygote`` the supervisor's descriptors that no worker process may hold.
+    ``serves`` is what each kind of process (``WORKER``, ``PREPARER``) runs with the
+    ``Connection`` to the supervisor; ``close_in_zygote`` the supervisor's descriptors that
+    none of them may hold.
     """
 
-    def __init__(self, serve: Callable[[Connection], None], *, close_in_zygote: list[int]) -> None:
-        self._serve = serve
+    def __init__(self, serves: Mapping[bytes, Serve], *, close_in_zygote: list[int]) -> None:
+        self._serves = dict(serves)
         self.pid = 0
         self._socket: socket.socket | None = None
         self._fork(close_in_zygote)
@@ -135,7 +145,7 @@ class Zygote:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the zygote (coverage does not follow forks)
             ours.close()
-            _run_zygote(theirs, self._serve, close_in_zygote)
+            _run_zygote(theirs, self._serves, close_in_zygote)
         theirs.close()
         self.pid, self._socket = pid, ours
 
@@ -149,7 +159,7 @@ class Zygote:
         ours, theirs = socket.socketpair()
         os.set_inheritable(theirs.fileno(), True)  # Python's own are not inherited
         environment = {**os.environ, SYS_PATH_VARIABLE: json.dumps(sys.path)}
-        arguments = [str(theirs.fileno()), pickle.dumps(self._serve).hex()]
+        arguments = [str(theirs.fileno()), pickle.dumps(self._serves).hex()]
         try:
             command = [sys.executable, "-c", _MAIN, *arguments]
             # In its own process group from the start: a Ctrl+C while it sets Django up
@@ -159,15 +169,15 @@ class Zygote:
             theirs.close()
         self._socket = ours
 
-    def spawn(self) -> tuple[ForkedProcess, Connection]:
-        """A new worker process and the supervisor's end of its pipe.
+    def spawn(self, kind: bytes = WORKER) -> tuple[ForkedProcess, Connection]:
+        """A new process of ``kind`` and the supervisor's end of its pipe.
 
         If the zygote died (killed by an operator, or by the kernel for memory), another is
         started afresh (``_start_afresh``) and asked again; the running tasks go on.
         """
         if self._socket is not None:
             try:
-                return self._spawn()
+                return self._spawn(kind)
             except CannotFork:
                 raise  # it runs, but the system refused it a process (a limit, memory)
             except OSError:
@@ -182,14 +192,14 @@ class Zygote:
                 )
                 self._close_socket()
         self._start_afresh()  # if it fails, the next call tries again
-        return self._spawn()
+        return self._spawn(kind)
 
-    def _spawn(self) -> tuple[ForkedProcess, Connection]:
+    def _spawn(self, kind: bytes) -> tuple[ForkedProcess, Connection]:
         assert self._socket is not None  # noqa: S101 (started in the constructor)
         ours, theirs = socket.socketpair()
         status_read, status_write = os.pipe()  # not inheritable (PEP 446)
         try:
-            socket.send_fds(self._socket, [b"f"], [theirs.fileno(), status_write])
+            socket.send_fds(self._socket, [kind], [theirs.fileno(), status_write])
             os.close(status_write)
             status_write = -1
             # Its pid; nothing: the zygote is gone. Bounded: a zygote killed between its fork
@@ -250,23 +260,23 @@ class Zygote:
 
 def main() -> None:  # pragma: no cover - runs in a zygote started afresh
     """A zygote started afresh (``Zygote._start_afresh``): argv holds its socket's
-    descriptor and what its worker processes run, pickled, in hex."""
-    socket_fd, serve = int(sys.argv[1]), pickle.loads(bytes.fromhex(sys.argv[2]))  # noqa: S301
+    descriptor and what its processes run, pickled, in hex."""
+    socket_fd, serves = int(sys.argv[1]), pickle.loads(bytes.fromhex(sys.argv[2]))  # noqa: S301
     django.setup()
     gc.collect()
     gc.freeze()  # as in the supervisor before the first zygote's fork (``Zygote._fork``)
-    _run_zygote(socket.socket(fileno=socket_fd), serve, [])
+    _run_zygote(socket.socket(fileno=socket_fd), serves, [])
 
 
 def _run_zygote(  # pragma: no cover - runs in the zygote
-    sock: socket.socket, serve: Callable[[Connection], None], close_fds: list[int]
+    sock: socket.socket, serves: Mapping[bytes, Serve], close_fds: list[int]
 ) -> NoReturn:
-    """Fork a worker process for each request on ``sock``; say when each exits."""
-    _run_then_exit(functools.partial(_serve_as_zygote, sock, serve, close_fds))
+    """Fork a process for each request on ``sock``; say when each exits."""
+    _run_then_exit(functools.partial(_serve_as_zygote, sock, serves, close_fds))
 
 
 def _serve_as_zygote(
-    sock: socket.socket, serve: Callable[[Connection], None], close_fds: list[int]
+    sock: socket.socket, serves: Mapping[bytes, Serve], close_fds: list[int]
 ) -> None:
     for fd in close_fds:
         with contextlib.suppress(OSError):
@@ -285,7 +295,7 @@ def _serve_as_zygote(
     # A task, or a program it runs, that reads its standard input gets end of file, not
     # the terminal (where a background process group would be stopped).
     _read_nothing_on_standard_input()
-    _Forker(sock, serve).run()
+    _Forker(sock, serves).run()
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
@@ -300,10 +310,10 @@ def _read_nothing_on_standard_input() -> None:
 
 
 class _Forker:
-    def __init__(self, sock: socket.socket, serve: Callable[[Connection], None]) -> None:
+    def __init__(self, sock: socket.socket, serves: Mapping[bytes, Serve]) -> None:
         self._socket = sock
         self._socket.setblocking(False)  # read only when the selector says; see ``run``
-        self._serve = serve
+        self._serves = serves
         self._statuses: dict[int, int] = {}  # pid -> the write end of its status pipe
         self._wake = WakePipe()
         self._selector = selectors.DefaultSelector()
@@ -322,9 +332,9 @@ class _Forker:
                 continue
             if not message:
                 return  # the supervisor closed its socket, or died
-            self._fork(*fds)
+            self._fork(self._serves[message], *fds)
 
-    def _fork(self, conn_fd: int, status_fd: int) -> None:
+    def _fork(self, serve: Serve, conn_fd: int, status_fd: int) -> None:
         # Blocked until the child has its default handlers back: a stop sent to it at
         # once must not meet the zygote's SIG_IGN.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -333,7 +343,7 @@ class _Forker:
         except OSError as error:  # a limit on processes, or memory: it says so, and goes on
             pid = -(error.errno or 1)
         if pid == 0:
-            self._run_child(conn_fd, status_fd)
+            self._run_child(serve, conn_fd, status_fd)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         os.close(conn_fd)
         with contextlib.suppress(OSError):  # the supervisor stopped waiting for it
@@ -343,10 +353,10 @@ class _Forker:
         else:
             os.close(status_fd)
 
-    def _run_child(self, conn_fd: int, status_fd: int) -> NoReturn:
-        _run_then_exit(functools.partial(self._serve_as_child, conn_fd, status_fd))
+    def _run_child(self, serve: Serve, conn_fd: int, status_fd: int) -> NoReturn:
+        _run_then_exit(functools.partial(self._serve_as_child, serve, conn_fd, status_fd))
 
-    def _serve_as_child(self, conn_fd: int, status_fd: int) -> None:
+    def _serve_as_child(self, serve: Serve, conn_fd: int, status_fd: int) -> None:
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, *_STOP_SIGNALS):
             signal.signal(signum, signal.SIG_DFL)
@@ -360,7 +370,7 @@ class _Forker:
         # the supervisor's sentinel still says when this process exits, not before.
         for fd in (conn_fd, status_fd):
             os.set_inheritable(fd, False)  # not for the programs that tasks run
-        self._serve(Connection(conn_fd))
+        serve(Connection(conn_fd))
 
     def _reap(self) -> None:
         self._wake.drain()
