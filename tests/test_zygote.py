@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests import more_tasks, tasks
@@ -224,3 +225,45 @@ def test_a_program_that_a_task_runs_can_be_interrupted(env: Env) -> None:
     env.run_batch("--processes", "1")
 
     assert refreshed(result).return_value == -signal.SIGINT
+
+
+def test_a_killed_preparing_process_is_replaced_and_the_claims_make_the_files_meanwhile(
+    env: Env,
+) -> None:
+    starts, gate = env.tmp_path / "starts.log", env.tmp_path / "gate"
+    held = more_tasks.log_start_then_wait.enqueue(str(starts), str(gate))
+    worker = env.start_worker("--processes", "1")
+    wait_for(lambda: len(lines_of(starts)) == 1, what="the held task to start")
+    running = int(lines_of(starts)[0])
+    zygote = parent_of(running)
+    [preparer] = [pid for pid in children_of(zygote) if pid != running]
+    # It holds result directories, and none of the supervisor's files.
+    journal = env.journal.resolve()
+    held_there = [path for path in open_files(preparer) if path.startswith(str(journal))]
+    assert held_there
+    assert all(path.startswith(str(journal / "results")) for path in held_there), held_there
+
+    os.kill(preparer, signal.SIGKILL)
+    wait_for(functools.partial(is_gone, preparer), what="the preparing process to exit")
+    queued = [tasks.add.enqueue(n, 1) for n in range(3)]  # while the process is gone
+    wait_for(
+        lambda: worker_log(worker, r"makes result files ahead of their claims .* stopped"),
+        what="the worker to notice",
+    )
+    gate.touch()
+    wait_for(lambda: all(status_of(r) == "SUCCESSFUL" for r in queued), what="the queued tasks")
+    assert [refreshed(r).return_value for r in queued] == [1, 2, 3]
+    assert status_of(held) == "SUCCESSFUL"
+
+    next_enqueue = time.monotonic()
+
+    def replaced() -> set[int]:
+        # New tasks are what have files made, and so another process started (after 5 s).
+        nonlocal next_enqueue
+        if time.monotonic() >= next_enqueue:
+            tasks.add.enqueue(0, 0)
+            next_enqueue += 0.2
+        return set(children_of(zygote)) - {running, preparer}
+
+    wait_for(replaced, what="another preparing process", timeout=20)
+    assert worker.stop() == 0
