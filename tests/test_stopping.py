@@ -43,13 +43,20 @@ def test_supervisor_killed_mid_task_leaves_no_process_behind_and_the_task_runs_o
     held = hold_running(env, 2, "--worker-id", "killed")
     forkserver = parent_of(held.pids[0])
     assert forkserver != held.worker.process.pid
+    # The worker processes, and the one that makes result files ahead of claims.
+    forked = [
+        pid
+        for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+        if _is_child(pid, forkserver)
+    ]
+    assert set(held.pids) < set(forked)
 
     held.worker.send(signal.SIGKILL)
     held.worker.wait()
 
     # Left alone, the children would finish their tasks while the next supervisor re-runs
     # them, or idle forever holding their forkserver (and their memory) alive.
-    for pid in [*held.pids, forkserver]:
+    for pid in [*forked, forkserver]:
         wait_for(functools.partial(is_gone, pid), timeout=5, what=f"process {pid} to exit")
     held.gate.touch()
     env.run_batch("--processes", "2", "--worker-id", "recovering")
@@ -57,6 +64,13 @@ def test_supervisor_killed_mid_task_leaves_no_process_behind_and_the_task_runs_o
         assert status_of(result) == "SUCCESSFUL"
         assert result.worker_ids == ["killed", "recovering"]
     assert len(lines_of(held.starts)) == 4
+
+
+def _is_child(pid: int, parent: int) -> bool:
+    try:
+        return parent_of(pid) == parent
+    except OSError:
+        return False  # gone meanwhile
 
 
 def test_sigterm_to_the_workers_process_group_lets_running_tasks_finish(env: Env) -> None:

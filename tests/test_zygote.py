@@ -107,8 +107,8 @@ def test_neither_the_zygote_nor_a_worker_process_holds_the_supervisors_files(env
     assert held.worker.stop() == 0
 
 
-def children_of(pid: int) -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_or_none(int(p)) == pid]
+def children_of(pid: int) -> set[int]:
+    return {int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_or_none(int(p)) == pid}
 
 
 def _parent_or_none(pid: int) -> int | None:
@@ -238,16 +238,13 @@ def test_a_killed_preparing_process_is_replaced_and_the_claims_make_the_files_me
     zygote = parent_of(running)
     [preparer] = [pid for pid in children_of(zygote) if pid != running]
     # It holds result directories, and none of the supervisor's files.
-    journal = env.journal.resolve()
-    held_there = [path for path in open_files(preparer) if path.startswith(str(journal))]
-    assert held_there
-    assert all(path.startswith(str(journal / "results")) for path in held_there), held_there
+    assert wait_for(lambda: preparing(env, preparer), what="it to make the held task's file")
 
     os.kill(preparer, signal.SIGKILL)
     wait_for(functools.partial(is_gone, preparer), what="the preparing process to exit")
     queued = [tasks.add.enqueue(n, 1) for n in range(3)]  # while the process is gone
     wait_for(
-        lambda: worker_log(worker, r"makes result files ahead of their claims .* stopped"),
+        lambda: worker_log(worker, r"makes result files ahead of claims \(pid \d+\) ended"),
         what="the worker to notice",
     )
     gate.touch()
@@ -263,7 +260,15 @@ def test_a_killed_preparing_process_is_replaced_and_the_claims_make_the_files_me
         if time.monotonic() >= next_enqueue:
             tasks.add.enqueue(0, 0)
             next_enqueue += 0.2
-        return set(children_of(zygote)) - {running, preparer}
+        return {pid for pid in children_of(zygote) - {running, preparer} if preparing(env, pid)}
 
     wait_for(replaced, what="another preparing process", timeout=20)
     assert worker.stop() == 0
+
+
+def preparing(env: Env, pid: int) -> bool:
+    """Whether the process holds journal files, and result directories only: the process
+    that makes result files ahead of claims (a worker process holds none)."""
+    journal = env.journal.resolve()
+    held = [path for path in open_files(pid) if path.startswith(str(journal))]
+    return bool(held) and all(path.startswith(str(journal / "results")) for path in held)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from .. import journal
 from ..journal import history
+from .lifeline import die_with_process
 from .zygote import ForkedProcess
 
 logger = logging.getLogger(__name__)
@@ -35,17 +37,24 @@ __all__ = ["HISTORY_INTERVAL_S", "HistoryKeeper", "ResultFilePreparer", "make_re
 #: How often a supervisor brings the history's summaries up to date, marks finished
 #: segments done and prunes by retention (one supervisor of a journal at a time).
 HISTORY_INTERVAL_S = 60.0
-#: How long after the preparing process could not start, or died, another is tried.
+#: How long after the preparing process could not start, or died, another is tried; each
+#: failure in a row doubles it, up to ``RESTART_AFTER_MAX_S``.
 RESTART_AFTER_S = 5.0
-#: How long the preparing process gets to exit once stopped (SIGTERM), before SIGKILL.
-STOP_GRACE_S = 5.0
+RESTART_AFTER_MAX_S = 300.0
+#: How many bytes of ids wait for the preparing process at most: past that, a process
+#: that does not keep up (stuck on its disk) is sent no more; the claims make those files.
+UNSENT_MAX_BYTES = 1 << 20
+#: How long a stop waits for the preparing process's exit once it is killed.
+STOP_WAIT_S = 1.0
 
 
 class ResultFilePreparer:
     """The supervisor's side of the process that makes result files ahead of claims.
 
     ``spawn`` forks that process (``Zygote.spawn(PREPARER)``). Ids wait in a buffer while
-    its pipe is full; the supervisor's loop calls ``flush`` on each turn.
+    its pipe is full; the supervisor's loop calls ``flush`` on each turn. Nothing here
+    waits for the process, but a start (the zygote's answer) and a stop (at most
+    ``STOP_WAIT_S``).
     """
 
     def __init__(self, spawn: Callable[[], tuple[ForkedProcess, Connection]]) -> None:
@@ -54,10 +63,12 @@ class ResultFilePreparer:
         self._conn: Connection | None = None
         self._unsent = bytearray()
         self._next_start = 0.0  # monotonic
+        self._restart_after = RESTART_AFTER_S
 
     def prepare(self, record_ids: list[str]) -> None:
         """Have the result files of these tasks made, in this order."""
-        self._unsent += "".join(f"{record_id}\n" for record_id in record_ids).encode()
+        if len(self._unsent) < UNSENT_MAX_BYTES:
+            self._unsent += "".join(f"{record_id}\n" for record_id in record_ids).encode()
         self.flush()
 
     def flush(self) -> None:
@@ -70,14 +81,17 @@ class ResultFilePreparer:
         except BlockingIOError:
             return  # full: the rest on a later turn
         except OSError as error:
-            self._lost(f"{error}")
+            pid = self._process.pid if self._process is not None else None
+            self._give_up(f"The process that makes result files ahead of claims (pid {pid}) ended")
+            logger.debug("Writing to it failed: %s", error)
             return
         del self._unsent[:sent]
+        self._restart_after = RESTART_AFTER_S  # it took ids: it runs
 
     def stop(self) -> None:
-        """Stop the process now: what it has not made yet, the claims make."""
+        """Stop the process now (it has nothing to lose): the claims make the rest."""
         self._unsent.clear()
-        self._end()
+        self._end(wait_s=STOP_WAIT_S)
 
     def _start(self) -> bool:
         if time.monotonic() < self._next_start:
@@ -86,42 +100,44 @@ class ResultFilePreparer:
         try:
             self._process, self._conn = self._spawn()
         except OSError as error:
-            self._lost(f"cannot start it: {error}")
+            self._give_up(
+                f"Cannot start the process that makes result files ahead of claims ({error})"
+            )
             return False
         os.set_blocking(self._conn.fileno(), False)
         return True
 
-    def _lost(self, why: str) -> None:
-        pid = self._process.pid if self._process is not None else None
+    def _give_up(self, why: str) -> None:
+        """Let the process go, for now: the claims make the files, until another starts."""
         logger.warning(
-            "The process that makes result files ahead of their claims (pid %s) stopped "
-            "(%s); the claims make them, and another is started in %gs",
-            pid,
-            why,
-            RESTART_AFTER_S,
+            "%s; the claims make them, and another is started in %gs", why, self._restart_after
         )
-        self._end()
+        self._end(wait_s=0)
         self._unsent.clear()
-        self._next_start = time.monotonic() + RESTART_AFTER_S
+        self._next_start = time.monotonic() + self._restart_after
+        self._restart_after = min(2 * self._restart_after, RESTART_AFTER_MAX_S)
 
-    def _end(self) -> None:
+    def _end(self, *, wait_s: float) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        process.join(STOP_GRACE_S)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
-        process.close()
+        if process is not None:
+            process.kill()  # the zygote reaps it, and says so on its status pipe
+            process.join(wait_s)
+            process.close()
 
 
-def make_result_files(conn: Connection, *, path: str, durable: bool) -> None:
+def make_result_files(conn: Connection, *, path: str, durable: bool, supervisor_pid: int) -> None:
     """In the preparing process: make the result file of each task id read, until the
-    supervisor closes the pipe (``Journal.prepare_result_file``)."""
+    supervisor closes the pipe (``Journal.prepare_result_file``) or dies.
+
+    The signals that stop a service stop the supervisor, which stops this process in turn:
+    meanwhile it goes on, as the worker processes do.
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    die_with_process(supervisor_pid)
     store = journal.Journal(Path(path), durable=durable)
     store.keep_directories_open()
     fd, rest = conn.fileno(), b""

@@ -123,6 +123,7 @@ def run_supervisor(config: SupervisorConfig) -> int:
             make_result_files,
             path=str(config.backend.journal.path),
             durable=config.backend.journal.durable,
+            supervisor_pid=os.getpid(),
         ),
     }
     zygote = Zygote(serves, close_in_zygote=_reload_fds(config))
