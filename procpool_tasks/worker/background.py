@@ -44,6 +44,9 @@ RESTART_AFTER_MAX_S = 300.0
 #: How many bytes of ids wait for the preparing process at most: past that, a process
 #: that does not keep up (stuck on its disk) is sent no more; the claims make those files.
 UNSENT_MAX_BYTES = 1 << 20
+#: The preparing process gives way to the supervisor and the worker processes: a file it
+#: has not made in time, the claim makes.
+NICENESS = 10
 #: How long a stop waits for the preparing process's exit once it is killed.
 STOP_WAIT_S = 1.0
 
@@ -138,6 +141,7 @@ def make_result_files(conn: Connection, *, path: str, durable: bool, supervisor_
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_IGN)
     die_with_process(supervisor_pid)
+    os.nice(NICENESS)
     store = journal.Journal(Path(path), durable=durable)
     store.keep_directories_open()
     fd, rest = conn.fileno(), b""
