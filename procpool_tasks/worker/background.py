@@ -69,10 +69,11 @@ class ResultFilePreparer:
         self._restart_after = RESTART_AFTER_S
 
     def prepare(self, record_ids: list[str]) -> None:
-        """Have the result files of these tasks made, in this order."""
+        """Have the result files of these tasks made, in this order, from the next
+        ``flush`` on: the loop's, once it has claimed what it could (a start-up does not
+        wait for this process's fork before its first task)."""
         if len(self._unsent) < UNSENT_MAX_BYTES:
             self._unsent += "".join(f"{record_id}\n" for record_id in record_ids).encode()
-        self.flush()
 
     def flush(self) -> None:
         """Send what the pipe takes now; never wait."""

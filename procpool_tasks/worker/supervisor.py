@@ -348,7 +348,7 @@ class Supervisor:
             self._beat()
             if self._unserved is not None:
                 self._unserved.check()
-        self._preparer.flush()  # what its pipe did not take on the last turn
+        self._preparer.flush()  # the ids read in since the last turn, once claims are made
         events = self._selector.select(timeout)
         journal_changed = time.monotonic() >= self._next_poll
         for key, _ in events:
