@@ -80,6 +80,12 @@ class ResultFilePreparer:
         if not self._unsent or (self._conn is None and not self._start()):
             return
         assert self._conn is not None  # noqa: S101 (started)
+        if self._process is not None and (code := self._process.exitcode) is not None:
+            pid = self._process.pid
+            self._give_up(
+                f"The process that makes result files ahead of claims (pid {pid}) ended ({code})"
+            )
+            return
         try:
             sent = os.write(self._conn.fileno(), self._unsent)
         except BlockingIOError:
