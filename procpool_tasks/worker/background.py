@@ -80,19 +80,18 @@ class ResultFilePreparer:
         if not self._unsent or (self._conn is None and not self._start()):
             return
         assert self._conn is not None  # noqa: S101 (started)
-        if self._process is not None and (code := self._process.exitcode) is not None:
-            pid = self._process.pid
-            self._give_up(
-                f"The process that makes result files ahead of claims (pid {pid}) ended ({code})"
-            )
+        process = self._process
+        assert process is not None  # noqa: S101 (started with its socket)
+        ended = f"The process that makes result files ahead of claims (pid {process.pid}) ended"
+        if (code := process.exitcode) is not None:
+            self._give_up(f"{ended} ({code})")
             return
         try:
             sent = os.write(self._conn.fileno(), self._unsent)
         except BlockingIOError:
             return  # full: the rest on a later turn
         except OSError as error:
-            pid = self._process.pid if self._process is not None else None
-            self._give_up(f"The process that makes result files ahead of claims (pid {pid}) ended")
+            self._give_up(ended)
             logger.debug("Writing to it failed: %s", error)
             return
         del self._unsent[:sent]
