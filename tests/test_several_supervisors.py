@@ -37,6 +37,11 @@ def test_two_supervisors_on_one_journal_run_every_task_exactly_once(
         "one": env.start_worker("--processes", "2", "--queue-name", first, "--worker-id", "one"),
         "two": env.start_worker("--processes", "2", "--queue-name", second, "--worker-id", "two"),
     }
+    # Both started: a stop that came before a supervisor's signal handlers would kill it.
+    wait_for(
+        lambda: all("Starting worker" in worker.output for worker in workers.values()),
+        what="both supervisors to start",
+    )
     results += enqueue(90)  # while both run
 
     wait_for(
