@@ -34,7 +34,6 @@ import errno
 import itertools
 import logging
 import math
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -366,16 +365,17 @@ class _SegmentStates:
     def __init__(self, journal: j.Journal, segment: str) -> None:
         self._journal = journal
         self._segment = segment
-        self._read = 0
+        self._reads_before_listing = LIST_AFTER
+        self._listing_tried = False
         self._listed: frozenset[str] | None = None
 
     def read(self, record_id: str) -> j.State | None:
-        self._read += 1
-        if self._read > LIST_AFTER and self._listed is None:
-            try:
+        if self._reads_before_listing:
+            self._reads_before_listing -= 1
+        elif not self._listing_tried:
+            self._listing_tried = True
+            with contextlib.suppress(OSError):  # a symlink for the directory: read_state says
                 self._listed = self._journal.ids_with_state(self._segment)
-            except OSError:  # a symlink planted for the directory: read_state says why
-                self._read = -sys.maxsize
         if self._listed is not None and record_id not in self._listed:
             return None
         return _read_state(self._journal, record_id)

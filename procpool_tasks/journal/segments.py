@@ -235,7 +235,7 @@ class _Segments(_Directory):
 
     def is_done(self, segment: str) -> bool:
         """Whether the segment is marked done: start-up may skip it (see ``history``)."""
-        return _exists(f"{self.segments_dir}{os.sep}{segment}.done")
+        return _exists(self._segment_file(segment, ".done"))
 
     def was_pruned(self, record_id: str) -> bool:
         """Whether a task found without a result file was pruned rather than never claimed.
@@ -246,10 +246,11 @@ class _Segments(_Directory):
         for a READY task that was never claimed.
         """
         segment = parse_id(record_id)[0]
-        # (plain strings, not Path: a claim asks this for every task it claims)
-        return self.is_done(segment) or not _exists(
-            f"{self.segments_dir}{os.sep}{segment}{_SEGMENT_SUFFIX}"
-        )
+        return self.is_done(segment) or not _exists(self._segment_file(segment, _SEGMENT_SUFFIX))
+
+    def _segment_file(self, segment: str, suffix: str) -> str:
+        """A plain string, not a Path: a claim asks ``was_pruned`` for every task."""
+        return f"{self.segments_dir}{os.sep}{segment}{suffix}"
 
     def mark_done(self, segment: str) -> None:
         """Mark a segment done; durably, as a prune may delete its results next (a task

@@ -80,18 +80,16 @@ class ResultFilePreparer:
         if not self._unsent or (self._conn is None and not self._start()):
             return
         assert self._conn is not None  # noqa: S101 (started)
-        process = self._process
-        assert process is not None  # noqa: S101 (started with its socket)
-        ended = f"The process that makes result files ahead of claims (pid {process.pid}) ended"
-        if (code := process.exitcode) is not None:
-            self._give_up(f"{ended} ({code})")
+        assert self._process is not None  # noqa: S101 (started with its socket)
+        if (code := self._process.exitcode) is not None:
+            self._give_up(f"{self._ended()} ({code})")
             return
         try:
             sent = os.write(self._conn.fileno(), self._unsent)
         except BlockingIOError:
             return  # full: the rest on a later turn
         except OSError as error:
-            self._give_up(ended)
+            self._give_up(self._ended())
             logger.debug("Writing to it failed: %s", error)
             return
         del self._unsent[:sent]
@@ -115,6 +113,10 @@ class ResultFilePreparer:
             return False
         os.set_blocking(self._conn.fileno(), False)
         return True
+
+    def _ended(self) -> str:
+        pid = self._process.pid if self._process is not None else None
+        return f"The process that makes result files ahead of claims (pid {pid}) ended"
 
     def _give_up(self, why: str) -> None:
         """Let the process go, for now: the claims make the files, until another starts."""
