@@ -472,8 +472,8 @@ def stopped_message(pid: int) -> str:
     ("point", "status", "stopped_by_first"),
     [
         ("has_cancel_request", None, False),  # before it stops the process
-        ("write_state", "FAILED", True),  # FAILED in its WAL, not in the result file
-        ("after:write_state", "FAILED", True),  # FAILED in both; the request is left
+        ("write_state_line", "FAILED", True),  # FAILED in its WAL, not in the result file
+        ("after:write_state_line", "FAILED", True),  # FAILED in both; the request is left
         ("after:remove_cancel_request", None, True),  # all done
     ],
 )

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests import more_tasks, tasks
 from tests.conftest import REPO_ROOT, Env, wait_for
@@ -236,9 +237,11 @@ def test_a_killed_preparing_process_is_replaced_and_the_claims_make_the_files_me
     wait_for(lambda: len(lines_of(starts)) == 1, what="the held task to start")
     running = int(lines_of(starts)[0])
     zygote = parent_of(running)
-    [preparer] = [pid for pid in children_of(zygote) if pid != running]
     # It holds result directories, and none of the supervisor's files.
-    assert wait_for(lambda: preparing(env, preparer), what="it to make the held task's file")
+    [preparer] = wait_for(
+        lambda: [pid for pid in children_of(zygote) - {running} if preparing(env, pid)],
+        what="it to make the held task's file",
+    )
 
     os.kill(preparer, signal.SIGKILL)
     wait_for(functools.partial(is_gone, preparer), what="the preparing process to exit")
@@ -264,6 +267,60 @@ def test_a_killed_preparing_process_is_replaced_and_the_claims_make_the_files_me
 
     wait_for(replaced, what="another preparing process", timeout=20)
     assert worker.stop() == 0
+
+
+def test_a_killed_committing_process_loses_no_state_and_is_replaced(env: Env) -> None:
+    starts, gate = env.tmp_path / "starts.log", env.tmp_path / "gate"
+    held = more_tasks.log_start_then_wait.enqueue(str(starts), str(gate))
+    worker = env.start_worker("--processes", "1")
+    wait_for(lambda: len(lines_of(starts)) == 1, what="the held task to start")
+    running = int(lines_of(starts)[0])
+    zygote = parent_of(running)
+    [committer] = wait_for(
+        lambda: [pid for pid in children_of(zygote) - {running} if committing(env, pid)],
+        what="the committing process",
+    )
+
+    os.kill(committer, signal.SIGKILL)
+    wait_for(functools.partial(is_gone, committer), what="the committing process to exit")
+    wait_for(
+        lambda: worker_log(worker, r"commits finished tasks \(pid \d+\) ended"),
+        what="the worker to notice",
+    )
+    gate.touch()
+    queued = [tasks.add.enqueue(n, 1) for n in range(3)]  # committed by the supervisor
+    wait_for(lambda: all(status_of(r) == "SUCCESSFUL" for r in queued), what="the queued tasks")
+    assert [refreshed(r).return_value for r in queued] == [1, 2, 3]
+    assert status_of(held) == "SUCCESSFUL"
+
+    next_enqueue = time.monotonic()
+    later: list[Any] = []  # the framework's TaskResult
+
+    def replaced() -> list[int]:
+        # Finished tasks are what it commits, and so another process started (after 5 s).
+        nonlocal next_enqueue
+        if time.monotonic() >= next_enqueue:
+            later.append(tasks.add.enqueue(len(later), 0))
+            next_enqueue += 0.2
+        others = children_of(zygote) - {running, committer}
+        return [pid for pid in others if committing(env, pid)]
+
+    wait_for(replaced, what="another committing process", timeout=20)
+    wait_for(lambda: all(status_of(r) == "SUCCESSFUL" for r in later), what="the later tasks")
+    assert [refreshed(r).return_value for r in later] == list(range(len(later)))
+    assert worker.stop() == 0
+    assert worker.output.count("state=SUCCESSFUL") == 4 + len(later)  # each ran once
+
+
+def committing(env: Env, pid: int) -> bool:
+    """Whether the process holds a supervisor's WAL, and results directories besides: the
+    process that commits finished states (the supervisor holds much more)."""
+    journal = env.journal.resolve()
+    held = [path for path in open_files(pid) if path.startswith(str(journal))]
+    places = {journal / "wal", journal / "results"}
+    return any(path.startswith(str(journal / "wal")) for path in held) and all(
+        any(path.startswith(str(place)) for place in places) for path in held
+    )
 
 
 def preparing(env: Env, pid: int) -> bool:

@@ -116,8 +116,12 @@ class _ResultFiles(_Directory):
     def write_state(self, state: State, line: bytes | None = None) -> None:
         """Append the task's new state (``line``: already framed) to its result file; not
         synced (see the WAL for finished states)."""
-        segment, offset = parse_id(state.id)
-        line = b"\n" + (line or _frame(encode_state(state)))
+        self.write_state_line(state.id, line or _frame(encode_state(state)))
+
+    def write_state_line(self, record_id: str, line: bytes) -> None:
+        """``write_state`` for a state framed already."""
+        segment, offset = parse_id(record_id)
+        line = b"\n" + line
         with self._results_directory(segment, create=True) as dir_fd:
             _append_line(dir_fd, f"{offset:x}.json", line)
 

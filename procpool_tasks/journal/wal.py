@@ -27,16 +27,31 @@ class ResultLog:
         self._journal = journal
         self._path = journal.wal_dir / f"{instance}.log"
         self._fd = os.open(
-            self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN_FLAGS, _FILE_MODE
+            self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | _OPEN_FLAGS, _FILE_MODE
         )
         self._size = os.fstat(self._fd).st_size
 
+    def resume(self) -> None:
+        """Take the log over from another writer of it that may have died mid-write.
+
+        Its size is read again, and a torn last line is ended, so that it is not joined
+        to the first line written next: replay skips it, as it skips any torn line (a
+        line never synced was never acknowledged).
+        """
+        self._size = os.fstat(self._fd).st_size
+        if self._size and os.pread(self._fd, 1, self._size - 1) != b"\n":
+            files._write_all(self._fd, b"\n")
+            self._size += 1
+
     def commit(self, states: Sequence[State]) -> None:
         """Make ``states`` durable with one sync, then publish their result files."""
-        if not states:
+        self.commit_lines([(state.id, _frame(encode_state(state))) for state in states])
+
+    def commit_lines(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        """``commit`` for states framed already: (task id, framed line) each."""
+        if not entries:
             return
-        lines = [_frame(encode_state(state)) for state in states]  # encoded once for both
-        data = b"".join(lines)
+        data = b"".join(line for _, line in entries)  # encoded once for both
         try:
             files._write_all(self._fd, data)
             if self._journal.durable:
@@ -48,8 +63,8 @@ class ResultLog:
                 os.ftruncate(self._fd, self._size)
             raise
         self._size += len(data)
-        for state, line in zip(states, lines, strict=True):
-            self._journal.write_state(state, line)
+        for task_id, line in entries:
+            self._journal.write_state_line(task_id, line)
         if self._size > WAL_MAX_BYTES:
             self._rotate()
 
@@ -62,10 +77,11 @@ class ResultLog:
     def close(self, *, remove: bool) -> None:
         """Close the log (and its Journal); with ``remove``, delete it once what it covers
         is on disk."""
+        size = os.fstat(self._fd).st_size  # written by the committing process too
         os.close(self._fd)
         self._journal.close()
         if remove:
-            if self._size:
+            if size:
                 os.sync()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path)

@@ -1,125 +1,332 @@
-"""Group commit of finished states, off the supervisor's main thread.
+"""Group commit of finished states, in a process of their own.
 
 A finished state counts once it is durable: it is appended to the supervisor's WAL,
 synced, and only then appended to the task's result file, where ``get_result`` sees it
-(``journal.ResultLog``). One sync for every state that finished since the last one began:
-while the disk syncs a group, the main thread goes on collecting outcomes and handing out
+(``journal.ResultLog``). One sync for every state that came since the last one began:
+while the disk syncs a group, the supervisor goes on collecting outcomes and handing out
 tasks, and what finishes meanwhile forms the next group. A crash before a group's sync
 runs its tasks again (they were never reported finished); after it, a supervisor that
 starts replays the WAL.
 
-A write that fails (a full disk) keeps its states, in order, and is tried again every
-``RETRY_S`` until the disk has room. The main thread learns what was committed from
-``committed()`` after a wake-up, and acts on it only then: a task re-queued for a retry is
-queued again, and ``task_finished`` is sent for a FAILED state the supervisor decided.
+The commits run in a process the zygote forks (``commit_states``), not in a thread of the
+supervisor: the sync, the appends and the kernel's work behind them are then not the
+supervisor's CPU, and its loop takes no turns with a thread for its GIL. The supervisor
+encodes each state once and sends it, a line each, on each turn of its loop, never waiting
+for the process; the process answers how many states each group made durable, in order,
+and says when a write fails (a full disk): it keeps its group and tries it again every
+``RETRY_S``, before anything sent later. The supervisor logs both, and acts on a state only
+once it is committed (``committed``): a task re-queued for a retry is queued again, and
+``task_finished`` is sent for a FAILED state the supervisor decided.
+
+If the process dies, whatever it had not answered for is sent again, to another process
+(a state published twice is the same line twice: the last one counts); until another
+runs, the supervisor commits itself, in its loop. Nothing is acted on twice, nor lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import threading
+import os
+import selectors
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Protocol
 
 from .. import journal
-from .wakeups import WakePipe
+from ..journal.format import _frame, encode_state
+from .lifeline import die_with_process
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Committer"]
+__all__ = ["Committer", "commit_states"]
 
 #: How long a failed write waits before it is tried again.
 RETRY_S = 0.5
+#: How long after the committing process could not start, or died, another is tried
+#: (the supervisor commits meanwhile); each failure in a row doubles it, up to the max.
+RESTART_AFTER_S = 5.0
+RESTART_AFTER_MAX_S = 300.0
+#: How long a stop waits for the committing process to exit once it is told to.
+STOP_WAIT_S = 5.0
+
+#: The process's answers: "C<n>": the next n states are committed; "F<n> <error>": a
+#: group of n states could not be written (said once a streak of failures).
+_COMMITTED = b"C"
+_FAILING = b"F"
+
+
+class Process(Protocol):
+    """What the committer needs of its process: a ``zygote.ForkedProcess`` (or, in tests,
+    a ``multiprocessing.Process``)."""
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def exitcode(self) -> int | None: ...
+    def kill(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def close(self) -> None: ...
+
+
+Spawn = Callable[[], tuple[Process, Connection]]
 
 
 class Committer:
-    """A thread that makes queued states durable in groups; see the module docstring."""
+    """The supervisor's side of the committing process; see the module docstring.
 
-    def __init__(self, result_log: journal.ResultLog, wake: WakePipe) -> None:
+    ``spawn`` forks that process (``Zygote.spawn(COMMITTER)``); ``selector`` is the
+    supervisor's, which wakes on its answers (and on room in its pipe when states wait).
+    ``result_log`` is the supervisor's own handle of its WAL: for the commits it makes
+    itself while no process runs.
+    """
+
+    def __init__(
+        self, result_log: journal.ResultLog, spawn: Spawn, selector: selectors.BaseSelector
+    ) -> None:
         self._log = result_log
-        self._wake = wake
-        self._changed = threading.Condition()
-        self._queued: list[journal.State] = []
-        self._writing = 0  # states taken by the thread, not yet committed
+        self._spawn = spawn
+        self._selector = selector
+        self._process: Process | None = None
+        self._conn: Connection | None = None
+        self._answers = b""  # a part of an answer not read whole yet
+        # Submitted, not yet committed, in order: each with its line for the process.
+        self._pending: deque[tuple[journal.State, bytes]] = deque()
+        self._unsent = bytearray()  # the lines of the pending states the process lacks
         self._done: list[journal.State] = []
-        self._stopping = False
-        self._give_up_on_failure = False
+        self._next_start = 0.0  # monotonic
+        self._restart_after = RESTART_AFTER_S
+        self._next_try = 0.0  # monotonic: of a failed commit of the supervisor's own
         self.failing = False
-        self._thread = threading.Thread(target=self._run, name="procpool-commit", daemon=True)
-        self._thread.start()
+        self._start()
+
+    # -- the supervisor's loop ---------------------------------------------------------------
 
     def submit(self, states: list[journal.State]) -> None:
-        """Queue states for the next group (in this order)."""
-        if not states:
+        """Queue states for the next group (in this order); sent on the next ``send``."""
+        for state in states:
+            line = _frame(encode_state(state))
+            self._pending.append((state, line))
+            self._unsent += b"%s %s" % (state.id.encode(), line)
+
+    def send(self) -> None:
+        """Send what the pipe takes now; never wait (once a turn of the loop)."""
+        if self._conn is None:
+            if not self._pending:
+                return
+            if not self._start():
+                self._commit_here()
+                return
+        assert self._conn is not None  # noqa: S101 (started)
+        if not self._unsent:
             return
-        with self._changed:
-            self._queued.extend(states)
-            self._changed.notify()
+        try:
+            sent = os.write(self._conn.fileno(), self._unsent)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost()
+            return
+        del self._unsent[:sent]
+        self._watch(write=bool(self._unsent))
 
     def committed(self) -> list[journal.State]:
         """The states made durable and published since the last call, in order."""
-        with self._changed:
-            done, self._done = self._done, []
+        if self._pending:
+            self.receive()
+        done, self._done = self._done, []
         return done
 
     def is_busy(self) -> bool:
         """Whether a state submitted is not yet committed (or not yet taken back)."""
-        with self._changed:
-            return bool(self._queued or self._writing or self._done)
+        return bool(self._pending or self._done)
+
+    def fileno(self) -> int:
+        """The process's pipe, for the selector (-1 while none runs)."""
+        return self._conn.fileno() if self._conn is not None else -1
 
     def flush(self) -> None:
         """Wait until everything submitted so far is committed (or failing)."""
-        with self._changed:
-            self._changed.wait_for(lambda: not (self._queued or self._writing) or self.failing)
+        self._wait_until_committed(while_failing=False)
 
     def stop(self, *, wait_for_disk: bool) -> list[journal.State]:
         """Commit what is queued and stop; return the states that could not be written.
 
-        Without ``wait_for_disk`` a failing write is not tried again (a forced stop).
+        Without ``wait_for_disk`` a failing write is not waited for (a forced stop).
         """
-        with self._changed:
-            self._stopping = True
-            self._give_up_on_failure = not wait_for_disk
-            self._changed.notify()
-        self._thread.join()
-        return list(self._queued)
+        self._wait_until_committed(while_failing=wait_for_disk)
+        self._end(kill=bool(self._pending))
+        return [state for state, _ in self._pending]
 
-    def _run(self) -> None:
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: self._queued or self._stopping)
-                if not self._queued:
-                    return
-                group, self._queued = self._queued, []
-                self._writing = len(group)
-            committed = self._commit(group)
-            with self._changed:
-                self._writing = 0
-                if committed:
-                    self._done.extend(group)
-                else:
-                    self._queued[:0] = group  # tried again, first
-                    if self._give_up_on_failure:
-                        return
-                self._changed.notify_all()
-            if committed:
-                self._wake.wake()
+    def _wait_until_committed(self, *, while_failing: bool) -> None:
+        while self._pending and (while_failing or not self.failing):
+            self.send()
+            self.receive()
+            if not self._pending:
+                return
+            if self._conn is not None:
+                wait([self._conn], RETRY_S)
             else:
-                with self._changed:
-                    self._changed.wait(RETRY_S)
+                time.sleep(max(0.0, min(RETRY_S, self._next_try - time.monotonic())))
 
-    def _commit(self, group: list[journal.State]) -> bool:
-        try:
-            self._log.commit(group)
-        except OSError as error:
-            if not self.failing:
-                logger.error(
-                    "Cannot write %d result(s) to the journal (%s); retrying in %ss",
-                    len(group),
-                    error,
-                    RETRY_S,
-                )
-            self.failing = True
+    # -- the process -------------------------------------------------------------------------
+
+    def _start(self) -> bool:
+        if time.monotonic() < self._next_start:
             return False
-        if self.failing:
-            logger.warning("Results are written to the journal again")
-        self.failing = False
+        try:
+            self._process, self._conn = self._spawn()
+        except OSError as error:
+            self._give_up(f"Cannot start the process that commits finished tasks ({error})")
+            return False
+        os.set_blocking(self._conn.fileno(), False)
+        self._selector.register(self._conn, selectors.EVENT_READ, "commit")
+        # Everything not committed yet: after a process that died, all it left.
+        self._unsent = bytearray().join(
+            b"%s %s" % (state.id.encode(), line) for state, line in self._pending
+        )
         return True
+
+    def _watch(self, *, write: bool) -> None:
+        """Wake the loop on answers, and while lines wait for room, on room too."""
+        if self._conn is not None:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
+            self._selector.modify(self._conn, events, "commit")
+
+    def receive(self) -> None:
+        """Read the process's answers (the loop: when its pipe is readable)."""
+        if self._conn is None:
+            return
+        try:
+            data = os.read(self._conn.fileno(), 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        *answers, self._answers = (self._answers + data).split(b"\n")
+        for answer in answers:
+            self._on_answer(answer)
+
+    def _on_answer(self, answer: bytes) -> None:
+        kind, rest = answer[:1], answer[1:]
+        if kind == _COMMITTED:
+            if self.failing:
+                logger.warning("Results are written to the journal again")
+            self.failing = False
+            for _ in range(int(rest)):
+                self._done.append(self._pending.popleft()[0])
+        elif kind == _FAILING:
+            count, _, error = rest.partition(b" ")
+            self._log_failing(int(count), error.decode(errors="replace"))
+
+    def _log_failing(self, count: int, error: object) -> None:
+        if not self.failing:
+            logger.error(
+                "Cannot write %d result(s) to the journal (%s); retrying in %ss",
+                count,
+                error,
+                RETRY_S,
+            )
+        self.failing = True
+
+    def _lost(self) -> None:
+        """The process ended: what it did not answer for goes to the next one."""
+        pid = self._process.pid if self._process is not None else None
+        code = self._process.exitcode if self._process is not None else None
+        self._end(kill=True)
+        self._give_up(f"The process that commits finished tasks (pid {pid}) ended ({code})")
+
+    def _give_up(self, why: str) -> None:
+        logger.warning(
+            "%s; the worker commits them itself, and another is started in %gs",
+            why,
+            self._restart_after,
+        )
+        self._log.resume()  # it may have died half-way through a line
+        self._next_start = time.monotonic() + self._restart_after
+        self._restart_after = min(2 * self._restart_after, RESTART_AFTER_MAX_S)
+
+    def _end(self, *, kill: bool) -> None:
+        """Close the pipe; the process exits at its end (or is killed, if ``kill``)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(conn)
+            conn.close()
+        process, self._process = self._process, None
+        if process is not None:
+            if kill:
+                process.kill()
+            process.join(STOP_WAIT_S)
+            if process.exitcode is None:
+                process.kill()
+                process.join(STOP_WAIT_S)
+            process.close()
+        self._answers = b""
+        self._unsent.clear()
+
+    def _commit_here(self) -> None:
+        """No process runs: commit in the supervisor's loop, as it would."""
+        if time.monotonic() < self._next_try:
+            return
+        entries = [(state.id, line) for state, line in self._pending]
+        try:
+            self._log.commit_lines(entries)
+        except OSError as error:
+            self._log_failing(len(entries), error)
+            self._next_try = time.monotonic() + RETRY_S
+            return
+        self._on_answer(b"%s%d" % (_COMMITTED, len(entries)))
+        self._unsent.clear()
+
+
+def commit_states(
+    conn: Connection, *, path: str, durable: bool, instance: str, supervisor_pid: int
+) -> None:
+    """In the committing process: commit each group of states read, in order, until the
+    supervisor closes the pipe or dies; answer for each (see the module docstring).
+
+    The signals that stop a service stop the supervisor, which stops this process once
+    everything is committed: meanwhile it goes on, as the worker processes do.
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    die_with_process(supervisor_pid)
+    store = journal.Journal(Path(path), durable=durable)
+    store.keep_directories_open()
+    result_log = journal.ResultLog(store, instance)
+    result_log.resume()  # after a process that died half-way through a line
+    fd, rest = conn.fileno(), b""
+    while data := os.read(fd, 1 << 20):
+        *lines, rest = (rest + data).split(b"\n")
+        group = [_entry(line) for line in lines]
+        _commit_until_written(result_log, group, fd)
+        os.write(fd, b"%s%d\n" % (_COMMITTED, len(group)))
+
+
+def _entry(line: bytes) -> tuple[str, bytes]:
+    task_id, _, framed = line.partition(b" ")
+    return task_id.decode(), framed + b"\n"
+
+
+def _commit_until_written(
+    result_log: journal.ResultLog, group: list[tuple[str, bytes]], fd: int
+) -> None:
+    said = False
+    while True:
+        try:
+            result_log.commit_lines(group)
+            return
+        except OSError as error:
+            if not said:
+                message = str(error).replace("\n", " ")
+                os.write(fd, b"%s%d %s\n" % (_FAILING, len(group), message.encode()))
+                said = True
+            time.sleep(RETRY_S)

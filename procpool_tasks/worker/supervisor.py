@@ -2,8 +2,9 @@
 
 Flow::
 
-    fork   the zygote, which forks the worker processes and the one that makes result
-           files ahead of claims (``zygote``, ``background``): before this process opens
+    fork   the zygote, which forks the worker processes, the one that makes result
+           files ahead of claims and the one that commits finished states (``zygote``,
+           ``background``, ``committer``): before this process opens
            its files or starts a thread, so that they inherit none of them
     open   lock our instance, open our result log, try the claim lock: a journal we
            cannot write (read-only, full, a planted symlink) exits 3 before any claim
@@ -15,7 +16,7 @@ Flow::
            outcome, a process's exit, a journal change, a commit, a signal, the next due
            ``run_after`` or the next tick; on an outcome, send that process its next task
            first, then hand the finished state to the committer, which syncs them in
-           groups in a thread of its own
+           groups in a process of its own
     stop   first SIGTERM/SIGINT: claim nothing more, let running tasks finish, exit 0;
            second: stop the processes at once; their tasks stay RUNNING and the next
            supervisor to start recovers them; a second signal after the loop ended, up
@@ -50,7 +51,7 @@ from ..options import TaskOptions
 from ..periodic import scheduler
 from . import child, states
 from .background import HistoryKeeper, ResultFilePreparer, make_result_files
-from .committer import Committer
+from .committer import Committer, commit_states
 from .dispatch import Dispatcher
 from .intake import Intake
 from .outcomes import Outcomes
@@ -61,7 +62,7 @@ from .reload import ReloadRequest, ReloadRequests
 from .states import TaskInterrupted, WorkerProcessDied
 from .unserved import UnservedQueues
 from .wakeups import JournalWatch, WakePipe
-from .zygote import PREPARER, WORKER, Zygote
+from .zygote import COMMITTER, PREPARER, WORKER, Zygote
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class SupervisorConfig:
 def run_supervisor(config: SupervisorConfig) -> int:
     """Run until stopped (or, with --batch, until nothing is ready); return the exit code."""
     # First, before this process opens anything else or starts a thread (``zygote``).
+    instance = secrets.token_hex(8)
     serves = {
         WORKER: functools.partial(child.serve, settings=_child_settings(config)),
         PREPARER: functools.partial(
@@ -125,10 +127,17 @@ def run_supervisor(config: SupervisorConfig) -> int:
             durable=config.backend.journal.durable,
             supervisor_pid=os.getpid(),
         ),
+        COMMITTER: functools.partial(
+            commit_states,
+            path=str(config.backend.journal.path),
+            durable=config.backend.journal.durable,
+            instance=instance,
+            supervisor_pid=os.getpid(),
+        ),
     }
     zygote = Zygote(serves, close_in_zygote=_reload_fds(config))
     try:
-        supervisor = Supervisor(config, zygote)
+        supervisor = Supervisor(config, zygote, instance)
         try:
             supervisor.open()
         except journal.JournalError as error:
@@ -157,11 +166,11 @@ def _reload_fds(config: SupervisorConfig) -> list[int]:
 class Supervisor:
     """One supervisor instance: its loop, signals and lifecycle; see the module docstring."""
 
-    def __init__(self, config: SupervisorConfig, zygote: Zygote) -> None:
+    def __init__(self, config: SupervisorConfig, zygote: Zygote, instance: str) -> None:
         self.config = config
         self._zygote = zygote
         self.journal = config.backend.journal
-        self.instance = secrets.token_hex(8)
+        self.instance = instance  # 16 hex digits: its lock, heartbeat and WAL are named so
         self.ready = ReadySet()
         self._selector = selectors.DefaultSelector()
         self._wake = WakePipe()
@@ -195,8 +204,8 @@ class Supervisor:
             self.journal.ensure()
             self.journal.keep_directories_open()
             self._instance_lock.acquire()
-            # The committer's thread publishes through a Journal of its own: the result
-            # directories each keeps open are not shared between threads.
+            # The log's own Journal, for the commits the supervisor makes itself while
+            # no committing process runs (``committer``).
             committer_journal = journal.Journal(self.journal.path, durable=self.journal.durable)
             committer_journal.keep_directories_open()
             self._result_log = journal.ResultLog(committer_journal, self.instance)
@@ -220,7 +229,9 @@ class Supervisor:
         self._log_sqlite_defaults()
         self._beat()
         self._watch = JournalWatch(self.journal.segments_dir, self._wake)
-        self.committer = Committer(self._result_log, self._wake)
+        self.committer = Committer(
+            self._result_log, functools.partial(self._zygote.spawn, COMMITTER), self._selector
+        )
         self._preparer = ResultFilePreparer(functools.partial(self._zygote.spawn, PREPARER))
         self.outcomes = Outcomes(
             self.journal,
@@ -349,6 +360,7 @@ class Supervisor:
             if self._unserved is not None:
                 self._unserved.check()
         self._preparer.flush()  # the ids read in since the last turn, once claims are made
+        self.committer.send()  # the states decided on this turn
         events = self._selector.select(timeout)
         journal_changed = time.monotonic() >= self._next_poll
         for key, _ in events:
@@ -361,6 +373,8 @@ class Supervisor:
                 journal_changed = True
             elif kind == "reload":
                 self._read_reload_requests()
+            elif kind == "commit":
+                self.committer.receive()
             else:
                 self._on_process_event(*key.data)
         self._handle_signals()

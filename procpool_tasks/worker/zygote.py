@@ -48,7 +48,7 @@ from django.db import connections
 
 from .wakeups import WakePipe
 
-__all__ = ["PREPARER", "WORKER", "ForkedProcess", "Zygote"]
+__all__ = ["COMMITTER", "PREPARER", "WORKER", "ForkedProcess", "Zygote"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ _CODE = struct.Struct("q")
 #: The kinds of process the zygote forks: what each runs is given to ``Zygote``.
 WORKER = b"f"
 PREPARER = b"p"
+COMMITTER = b"c"
 #: The exit code of a process whose zygote died before it could say (multiprocessing's).
 UNKNOWN_EXIT_CODE = 255
 #: How long the zygote may take to exit once its socket closed, before it is killed.

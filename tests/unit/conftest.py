@@ -1,22 +1,26 @@
 """Unit-test fixtures: a real journal under ``tmp_path`` and a committer writing to it.
 
-No worker, no subprocess: the supervisor's parts are called as it calls them.
+No worker: the supervisor's parts are called as it calls them. The committer's process is
+real (started afresh, not forked from the test's process, which runs threads).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import selectors
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from procpool_tasks import journal
-from procpool_tasks.worker.committer import Committer
-from procpool_tasks.worker.wakeups import WakePipe
+from procpool_tasks.worker.committer import Committer, Process, Spawn, commit_states
 
 #: The supervisor instance that writes in these tests (16 hex digits, as it names them).
 INSTANCE = "00000000000000aa"
@@ -67,8 +71,9 @@ class Pipeline:
     """What a supervisor commits through: its result log, wake pipe and committer."""
 
     store: journal.Journal
-    wake: WakePipe
+    selector: selectors.BaseSelector
     committer: Committer
+    result_log: journal.ResultLog
 
     def wal_states(self) -> list[journal.State]:
         """The states this instance's WAL holds, in the order they were written."""
@@ -77,13 +82,45 @@ class Pipeline:
         return [journal.decode_state(json.loads(line.split(b" ", 1)[1])) for line in lines]
 
 
+def committing_processes(store: journal.Journal) -> Spawn:
+    """What starts the committer's process for ``store``, as the zygote does for a worker."""
+
+    def spawn() -> tuple[Process, Connection]:
+        ours, theirs = multiprocessing.Pipe()
+        process = multiprocessing.get_context("spawn").Process(
+            target=commit_states,
+            args=(theirs,),
+            kwargs={
+                "path": str(store.path),
+                "durable": store.durable,
+                "instance": INSTANCE,
+                "supervisor_pid": os.getpid(),
+            },
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        return process, ours
+
+    return spawn
+
+
+def new_pipeline(store: journal.Journal, spawn: Spawn | None = None) -> Pipeline:
+    result_log = journal.ResultLog(store, INSTANCE)
+    selector = selectors.DefaultSelector()
+    committer = Committer(result_log, spawn or committing_processes(store), selector)
+    return Pipeline(store, selector, committer, result_log)
+
+
+def close_pipeline(pipeline: Pipeline) -> None:
+    pipeline.committer.stop(wait_for_disk=False)
+    pipeline.result_log.close(remove=False)
+    pipeline.selector.close()
+
+
 @pytest.fixture
 def pipeline(store: journal.Journal) -> Iterator[Pipeline]:
     """A committer on a result log in ``store``; stopped at the end, whatever happened."""
-    result_log = journal.ResultLog(store, INSTANCE)
-    wake = WakePipe()
-    committer = Committer(result_log, wake)
-    yield Pipeline(store, wake, committer)
-    committer.stop(wait_for_disk=False)
-    result_log.close(remove=False)
-    wake.close()
+    pipeline = new_pipeline(store)
+    yield pipeline
+    close_pipeline(pipeline)

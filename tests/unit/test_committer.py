@@ -1,5 +1,7 @@
 """The committer: states written to the WAL, then to their result files, handed back in the
-order they were submitted; a write that fails is kept, tried again, and logged once.
+order they were submitted; a write that fails is kept, tried again, and logged once; what a
+killed committing process left is committed all the same, by the supervisor itself until
+another process runs.
 
 A write is made to fail for real: the task's ``results/<segment>`` directory is replaced by
 a plain file, so that its result file cannot be opened, until the file is removed again.
@@ -7,21 +9,24 @@ a plain file, so that its result file cannot be opened, until the file is remove
 
 from __future__ import annotations
 
+import errno
 import logging
-import select
+import multiprocessing
+import os
+import signal
 import threading
-from collections.abc import Sequence
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 
 from procpool_tasks import journal
+from procpool_tasks.journal.format import _unframe
 from procpool_tasks.worker import states
-from procpool_tasks.worker.committer import Committer
-from procpool_tasks.worker.wakeups import WakePipe
+from procpool_tasks.worker.committer import Committer, Process
 from tests.conftest import WAIT_S, wait_for
-from tests.unit.conftest import INSTANCE, Pipeline, enqueue
+from tests.unit.conftest import INSTANCE, Pipeline, close_pipeline, enqueue, new_pipeline
 
 FINISHED_AT = datetime(2025, 6, 1, 12, tzinfo=UTC)
 
@@ -41,12 +46,25 @@ def block_results(store: journal.Journal, record: journal.Record) -> Path:
     return blocker
 
 
+def pump(committer: Committer) -> bool:
+    """One turn of the supervisor's loop for the committer; whether it is failing."""
+    committer.send()
+    committer.receive()
+    return committer.failing
+
+
 def wait_until_failing(committer: Committer) -> None:
-    wait_for(lambda: committer.failing, what="the committer to fail to write")
+    wait_for(lambda: pump(committer), what="the committer to fail to write")
+
+
+def tries(pipeline: Pipeline, state: journal.State) -> int:
+    """How often the committer tried to write ``state``: every try writes the WAL first."""
+    pump(pipeline.committer)
+    return pipeline.wal_states().count(state)
 
 
 def wait_until_written_again(committer: Committer) -> None:
-    wait_for(lambda: not committer.failing, what="the committer to write again")
+    wait_for(lambda: not pump(committer), what="the committer to write again")
     committer.flush()
 
 
@@ -73,9 +91,11 @@ def test_a_state_handed_back_is_handed_back_once_and_wakes_the_supervisor(
     running = claim(enqueue(store))
 
     pipeline.committer.submit([running])
-    pipeline.committer.flush()
+    pipeline.committer.send()
 
-    assert select.select([pipeline.wake], [], [], WAIT_S)[0] == [pipeline.wake]
+    woken = [key.data for key, _ in pipeline.selector.select(WAIT_S)]
+    assert woken == ["commit"]
+    pipeline.committer.receive()
     assert pipeline.committer.is_busy()  # until the supervisor took it back
     assert pipeline.committer.committed() == [running]
     assert pipeline.committer.committed() == []
@@ -117,52 +137,91 @@ def test_a_state_that_cannot_be_written_is_not_handed_back_and_flush_does_not_wa
     assert pipeline.committer.is_busy()
 
 
-class HeldResultLog(journal.ResultLog):
-    """A real result log whose first commit waits for ``release`` before it writes.
-
-    No real fault holds a write half-way for as long as a test needs to submit more
-    states meanwhile; this stand-in holds it, and the write then fails or not for real.
-    """
-
-    def __init__(self, journal_: journal.Journal, instance: str) -> None:
-        super().__init__(journal_, instance)
-        self.writing = threading.Event()
-        self.release = threading.Event()
-
-    def commit(self, states: Sequence[journal.State]) -> None:
-        if not self.writing.is_set():
-            self.writing.set()
-            self.release.wait(WAIT_S)
-        super().commit(states)
-
-
 def test_a_failed_write_is_tried_again_before_the_states_submitted_while_it_ran(
-    store: journal.Journal,
+    store: journal.Journal, pipeline: Pipeline
 ) -> None:
     record = enqueue(store)
     running = claim(record)
     done = succeed(running)
     blocker = block_results(store, record)
-    result_log = HeldResultLog(store, INSTANCE)
-    wake = WakePipe()
-    committer = Committer(result_log, wake)
+
+    pipeline.committer.submit([running])
+    wait_until_failing(pipeline.committer)
+    pipeline.committer.submit([done])  # while the write of ``running`` is tried again
+    pump(pipeline.committer)
+    blocker.unlink()
+    wait_until_written_again(pipeline.committer)
+
+    assert pipeline.committer.committed() == [running, done]
+    assert store.read_state(record.id) == done
+
+
+def test_the_states_of_a_killed_committing_process_are_committed_in_order_by_the_supervisor(
+    store: journal.Journal, pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = enqueue(store)
+    running = claim(record)
+    done = succeed(running)
+    blocker = block_results(store, record)
+    pipeline.committer.submit([running, done])
+    wait_until_failing(pipeline.committer)  # in its WAL, not in the result file
+    [process] = multiprocessing.active_children()
+    pid = process.pid
+    assert pid is not None
+
+    caplog.set_level(logging.WARNING, logger="procpool_tasks.worker.committer")
+
+    def seen_ended() -> bool:
+        pump(pipeline.committer)
+        return "ended" in caplog.text
+
+    os.kill(pid, signal.SIGKILL)
+    wait_for(seen_ended, what="the supervisor to see the process end")
+    blocker.unlink()
+    wait_until_written_again(pipeline.committer)
+
+    assert pipeline.committer.committed() == [running, done]
+    assert store.read_state(record.id) == done
+    assert f"The process that commits finished tasks (pid {pid}) ended (-9)" in caplog.text
+
+
+def test_a_supervisor_that_cannot_start_the_committing_process_commits_itself(
+    store: journal.Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    def cannot_fork() -> tuple[Process, Connection]:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    pipeline = new_pipeline(store, cannot_fork)
     try:
-        committer.submit([running])
-        wait_for(result_log.writing.is_set, what="the write to begin")
-        committer.submit([done])  # while the write of ``running`` is under way
-        result_log.release.set()
-        wait_until_failing(committer)
+        records = [enqueue(store) for _ in range(3)]
+        running = [claim(record) for record in records]
+        pipeline.committer.submit(running)
+        pipeline.committer.flush()
 
-        blocker.unlink()
-        wait_until_written_again(committer)
-
-        assert committer.committed() == [running, done]
-        assert store.read_state(record.id) == done
+        assert pipeline.committer.committed() == running
+        assert pipeline.wal_states() == running
+        assert [store.read_state(record.id) for record in records] == running
+        assert "Cannot start the process that commits finished tasks" in caplog.text
     finally:
-        result_log.release.set()
-        committer.stop(wait_for_disk=False)
-        result_log.close(remove=False)
-        wake.close()
+        close_pipeline(pipeline)
+
+
+def test_a_line_torn_by_a_killed_committing_process_does_not_take_the_next_with_it(
+    store: journal.Journal,
+) -> None:
+    wal = store.wal_dir / f"{INSTANCE}.log"
+    wal.write_bytes(b'0badf00d {"id": "torn')  # half a line, never synced
+    running = claim(enqueue(store))
+    pipeline = new_pipeline(store)
+    try:
+        pipeline.committer.submit([running])
+        pipeline.committer.flush()
+    finally:
+        close_pipeline(pipeline)
+
+    torn, line = wal.read_bytes().splitlines()
+    assert torn.startswith(b"0badf00d")
+    assert journal.decode_state(_unframe(line)) == running
 
 
 def test_a_failing_write_is_logged_once_however_often_it_is_tried_and_its_end_once(
@@ -175,7 +234,7 @@ def test_a_failing_write_is_logged_once_however_often_it_is_tried_and_its_end_on
 
     pipeline.committer.submit([running])
     # Every try writes the WAL first: a second copy there is a second try.
-    wait_for(lambda: pipeline.wal_states().count(running) >= 2, what="a second try")
+    wait_for(lambda: tries(pipeline, running) >= 2, what="a second try")
     blocker.unlink()
     wait_until_written_again(pipeline.committer)
 
