@@ -148,8 +148,8 @@ class ProcPool(System):
             kind="procpool",
             history_unsupported=None if durable else "n/a: measured for the durable default",
             main_process="the supervisor: procpool_worker's own process, all its threads; "
-            "its zygote, worker processes and the process that makes result files ahead of "
-            "claims not included",
+            "its zygote, worker processes, the process that makes result files ahead of "
+            "claims and the one that commits finished states not included",
         )
         self.durable = durable
 

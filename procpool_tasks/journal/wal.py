@@ -49,9 +49,14 @@ class ResultLog:
 
     def commit_lines(self, entries: Sequence[tuple[str, bytes]]) -> None:
         """``commit`` for states framed already: (task id, framed line) each."""
+        self.log_lines(entries)
+        self.publish(entries)
+
+    def log_lines(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        """The first half of a commit: the lines in the log, synced."""
         if not entries:
             return
-        data = b"".join(line for _, line in entries)  # encoded once for both
+        data = b"".join(line for _, line in entries)  # encoded once for both halves
         try:
             files._write_all(self._fd, data)
             if self._journal.durable:
@@ -63,10 +68,22 @@ class ResultLog:
                 os.ftruncate(self._fd, self._size)
             raise
         self._size += len(data)
+
+    def publish(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        """The second half of a commit: each state in its result file, once logged."""
         for task_id, line in entries:
             self._journal.write_state_line(task_id, line)
         if self._size > WAL_MAX_BYTES:
             self._rotate()
+
+    def is_published(self, state: State) -> bool:
+        """Whether the task's result file holds this state already (or a later one): a
+        writer of this log that died may have published it before it could say so."""
+        try:
+            current = self._journal.read_state(state.id)
+        except OSError:
+            return False
+        return current is not None and current.version >= state.version
 
     def _rotate(self) -> None:
         # Every result file this log covers must be on disk before the log goes.

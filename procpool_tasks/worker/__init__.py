@@ -11,7 +11,7 @@ concern each::
     zygote      the fork of the supervisor that forks the worker processes (and the next)
     outcomes    what each end of a task means, acted on once committed
     states      the state transitions a task goes through, and the errors recorded
-    committer   group commit of finished states, in a thread of its own
+    committer   group commit of finished states, in a process of its own
     recovery    the tasks of supervisors that died
     background  result files made ahead (a process), the history's summaries (a thread)
     wakeups     signals and journal changes, into one selector

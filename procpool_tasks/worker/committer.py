@@ -28,18 +28,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import selectors
 import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Protocol
 
 from .. import journal
 from ..journal.format import _frame, encode_state
-from .lifeline import die_with_process
+from .lifeline import die_with_process, watch_process
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ RETRY_S = 0.5
 #: (the supervisor commits meanwhile); each failure in a row doubles it, up to the max.
 RESTART_AFTER_S = 5.0
 RESTART_AFTER_MAX_S = 300.0
-#: How long a stop waits for the committing process to exit once it is told to.
+#: How long a stop waits for the committing process to exit once it is told to; and how
+#: long a forced stop waits for what is sent to be committed, before it gives up on it.
 STOP_WAIT_S = 5.0
 
 #: The process's answers: "C<n>": the next n states are committed; "F<n> <error>": a
@@ -101,6 +103,8 @@ class Committer:
         self._next_start = 0.0  # monotonic
         self._restart_after = RESTART_AFTER_S
         self._next_try = 0.0  # monotonic: of a failed commit of the supervisor's own
+        self._resumed = True  # False: the log must be taken over before the next commit
+        self._stopping = False  # no process is started any more: the supervisor commits
         self.failing = False
         self._start()
 
@@ -135,9 +139,8 @@ class Committer:
         self._watch(write=bool(self._unsent))
 
     def committed(self) -> list[journal.State]:
-        """The states made durable and published since the last call, in order."""
-        if self._pending:
-            self.receive()
+        """The states made durable and published since the last call, in order (the
+        process's answers are read by ``receive``, when the selector says they came)."""
         done, self._done = self._done, []
         return done
 
@@ -145,38 +148,58 @@ class Committer:
         """Whether a state submitted is not yet committed (or not yet taken back)."""
         return bool(self._pending or self._done)
 
-    def fileno(self) -> int:
-        """The process's pipe, for the selector (-1 while none runs)."""
-        return self._conn.fileno() if self._conn is not None else -1
+    def seconds_to_wait(self) -> float | None:
+        """How long the loop may wait for this: 0 once states it committed itself wait to
+        be taken, its next try while it commits itself; None (no limit) otherwise."""
+        if self._done:
+            return 0.0
+        if self._conn is None and self._pending:
+            return max(0.0, min(self._next_try, self._next_start) - time.monotonic())
+        return None
 
     def flush(self) -> None:
         """Wait until everything submitted so far is committed (or failing)."""
         self._wait_until_committed(while_failing=False)
 
-    def stop(self, *, wait_for_disk: bool) -> list[journal.State]:
+    def stop(
+        self, *, wait_for_disk: bool, give_up: Callable[[], bool] = lambda: False
+    ) -> list[journal.State]:
         """Commit what is queued and stop; return the states that could not be written.
 
-        Without ``wait_for_disk`` a failing write is not waited for (a forced stop).
+        No process is started from now on. Without ``wait_for_disk`` (a forced stop) a
+        failing write is not waited for, nor a process stuck for ``STOP_WAIT_S``; with it,
+        until ``give_up`` says so (a second signal). What is not committed then stays
+        RUNNING in the result files, for the next supervisor.
         """
-        self._wait_until_committed(while_failing=wait_for_disk)
+        self._stopping = True
+        deadline = None if wait_for_disk else time.monotonic() + STOP_WAIT_S
+        self._wait_until_committed(while_failing=wait_for_disk, deadline=deadline, give_up=give_up)
         self._end(kill=bool(self._pending))
         return [state for state, _ in self._pending]
 
-    def _wait_until_committed(self, *, while_failing: bool) -> None:
-        while self._pending and (while_failing or not self.failing):
+    def _wait_until_committed(
+        self,
+        *,
+        while_failing: bool,
+        deadline: float | None = None,
+        give_up: Callable[[], bool] = lambda: False,
+    ) -> None:
+        while True:
             self.send()
             self.receive()
-            if not self._pending:
+            if not self._pending or (self.failing and not while_failing):
                 return
-            if self._conn is not None:
-                wait([self._conn], RETRY_S)
+            if give_up() or (deadline is not None and time.monotonic() >= deadline):
+                return
+            if self._conn is not None:  # for its answer, or room for what waits
+                select.select([self._conn], [self._conn] if self._unsent else [], [], RETRY_S)
             else:
                 time.sleep(max(0.0, min(RETRY_S, self._next_try - time.monotonic())))
 
     # -- the process -------------------------------------------------------------------------
 
     def _start(self) -> bool:
-        if time.monotonic() < self._next_start:
+        if self._stopping or time.monotonic() < self._next_start:
             return False
         try:
             self._process, self._conn = self._spawn()
@@ -210,6 +233,9 @@ class Committer:
         if not data:
             self._lost()
             return
+        self._on_answers(data)
+
+    def _on_answers(self, data: bytes) -> None:
         *answers, self._answers = (self._answers + data).split(b"\n")
         for answer in answers:
             self._on_answer(answer)
@@ -217,14 +243,19 @@ class Committer:
     def _on_answer(self, answer: bytes) -> None:
         kind, rest = answer[:1], answer[1:]
         if kind == _COMMITTED:
-            if self.failing:
-                logger.warning("Results are written to the journal again")
-            self.failing = False
-            for _ in range(int(rest)):
-                self._done.append(self._pending.popleft()[0])
+            self._restart_after = RESTART_AFTER_S  # it committed: a death now is news
+            self._committed(int(rest))
         elif kind == _FAILING:
             count, _, error = rest.partition(b" ")
             self._log_failing(int(count), error.decode(errors="replace"))
+
+    def _committed(self, count: int) -> None:
+        """The first ``count`` pending states are durable and published."""
+        if self.failing:
+            logger.warning("Results are written to the journal again")
+        self.failing = False
+        for _ in range(count):
+            self._done.append(self._pending.popleft()[0])
 
     def _log_failing(self, count: int, error: object) -> None:
         if not self.failing:
@@ -238,10 +269,31 @@ class Committer:
 
     def _lost(self) -> None:
         """The process ended: what it did not answer for goes to the next one."""
-        pid = self._process.pid if self._process is not None else None
-        code = self._process.exitcode if self._process is not None else None
+        process = self._process
+        pid = process.pid if process is not None else None
+        if process is not None:
+            process.kill()  # (if its pipe failed while it runs)
+            process.join(STOP_WAIT_S)
+        self._read_last_answers()
+        code = process.exitcode if process is not None else None
         self._end(kill=True)
         self._give_up(f"The process that commits finished tasks (pid {pid}) ended ({code})")
+        # What it published without saying so counts, and is never written again: the
+        # task may have moved on since (a READY state claimed by another supervisor).
+        while self._pending and self._log.is_published(self._pending[0][0]):
+            self._done.append(self._pending.popleft()[0])
+
+    def _read_last_answers(self) -> None:
+        """Every answer the process sent before it ended."""
+        conn = self._conn
+        while conn is not None and conn is self._conn:
+            try:
+                data = os.read(conn.fileno(), 1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            self._on_answers(data)
 
     def _give_up(self, why: str) -> None:
         logger.warning(
@@ -249,7 +301,7 @@ class Committer:
             why,
             self._restart_after,
         )
-        self._log.resume()  # it may have died half-way through a line
+        self._resumed = False  # it may have died half-way through a line
         self._next_start = time.monotonic() + self._restart_after
         self._restart_after = min(2 * self._restart_after, RESTART_AFTER_MAX_S)
 
@@ -278,12 +330,15 @@ class Committer:
             return
         entries = [(state.id, line) for state, line in self._pending]
         try:
+            if not self._resumed:
+                self._log.resume()
+                self._resumed = True
             self._log.commit_lines(entries)
         except OSError as error:
             self._log_failing(len(entries), error)
             self._next_try = time.monotonic() + RETRY_S
             return
-        self._on_answer(b"%s%d" % (_COMMITTED, len(entries)))
+        self._committed(len(entries))
         self._unsent.clear()
 
 
@@ -299,15 +354,20 @@ def commit_states(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_IGN)
     die_with_process(supervisor_pid)
+    supervisor_runs = watch_process(supervisor_pid)
     store = journal.Journal(Path(path), durable=durable)
     store.keep_directories_open()
     result_log = journal.ResultLog(store, instance)
     result_log.resume()  # after a process that died half-way through a line
-    fd, rest = conn.fileno(), b""
+    fd, received = conn.fileno(), bytearray()
     while data := os.read(fd, 1 << 20):
-        *lines, rest = (rest + data).split(b"\n")
-        group = [_entry(line) for line in lines]
-        _commit_until_written(result_log, group, fd)
+        received += data
+        if b"\n" not in data:
+            continue  # a long state, on its way
+        end = received.rindex(b"\n")
+        group = [_entry(line) for line in bytes(received[:end]).split(b"\n")]
+        del received[: end + 1]
+        _commit_until_written(result_log, group, fd, supervisor_runs)
         os.write(fd, b"%s%d\n" % (_COMMITTED, len(group)))
 
 
@@ -317,16 +377,29 @@ def _entry(line: bytes) -> tuple[str, bytes]:
 
 
 def _commit_until_written(
-    result_log: journal.ResultLog, group: list[tuple[str, bytes]], fd: int
+    result_log: journal.ResultLog,
+    group: list[tuple[str, bytes]],
+    fd: int,
+    supervisor_runs: Callable[[], bool],
 ) -> None:
     said = False
     while True:
         try:
-            result_log.commit_lines(group)
+            result_log.log_lines(group)
+            if not supervisor_runs():
+                # Its successor may be replaying this log and recovering its tasks: a
+                # state published now could come after a newer one. Never acknowledged,
+                # the states are the replay's to publish (or its tasks run again).
+                os._exit(0)
+            result_log.publish(group)
             return
         except OSError as error:
             if not said:
                 message = str(error).replace("\n", " ")
-                os.write(fd, b"%s%d %s\n" % (_FAILING, len(group), message.encode()))
+                os.write(
+                    fd,
+                    b"%s%d %s\n"
+                    % (_FAILING, len(group), message.encode(errors="backslashreplace")),
+                )
                 said = True
             time.sleep(RETRY_S)

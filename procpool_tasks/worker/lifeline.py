@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import select
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from ..journal.heartbeats import is_running
 from ..portability import HAS_PARENT_DEATH_SIGNAL, HAS_PIDFD
 
-__all__ = ["die_with_parent", "die_with_process"]
+__all__ = ["die_with_parent", "die_with_process", "watch_process"]
 
 _PR_SET_PDEATHSIG = 1
 #: Where pidfds are missing (not Linux, or a kernel before 5.3): how often to look.
@@ -57,6 +59,18 @@ def die_with_process(pid: int, signum: int = signal.SIGKILL) -> None:
         target=_wait_then_kill, args=(pid, pidfd, signum), name="procpool-lifeline", daemon=True
     )
     thread.start()
+
+
+def watch_process(pid: int) -> Callable[[], bool]:
+    """A check of whether process ``pid`` (not our parent) still runs, cheap enough to
+    ask before each write that only it may have asked for: one poll of a pidfd."""
+    try:
+        pidfd = os.pidfd_open(pid) if HAS_PIDFD else None
+    except OSError:
+        pidfd = None
+    if pidfd is None:
+        return functools.partial(is_running, pid)
+    return lambda: not select.select([pidfd], [], [], 0)[0]
 
 
 def _wait_then_kill(pid: int, pidfd: int | None, signum: int) -> None:

@@ -309,8 +309,11 @@ class Supervisor:
         self._history.stop()
         if self.dispatcher.pool is not None:
             self.dispatcher.pool.close()
+        unwritten = self.committer.stop(
+            wait_for_disk=self._stop_level < 2,
+            give_up=lambda: self._signals_handled + len(self._signals) >= 2,
+        )
         self._zygote.close()
-        unwritten = self.committer.stop(wait_for_disk=self._stop_level < 2)
         self.outcomes.on_committed()
         self._selector.close()
         self._wake.close()
@@ -399,6 +402,7 @@ class Supervisor:
             self._next_beat - time.monotonic(),
             self.dispatcher.seconds_to_next_kill(),
             self.dispatcher.seconds_to_claims(),
+            self.committer.seconds_to_wait(),
         ]
         if self._reload_deadline is not None:
             waits.append(self._reload_deadline - time.monotonic())

@@ -1,11 +1,11 @@
 """What wakes a supervisor: a self-pipe, and changes to the journal's segments.
 
 The supervisor's main thread waits in one selector (``supervisor``). Signals reach it
-through ``signal.set_wakeup_fd`` on the wake pipe; its helper threads (the committer)
-write a byte there too. Journal changes come from an inotify descriptor on ``segments/``
-in the same selector, on Linux: a new record wakes the supervisor within a system call,
-with no thread that polls (watchfiles' own loop woke a thousand times a second to look
-at its stop flag). Elsewhere a watchfiles thread turns its events into wake-ups.
+through ``signal.set_wakeup_fd`` on the wake pipe. Journal changes come from an inotify
+descriptor on ``segments/`` in the same selector, on Linux: a new record wakes the
+supervisor within a system call, with no thread that polls (watchfiles' own loop woke a
+thousand times a second to look at its stop flag). Elsewhere a watchfiles thread turns
+its events into wake-ups, through the wake pipe.
 """
 
 from __future__ import annotations

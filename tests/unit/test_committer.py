@@ -9,12 +9,15 @@ a plain file, so that its result file cannot be opened, until the file is remove
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import logging
 import multiprocessing
 import os
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -23,6 +26,7 @@ import pytest
 
 from procpool_tasks import journal
 from procpool_tasks.journal.format import _unframe
+from procpool_tasks.worker import committer as committer_module
 from procpool_tasks.worker import states
 from procpool_tasks.worker.committer import Committer, Process
 from tests.conftest import WAIT_S, wait_for
@@ -198,6 +202,7 @@ def test_a_supervisor_that_cannot_start_the_committing_process_commits_itself(
         pipeline.committer.submit(running)
         pipeline.committer.flush()
 
+        assert pipeline.committer.seconds_to_wait() == 0.0  # the loop takes them at once
         assert pipeline.committer.committed() == running
         assert pipeline.wal_states() == running
         assert [store.read_state(record.id) for record in records] == running
@@ -296,3 +301,59 @@ def test_a_stop_writes_what_was_submitted_before_it(
 
     assert pipeline.committer.stop(wait_for_disk=True) == []
     assert [store.read_state(record.id) for record in records] == running
+
+
+def test_answers_sent_before_the_process_died_count_and_their_states_are_not_written_again(
+    store: journal.Journal, pipeline: Pipeline
+) -> None:
+    record = enqueue(store)
+    running = claim(record)
+    pipeline.committer.submit([running])
+    pipeline.committer.send()
+    wait_for(lambda: store.read_state(record.id) == running, what="the state to be published")
+    [process] = multiprocessing.active_children()
+    pid = process.pid
+    assert pid is not None
+    pipeline.selector.select(WAIT_S)  # its answer is in the pipe, not read yet
+
+    os.kill(pid, signal.SIGKILL)
+    process.join(WAIT_S)
+    pump(pipeline.committer)
+
+    assert pipeline.committer.committed() == [running]
+    assert pipeline.wal_states() == [running]
+    segment, offset = journal.parse_id(record.id)
+    result_file = store.results_dir / segment / f"{offset:x}.json"
+    assert result_file.read_bytes().count(b'"status"') == 1  # published once
+
+
+def test_a_forced_stop_does_not_wait_for_a_stuck_process(
+    store: journal.Journal, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(committer_module, "STOP_WAIT_S", 1.0)
+    [process] = multiprocessing.active_children()
+    pid = process.pid
+    assert pid is not None
+    running = claim(enqueue(store))
+    os.kill(pid, signal.SIGSTOP)  # as a hung disk would hold it
+    try:
+        pipeline.committer.submit([running])
+        started = time.monotonic()
+
+        assert pipeline.committer.stop(wait_for_disk=False) == [running]
+        assert time.monotonic() - started < WAIT_S
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_a_large_state_is_committed_whole(store: journal.Journal, pipeline: Pipeline) -> None:
+    record = enqueue(store)
+    large = succeed(claim(record))
+    large = dataclasses.replace(large, return_value="x" * (8 << 20))
+
+    pipeline.committer.submit([large])
+    pipeline.committer.flush()
+
+    assert pipeline.committer.committed() == [large]
+    assert store.read_state(record.id) == large
