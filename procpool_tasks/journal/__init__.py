@@ -101,6 +101,7 @@ from .format import (
     is_instance_name,
     parse_id,
     parse_id_checked,
+    pickled_by_fields,
     state_data,
     to_json_value,
 )
@@ -155,6 +156,7 @@ __all__ = [
     "is_instance_name",
     "parse_id",
     "parse_id_checked",
+    "pickled_by_fields",
     "remove_result_log",
     "replay_result_log",
     "state_data",

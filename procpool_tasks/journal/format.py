@@ -8,14 +8,41 @@ the errors of the journal.
 from __future__ import annotations
 
 import json
+import operator
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ..exceptions import RecordNotFound, ValueNotJSON
+
+_Class = TypeVar("_Class", bound=type)
+
+
+def pickled_by_fields(cls: _Class) -> _Class:
+    """Pickle a slotted dataclass as the tuple of its fields' values.
+
+    For what a supervisor and its worker processes send each other for every task (the
+    job, its record and state, the outcome): the state methods ``dataclass`` writes for a
+    slotted class look the fields up on every call, which cost a third of pickling a job.
+    """
+    names = tuple(each.name for each in fields(cls))
+    values_of = operator.attrgetter(*names)
+    set_attribute = object.__setattr__  # frozen classes too
+
+    def get_state(self: Any) -> tuple[Any, ...]:
+        return values_of(self)
+
+    def set_state(self: Any, state: tuple[Any, ...]) -> None:
+        for name, value in zip(names, state, strict=True):
+            set_attribute(self, name, value)
+
+    setattr(cls, "__getstate__", get_state)  # noqa: B010 (not what mypy knows of type)
+    setattr(cls, "__setstate__", set_state)  # noqa: B010
+    return cls
+
 
 #: Task ids are at most 64 characters, as the framework asks.
 MAX_ID_LENGTH = 64
@@ -32,6 +59,7 @@ _ID_PATTERN = re.compile(r"([0-9a-f]{16})-([0-9a-f]{1,12})")
 _NAME_PATTERN = re.compile(r"[0-9a-f]{16}")
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Record:
     """A task as enqueued: what to run, with what, where and when."""
@@ -62,6 +90,7 @@ class Fire:
     fired_at: datetime
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskError:
     """One failed attempt: the exception's class path and its traceback."""
@@ -79,6 +108,7 @@ class Handoff:
     id: str | None = None  # known once the target backend took the task
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True, kw_only=True)
 class State:
     """What a supervisor last wrote for a task; ``version`` grows with every write."""

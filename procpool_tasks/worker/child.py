@@ -72,6 +72,7 @@ HAND_BACK_AFTER_S = 1.0
 HAND_BACK_CHECK_S = 0.25
 
 
+@journal.pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Job:
     record: journal.Record
@@ -79,6 +80,7 @@ class Job:
     timeout: float | None = None  # seconds; see TaskOptions
 
 
+@journal.pickled_by_fields
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
     status: str  # SUCCESSFUL or FAILED

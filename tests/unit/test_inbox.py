@@ -158,3 +158,16 @@ def test_what_the_thread_cannot_read_is_raised_before_the_next_job(pipe: Pipe) -
     assert reply_of(supervisor) == (False, ())
     with pytest.raises(pickle.UnpicklingError):
         inbox.next_job()  # the process dies: the supervisor takes back what it sent
+
+
+def test_a_job_and_an_outcome_come_out_of_the_pipe_as_they_went_in() -> None:
+    record = make_record("0123456789abcdef-1f", run_after=timezone.now())
+    running = states.running(record, None, "w1", INSTANCE)
+    sent_job = Job(record, running, timeout=2.5)
+    error = states.error(ValueError, "boom")
+    outcome = child.Outcome(
+        status="FAILED", finished_at=timezone.now(), error=error, retry=True, memory_mib=1.5
+    )
+
+    for message in (sent_job, outcome):
+        assert pickle.loads(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)) == message  # noqa: S301
