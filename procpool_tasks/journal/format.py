@@ -27,8 +27,11 @@ def pickled_by_fields(cls: _Class) -> _Class:
     For what a supervisor and its worker processes send each other for every task (the
     job, its record and state, the outcome): the state methods ``dataclass`` writes for a
     slotted class look the fields up on every call, which cost a third of pickling a job.
+    For classes of two fields or more, with no subclass that adds any.
     """
     names = tuple(each.name for each in fields(cls))
+    if len(names) < 2:  # attrgetter would give the value itself, not a tuple
+        raise TypeError(f"{cls.__name__} has fewer than two fields to pickle as a tuple")
     values_of = operator.attrgetter(*names)
     set_attribute = object.__setattr__  # frozen classes too
 

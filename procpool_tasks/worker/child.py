@@ -172,8 +172,7 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
                 finished_at=timezone.now(),
                 error=_failed(error).error,
             )
-        if not outcome.retry:  # a retry's line is the supervisor's, with its backoff
-            _log_finished(job.record, outcome, time.monotonic() - started)
+        duration = time.monotonic() - started
         ran += 1
         leaving = (settings.max_tasks is not None and ran >= settings.max_tasks) or (
             settings.max_memory_mib is not None and outcome.memory_mib > settings.max_memory_mib
@@ -182,6 +181,10 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
             inbox.reply(outcome, leaving)
         except (EOFError, OSError):
             return  # the supervisor is gone; the next one recovers the task
+        if not outcome.retry:  # a retry's line is the supervisor's, with its backoff
+            # Once the supervisor has the outcome: a process stopped before it sent it
+            # never says the task ended (the supervisor says how).
+            _log_finished(job.record, outcome, duration)
         if leaving:
             return
 

@@ -159,7 +159,7 @@ class Committer:
 
     def flush(self) -> None:
         """Wait until everything submitted so far is committed (or failing)."""
-        self._wait_until_committed(while_failing=False)
+        self._wait_until_committed(while_failing=False, stuck_after_s=None)
 
     def stop(
         self, *, wait_for_disk: bool, give_up: Callable[[], bool] = lambda: False
@@ -168,12 +168,14 @@ class Committer:
 
         No process is started from now on. Without ``wait_for_disk`` (a forced stop) a
         failing write is not waited for, nor a process stuck for ``STOP_WAIT_S``; with it,
-        until ``give_up`` says so (a second signal). What is not committed then stays
-        RUNNING in the result files, for the next supervisor.
+        the same holds once ``give_up`` says so (a second signal while it waits). What is
+        not committed then stays RUNNING in the result files, for the next supervisor.
         """
         self._stopping = True
-        deadline = None if wait_for_disk else time.monotonic() + STOP_WAIT_S
-        self._wait_until_committed(while_failing=wait_for_disk, deadline=deadline, give_up=give_up)
+        stuck_after_s = None if wait_for_disk else STOP_WAIT_S
+        self._wait_until_committed(
+            while_failing=wait_for_disk, stuck_after_s=stuck_after_s, give_up=give_up
+        )
         self._end(kill=bool(self._pending))
         return [state for state, _ in self._pending]
 
@@ -181,15 +183,20 @@ class Committer:
         self,
         *,
         while_failing: bool,
-        deadline: float | None = None,
+        stuck_after_s: float | None,
         give_up: Callable[[], bool] = lambda: False,
     ) -> None:
+        """Until nothing is pending; unless ``while_failing``, until a write fails; or for
+        ``stuck_after_s`` at most. ``give_up`` turns it into a forced stop's wait."""
+        deadline = None if stuck_after_s is None else time.monotonic() + stuck_after_s
         while True:
             self.send()
             self.receive()
+            if while_failing and give_up():
+                while_failing, deadline = False, time.monotonic() + STOP_WAIT_S
             if not self._pending or (self.failing and not while_failing):
                 return
-            if give_up() or (deadline is not None and time.monotonic() >= deadline):
+            if deadline is not None and time.monotonic() >= deadline:
                 return
             if self._conn is not None:  # for its answer, or room for what waits
                 select.select([self._conn], [self._conn] if self._unsent else [], [], RETRY_S)
@@ -358,7 +365,6 @@ def commit_states(
     store = journal.Journal(Path(path), durable=durable)
     store.keep_directories_open()
     result_log = journal.ResultLog(store, instance)
-    result_log.resume()  # after a process that died half-way through a line
     fd, received = conn.fileno(), bytearray()
     while data := os.read(fd, 1 << 20):
         received += data
@@ -385,6 +391,7 @@ def _commit_until_written(
     said = False
     while True:
         try:
+            result_log.resume()  # after a process that died half-way through a line
             result_log.log_lines(group)
             if not supervisor_runs():
                 # Its successor may be replaying this log and recovering its tasks: a

@@ -300,7 +300,7 @@ class Dispatcher:
         """A process sent the outcome of its task (or closed its pipe: ``on_exit`` follows).
 
         With ``send_next`` (the loop, while it claims), the idle process gets its next
-        task before this one's outcome is handed on and logged: it does not wait for that.
+        task before this one's outcome is handed on: it does not wait for that.
         """
         assert self.pool is not None  # noqa: S101 (only a pool's pipe is watched)
         task_id = worker.task_id

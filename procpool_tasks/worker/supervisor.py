@@ -364,6 +364,8 @@ class Supervisor:
                 self._unserved.check()
         self._preparer.flush()  # the ids read in since the last turn, once claims are made
         self.committer.send()  # the states decided on this turn
+        if self.committer.seconds_to_wait() == 0:
+            timeout = 0  # it committed them itself (its process just ended)
         events = self._selector.select(timeout)
         journal_changed = time.monotonic() >= self._next_poll
         for key, _ in events:

@@ -357,3 +357,30 @@ def test_a_large_state_is_committed_whole(store: journal.Journal, pipeline: Pipe
 
     assert pipeline.committer.committed() == [large]
     assert store.read_state(record.id) == large
+
+
+def test_a_forced_stop_still_commits_what_a_working_process_takes(
+    store: journal.Journal, pipeline: Pipeline
+) -> None:
+    record = enqueue(store)
+    done = succeed(claim(record))
+    pipeline.committer.submit([done])
+
+    # As the supervisor stops after a second signal: it has come already.
+    assert pipeline.committer.stop(wait_for_disk=False, give_up=lambda: True) == []
+    assert store.read_state(record.id) == done
+
+
+def test_a_second_signal_ends_a_stop_that_waits_for_a_failing_disk(
+    store: journal.Journal, pipeline: Pipeline
+) -> None:
+    record = enqueue(store)
+    running = claim(record)
+    block_results(store, record)
+    pipeline.committer.submit([running])
+    wait_until_failing(pipeline.committer)
+    signals = iter([False, False, True])  # the second signal comes while it waits
+
+    assert pipeline.committer.stop(wait_for_disk=True, give_up=lambda: next(signals, True)) == [
+        running
+    ]
