@@ -42,9 +42,6 @@ from ..results import build_task_result, load_task
 from .lifeline import die_with_process
 
 logger = logging.getLogger(__name__)
-#: The logger of the task lines (``state=RUNNING``, ``state=SUCCESSFUL``...): the one they
-#: had when the supervisor logged them (``dispatch``), which a project's LOGGING may name.
-task_lines = logging.getLogger("procpool_tasks.worker.dispatch")
 
 __all__ = [
     "HAND_BACK_AFTER_S",
@@ -161,8 +158,6 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
             job = inbox.next_job()
         except (EOFError, OSError):
             return
-        _log_started(job)
-        started = time.monotonic()
         try:
             with inbox.running(), _own_memory_limit(inbox, settings.max_memory_mib):
                 outcome = run_job(job, measure_memory=settings.max_memory_mib is not None)
@@ -172,7 +167,6 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
                 finished_at=timezone.now(),
                 error=_failed(error).error,
             )
-        duration = time.monotonic() - started
         ran += 1
         leaving = (settings.max_tasks is not None and ran >= settings.max_tasks) or (
             settings.max_memory_mib is not None and outcome.memory_mib > settings.max_memory_mib
@@ -181,41 +175,8 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
             inbox.reply(outcome, leaving)
         except (EOFError, OSError):
             return  # the supervisor is gone; the next one recovers the task
-        if not outcome.retry:  # a retry's line is the supervisor's, with its backoff
-            # Once the supervisor has the outcome: a process stopped before it sent it
-            # never says the task ended (the supervisor says how).
-            _log_finished(job.record, outcome, duration)
         if leaving:
             return
-
-
-def _log_started(job: Job) -> None:
-    """The task's first line. Logged here, as the task starts, not by the supervisor: the
-    two lines of every task cost the supervisor, whose one thread serves every process, a
-    fifth of its work per short task."""
-    record = job.record
-    task_lines.info(
-        "Task id=%s path=%s queue=%s state=RUNNING attempt=%d",
-        record.id,
-        record.task_path,
-        record.queue_name,
-        len(job.state.worker_ids),
-    )
-
-
-def _log_finished(record: journal.Record, outcome: Outcome, duration: float) -> None:
-    line = "Task id=%s path=%s queue=%s state=%s duration=%.3fs"
-    fields = (record.id, record.task_path, record.queue_name, outcome.status, duration)
-    if outcome.error is None:
-        level = logging.INFO if outcome.status == journal.SUCCESSFUL else logging.WARNING
-        task_lines.log(level, line, *fields)
-        return
-    # The exception on the line itself, its traceback after it.
-    traceback = outcome.error.traceback
-    last_line = traceback.strip().splitlines()[-1]
-    logs.log_with_traceback(
-        task_lines, logging.WARNING, traceback, line + ": %s", *fields, last_line
-    )
 
 
 class _Inbox:

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import journal
+from .. import journal, logs
 from ..options import TaskOptions
 from ..portability import HAS_PROC, resident_memory_mib
 from . import child, states
@@ -287,6 +287,14 @@ class Dispatcher:
 
     def _start(self, flight: InFlight) -> None:
         """The process starts the task now: an idle one at once, a busy one after its task."""
+        record = flight.record
+        logger.info(
+            "Task id=%s path=%s queue=%s state=RUNNING attempt=%d",
+            record.id,
+            record.task_path,
+            record.queue_name,
+            len(flight.state.worker_ids),
+        )
         flight.ahead = False
         flight.started = time.monotonic()
         if flight.timeout:
@@ -300,7 +308,7 @@ class Dispatcher:
         """A process sent the outcome of its task (or closed its pipe: ``on_exit`` follows).
 
         With ``send_next`` (the loop, while it claims), the idle process gets its next
-        task before this one's outcome is handed on: it does not wait for that.
+        task before this one's outcome is handed on and logged: it does not wait for that.
         """
         assert self.pool is not None  # noqa: S101 (only a pool's pipe is watched)
         task_id = worker.task_id
@@ -326,8 +334,9 @@ class Dispatcher:
         if outcome.unloadable:
             self._quarantine_record(flight.record, outcome)
         self._note_memory(worker, outcome)
-        # Its lines, as it started and finished, its process logged (``child``).
         self._outcomes.task_ended(flight.record, flight.state, outcome, flight.options.retry)
+        if not outcome.retry:
+            self._log_finished(flight, outcome)
 
     def _note_duration(self, flight: InFlight) -> None:
         path = flight.record.task_path
@@ -709,3 +718,30 @@ class Dispatcher:
                 outcome.memory_mib,
                 limit,
             )
+
+    def _log_finished(self, flight: InFlight, outcome: child.Outcome) -> None:
+        line = "Task id=%s path=%s queue=%s state=%s duration=%.3fs"
+        fields = (
+            flight.record.id,
+            flight.record.task_path,
+            flight.record.queue_name,
+            outcome.status,
+            time.monotonic() - flight.started,
+        )
+        if outcome.error is None:
+            logger.log(
+                logging.INFO if outcome.status == journal.SUCCESSFUL else logging.WARNING,
+                line,
+                *fields,
+            )
+            return
+        # The exception on the line itself, its traceback (from the child) after it.
+        traceback = outcome.error.traceback
+        logs.log_with_traceback(
+            logger,
+            logging.WARNING,
+            traceback,
+            line + ": %s",
+            *fields,
+            traceback.strip().splitlines()[-1],
+        )
