@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests import more_tasks, tasks
-from tests.conftest import REPO_ROOT, Env, wait_for
+from tests.conftest import REPO_ROOT, Env, Worker, wait_for
 from tests.support import hold_running, lines_of, refreshed, status_of, worker_log
 from tests.test_stopping import is_gone, parent_of
 
@@ -228,20 +230,59 @@ def test_a_program_that_a_task_runs_can_be_interrupted(env: Env) -> None:
     assert refreshed(result).return_value == -signal.SIGINT
 
 
-def test_a_killed_preparing_process_is_replaced_and_the_claims_make_the_files_meanwhile(
-    env: Env,
-) -> None:
+@dataclass
+class HeldWorker:
+    """A worker whose one process runs a task held until ``gate`` is made."""
+
+    worker: Worker
+    held: Any  # the held task's TaskResult
+    gate: Path
+    running: int  # the pid of the process that runs it
+    zygote: int
+
+    def helper(self, env: Env, kind: Callable[[Env, int], bool], what: str) -> int:
+        """The pid of the zygote's other process that ``kind`` recognizes."""
+        pid: int
+        [pid] = wait_for(
+            lambda: [p for p in children_of(self.zygote) - {self.running} if kind(env, p)],
+            what=what,
+        )
+        return pid
+
+    def wait_for_another(
+        self, env: Env, kind: Callable[[Env, int], bool], gone: int, enqueue: Callable[[], Any]
+    ) -> None:
+        """Wait until a process ``kind`` recognizes replaces ``gone``: one is started only
+        for work (after 5 s), so ``enqueue`` gives it some, every 0.2 s."""
+        next_enqueue = time.monotonic()
+
+        def replaced() -> list[int]:
+            nonlocal next_enqueue
+            if time.monotonic() >= next_enqueue:
+                enqueue()
+                next_enqueue += 0.2
+            others = children_of(self.zygote) - {self.running, gone}
+            return [pid for pid in others if kind(env, pid)]
+
+        wait_for(replaced, what="another process in its place", timeout=20)
+
+
+def hold_one_task(env: Env) -> HeldWorker:
     starts, gate = env.tmp_path / "starts.log", env.tmp_path / "gate"
     held = more_tasks.log_start_then_wait.enqueue(str(starts), str(gate))
     worker = env.start_worker("--processes", "1")
     wait_for(lambda: len(lines_of(starts)) == 1, what="the held task to start")
     running = int(lines_of(starts)[0])
-    zygote = parent_of(running)
+    return HeldWorker(worker, held, gate, running, parent_of(running))
+
+
+def test_a_killed_preparing_process_is_replaced_and_the_claims_make_the_files_meanwhile(
+    env: Env,
+) -> None:
+    held_worker = hold_one_task(env)
+    worker, held, gate = held_worker.worker, held_worker.held, held_worker.gate
     # It holds result directories, and none of the supervisor's files.
-    [preparer] = wait_for(
-        lambda: [pid for pid in children_of(zygote) - {running} if preparing(env, pid)],
-        what="it to make the held task's file",
-    )
+    preparer = held_worker.helper(env, preparing, "it to make the held task's file")
 
     os.kill(preparer, signal.SIGKILL)
     wait_for(functools.partial(is_gone, preparer), what="the preparing process to exit")
@@ -255,31 +296,15 @@ def test_a_killed_preparing_process_is_replaced_and_the_claims_make_the_files_me
     assert [refreshed(r).return_value for r in queued] == [1, 2, 3]
     assert status_of(held) == "SUCCESSFUL"
 
-    next_enqueue = time.monotonic()
-
-    def replaced() -> set[int]:
-        # New tasks are what have files made, and so another process started (after 5 s).
-        nonlocal next_enqueue
-        if time.monotonic() >= next_enqueue:
-            tasks.add.enqueue(0, 0)
-            next_enqueue += 0.2
-        return {pid for pid in children_of(zygote) - {running, preparer} if preparing(env, pid)}
-
-    wait_for(replaced, what="another preparing process", timeout=20)
+    # New tasks are what have files made.
+    held_worker.wait_for_another(env, preparing, preparer, lambda: tasks.add.enqueue(0, 0))
     assert worker.stop() == 0
 
 
 def test_a_killed_committing_process_loses_no_state_and_is_replaced(env: Env) -> None:
-    starts, gate = env.tmp_path / "starts.log", env.tmp_path / "gate"
-    held = more_tasks.log_start_then_wait.enqueue(str(starts), str(gate))
-    worker = env.start_worker("--processes", "1")
-    wait_for(lambda: len(lines_of(starts)) == 1, what="the held task to start")
-    running = int(lines_of(starts)[0])
-    zygote = parent_of(running)
-    [committer] = wait_for(
-        lambda: [pid for pid in children_of(zygote) - {running} if committing(env, pid)],
-        what="the committing process",
-    )
+    held_worker = hold_one_task(env)
+    worker, held, gate = held_worker.worker, held_worker.held, held_worker.gate
+    committer = held_worker.helper(env, committing, "the committing process")
 
     os.kill(committer, signal.SIGKILL)
     wait_for(functools.partial(is_gone, committer), what="the committing process to exit")
@@ -293,19 +318,11 @@ def test_a_killed_committing_process_loses_no_state_and_is_replaced(env: Env) ->
     assert [refreshed(r).return_value for r in queued] == [1, 2, 3]
     assert status_of(held) == "SUCCESSFUL"
 
-    next_enqueue = time.monotonic()
     later: list[Any] = []  # the framework's TaskResult
-
-    def replaced() -> list[int]:
-        # Finished tasks are what it commits, and so another process started (after 5 s).
-        nonlocal next_enqueue
-        if time.monotonic() >= next_enqueue:
-            later.append(tasks.add.enqueue(len(later), 0))
-            next_enqueue += 0.2
-        others = children_of(zygote) - {running, committer}
-        return [pid for pid in others if committing(env, pid)]
-
-    wait_for(replaced, what="another committing process", timeout=20)
+    # Finished tasks are what it commits.
+    held_worker.wait_for_another(
+        env, committing, committer, lambda: later.append(tasks.add.enqueue(len(later), 0))
+    )
     wait_for(lambda: all(status_of(r) == "SUCCESSFUL" for r in later), what="the later tasks")
     assert [refreshed(r).return_value for r in later] == list(range(len(later)))
     assert worker.stop() == 0

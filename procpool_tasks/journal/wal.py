@@ -30,18 +30,24 @@ class ResultLog:
             self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | _OPEN_FLAGS, _FILE_MODE
         )
         self._size = os.fstat(self._fd).st_size
+        self._taken_over = False  # see ``resume``: a handle's first write takes it over
 
     def resume(self) -> None:
-        """Take the log over from another writer of it that may have died mid-write.
+        """Take the log over, on the next write, from another writer of it that may have
+        died mid-write (the supervisor's and its committing process's handles of it).
 
         Its size is read again, and a torn last line is ended, so that it is not joined
         to the first line written next: replay skips it, as it skips any torn line (a
         line never synced was never acknowledged).
         """
+        self._taken_over = False
+
+    def _take_over(self) -> None:
         self._size = os.fstat(self._fd).st_size
         if self._size and os.pread(self._fd, 1, self._size - 1) != b"\n":
             files._write_all(self._fd, b"\n")
             self._size += 1
+        self._taken_over = True
 
     def commit(self, states: Sequence[State]) -> None:
         """Make ``states`` durable with one sync, then publish their result files."""
@@ -58,6 +64,8 @@ class ResultLog:
             return
         data = b"".join(line for _, line in entries)  # encoded once for both halves
         try:
+            if not self._taken_over:
+                self._take_over()  # in here: a full disk then fails the write, tried again
             files._write_all(self._fd, data)
             if self._journal.durable:
                 sync_data(self._fd)

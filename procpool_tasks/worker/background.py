@@ -20,14 +20,13 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .. import journal
 from ..journal import history
-from .lifeline import die_with_process
+from .lifeline import Restarts, die_with_process
 from .zygote import ForkedProcess
 
 logger = logging.getLogger(__name__)
@@ -37,10 +36,6 @@ __all__ = ["HISTORY_INTERVAL_S", "HistoryKeeper", "ResultFilePreparer", "make_re
 #: How often a supervisor brings the history's summaries up to date, marks finished
 #: segments done and prunes by retention (one supervisor of a journal at a time).
 HISTORY_INTERVAL_S = 60.0
-#: How long after the preparing process could not start, or died, another is tried; each
-#: failure in a row doubles it, up to ``RESTART_AFTER_MAX_S``.
-RESTART_AFTER_S = 5.0
-RESTART_AFTER_MAX_S = 300.0
 #: How many bytes of ids wait for the preparing process at most: past that, a process
 #: that does not keep up (stuck on its disk) is sent no more; the claims make those files.
 UNSENT_MAX_BYTES = 1 << 20
@@ -65,8 +60,7 @@ class ResultFilePreparer:
         self._process: ForkedProcess | None = None
         self._conn: Connection | None = None
         self._unsent = bytearray()
-        self._next_start = 0.0  # monotonic
-        self._restart_after = RESTART_AFTER_S
+        self._restarts = Restarts()
 
     def prepare(self, record_ids: list[str]) -> None:
         """Have the result files of these tasks made, in this order, from the next
@@ -93,7 +87,7 @@ class ResultFilePreparer:
             logger.debug("Writing to it failed: %s", error)
             return
         del self._unsent[:sent]
-        self._restart_after = RESTART_AFTER_S  # it took ids: it runs
+        self._restarts.worked()  # it took ids: it runs
 
     def stop(self) -> None:
         """Stop the process now (it has nothing to lose): the claims make the rest."""
@@ -101,7 +95,7 @@ class ResultFilePreparer:
         self._end(wait_s=STOP_WAIT_S)
 
     def _start(self) -> bool:
-        if time.monotonic() < self._next_start:
+        if not self._restarts.due():
             self._unsent.clear()  # for the claims to make: a backlog is not kept meanwhile
             return False
         try:
@@ -121,12 +115,11 @@ class ResultFilePreparer:
     def _give_up(self, why: str) -> None:
         """Let the process go, for now: the claims make the files, until another starts."""
         logger.warning(
-            "%s; the claims make them, and another is started in %gs", why, self._restart_after
+            "%s; the claims make them, and another is started in %gs", why, self._restarts.after_s
         )
         self._end(wait_s=0)
         self._unsent.clear()
-        self._next_start = time.monotonic() + self._restart_after
-        self._restart_after = min(2 * self._restart_after, RESTART_AFTER_MAX_S)
+        self._restarts.failed()
 
     def _end(self, *, wait_s: float) -> None:
         if self._conn is not None:

@@ -40,7 +40,7 @@ from typing import Protocol
 
 from .. import journal
 from ..journal.format import _frame, encode_state
-from .lifeline import die_with_process, watch_process
+from .lifeline import Restarts, die_with_process, watch_process
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,6 @@ __all__ = ["Committer", "commit_states"]
 
 #: How long a failed write waits before it is tried again.
 RETRY_S = 0.5
-#: How long after the committing process could not start, or died, another is tried
-#: (the supervisor commits meanwhile); each failure in a row doubles it, up to the max.
-RESTART_AFTER_S = 5.0
-RESTART_AFTER_MAX_S = 300.0
 #: How long a stop waits for the committing process to exit once it is told to; and how
 #: long a forced stop waits for what is sent to be committed, before it gives up on it.
 STOP_WAIT_S = 5.0
@@ -100,10 +96,8 @@ class Committer:
         self._pending: deque[tuple[journal.State, bytes]] = deque()
         self._unsent = bytearray()  # the lines of the pending states the process lacks
         self._done: list[journal.State] = []
-        self._next_start = 0.0  # monotonic
-        self._restart_after = RESTART_AFTER_S
+        self._restarts = Restarts()  # of the process; the supervisor commits meanwhile
         self._next_try = 0.0  # monotonic: of a failed commit of the supervisor's own
-        self._resumed = True  # False: the log must be taken over before the next commit
         self._stopping = False  # no process is started any more: the supervisor commits
         self.failing = False
         self._start()
@@ -115,7 +109,7 @@ class Committer:
         for state in states:
             line = _frame(encode_state(state))
             self._pending.append((state, line))
-            self._unsent += b"%s %s" % (state.id.encode(), line)
+            self._unsent += _wire(state, line)
 
     def send(self) -> None:
         """Send what the pipe takes now; never wait (once a turn of the loop)."""
@@ -154,7 +148,8 @@ class Committer:
         if self._done:
             return 0.0
         if self._conn is None and self._pending:
-            return max(0.0, min(self._next_try, self._next_start) - time.monotonic())
+            next_start = self._restarts.next_start
+            return max(0.0, min(self._next_try, next_start) - time.monotonic())
         return None
 
     def flush(self) -> None:
@@ -206,7 +201,7 @@ class Committer:
     # -- the process -------------------------------------------------------------------------
 
     def _start(self) -> bool:
-        if self._stopping or time.monotonic() < self._next_start:
+        if self._stopping or not self._restarts.due():
             return False
         try:
             self._process, self._conn = self._spawn()
@@ -216,9 +211,7 @@ class Committer:
         os.set_blocking(self._conn.fileno(), False)
         self._selector.register(self._conn, selectors.EVENT_READ, "commit")
         # Everything not committed yet: after a process that died, all it left.
-        self._unsent = bytearray().join(
-            b"%s %s" % (state.id.encode(), line) for state, line in self._pending
-        )
+        self._unsent = bytearray().join(_wire(state, line) for state, line in self._pending)
         return True
 
     def _watch(self, *, write: bool) -> None:
@@ -250,7 +243,7 @@ class Committer:
     def _on_answer(self, answer: bytes) -> None:
         kind, rest = answer[:1], answer[1:]
         if kind == _COMMITTED:
-            self._restart_after = RESTART_AFTER_S  # it committed: a death now is news
+            self._restarts.worked()  # it committed: a death now is news
             self._committed(int(rest))
         elif kind == _FAILING:
             count, _, error = rest.partition(b" ")
@@ -306,11 +299,10 @@ class Committer:
         logger.warning(
             "%s; the worker commits them itself, and another is started in %gs",
             why,
-            self._restart_after,
+            self._restarts.after_s,
         )
-        self._resumed = False  # it may have died half-way through a line
-        self._next_start = time.monotonic() + self._restart_after
-        self._restart_after = min(2 * self._restart_after, RESTART_AFTER_MAX_S)
+        self._log.resume()  # it may have died half-way through a line
+        self._restarts.failed()
 
     def _end(self, *, kill: bool) -> None:
         """Close the pipe; the process exits at its end (or is killed, if ``kill``)."""
@@ -337,9 +329,6 @@ class Committer:
             return
         entries = [(state.id, line) for state, line in self._pending]
         try:
-            if not self._resumed:
-                self._log.resume()
-                self._resumed = True
             self._log.commit_lines(entries)
         except OSError as error:
             self._log_failing(len(entries), error)
@@ -377,7 +366,13 @@ def commit_states(
         os.write(fd, b"%s%d\n" % (_COMMITTED, len(group)))
 
 
+def _wire(state: journal.State, line: bytes) -> bytes:
+    """A state as the process reads it: its task id, a space, its framed line."""
+    return b"%s %s" % (state.id.encode(), line)
+
+
 def _entry(line: bytes) -> tuple[str, bytes]:
+    """A state as the process read it (``_wire``): its task id and its framed line."""
     task_id, _, framed = line.partition(b" ")
     return task_id.decode(), framed + b"\n"
 
@@ -391,8 +386,7 @@ def _commit_until_written(
     said = False
     while True:
         try:
-            result_log.resume()  # after a process that died half-way through a line
-            result_log.log_lines(group)
+            result_log.log_lines(group)  # its first takes the log over (``resume``)
             if not supervisor_runs():
                 # Its successor may be replaying this log and recovering its tasks: a
                 # state published now could come after a newer one. Never acknowledged,

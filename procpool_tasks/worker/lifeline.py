@@ -1,4 +1,5 @@
-"""Tie a process's life to another's, so that no orphan goes on working unsupervised."""
+"""Tie a process's life to another's, so that no orphan goes on working unsupervised; and
+when a supervisor's helper process that ended is started again."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from collections.abc import Callable
 from ..journal.heartbeats import is_running
 from ..portability import HAS_PARENT_DEATH_SIGNAL, HAS_PIDFD
 
-__all__ = ["die_with_parent", "die_with_process", "watch_process"]
+__all__ = ["Restarts", "die_with_parent", "die_with_process", "watch_process"]
 
 _PR_SET_PDEATHSIG = 1
+#: How long after a helper process could not start, or died, another is tried; each
+#: failure in a row doubles it, up to ``RESTART_AFTER_MAX_S``.
+RESTART_AFTER_S = 5.0
+RESTART_AFTER_MAX_S = 300.0
 #: Where pidfds are missing (not Linux, or a kernel before 5.3): how often to look.
 _POLL_S = 1.0
 
@@ -81,3 +86,23 @@ def _wait_then_kill(pid: int, pidfd: int | None, signum: int) -> None:
         while is_running(pid):
             time.sleep(_POLL_S)
     os.kill(os.getpid(), signum)
+
+
+class Restarts:
+    """When a helper process of the supervisor's (``background``, ``committer``) that could
+    not start, or died, is started again: a process that keeps failing is tried less often,
+    one that works again starts the count afresh."""
+
+    def __init__(self) -> None:
+        self.next_start = 0.0  # monotonic
+        self.after_s = RESTART_AFTER_S  # the wait after the next failure
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_start
+
+    def failed(self) -> None:
+        self.next_start = time.monotonic() + self.after_s
+        self.after_s = min(2 * self.after_s, RESTART_AFTER_MAX_S)
+
+    def worked(self) -> None:
+        self.after_s = RESTART_AFTER_S

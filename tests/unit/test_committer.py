@@ -61,6 +61,19 @@ def wait_until_failing(committer: Committer) -> None:
     wait_for(lambda: pump(committer), what="the committer to fail to write")
 
 
+def submit_unwritable(
+    store: journal.Journal, pipeline: Pipeline
+) -> tuple[journal.Record, journal.State, Path]:
+    """Submit a claim that cannot be written, once the committer says so; return the
+    record, its state and what blocks its results directory (remove it to unblock)."""
+    record = enqueue(store)
+    running = claim(record)
+    blocker = block_results(store, record)
+    pipeline.committer.submit([running])
+    wait_until_failing(pipeline.committer)
+    return record, running, blocker
+
+
 def tries(pipeline: Pipeline, state: journal.State) -> int:
     """How often the committer tried to write ``state``: every try writes the WAL first."""
     pump(pipeline.committer)
@@ -116,12 +129,7 @@ def test_submitting_nothing_leaves_the_committer_idle(pipeline: Pipeline) -> Non
 def test_a_state_is_in_the_wal_before_its_result_file_is_written(
     store: journal.Journal, pipeline: Pipeline
 ) -> None:
-    record = enqueue(store)
-    running = claim(record)
-    block_results(store, record)
-
-    pipeline.committer.submit([running])
-    wait_until_failing(pipeline.committer)
+    _, running, _ = submit_unwritable(store, pipeline)
 
     assert pipeline.wal_states()[0] == running
     assert pipeline.committer.committed() == []
@@ -144,13 +152,9 @@ def test_a_state_that_cannot_be_written_is_not_handed_back_and_flush_does_not_wa
 def test_a_failed_write_is_tried_again_before_the_states_submitted_while_it_ran(
     store: journal.Journal, pipeline: Pipeline
 ) -> None:
-    record = enqueue(store)
-    running = claim(record)
+    record, running, blocker = submit_unwritable(store, pipeline)
     done = succeed(running)
-    blocker = block_results(store, record)
 
-    pipeline.committer.submit([running])
-    wait_until_failing(pipeline.committer)
     pipeline.committer.submit([done])  # while the write of ``running`` is tried again
     pump(pipeline.committer)
     blocker.unlink()
@@ -256,12 +260,8 @@ def test_a_failing_write_is_logged_once_however_often_it_is_tried_and_its_end_on
 def test_a_forced_stop_gives_back_the_states_it_could_not_write_in_order(
     store: journal.Journal, pipeline: Pipeline
 ) -> None:
-    record = enqueue(store)
-    running = claim(record)
+    _, running, _ = submit_unwritable(store, pipeline)
     done = succeed(running)
-    block_results(store, record)
-    pipeline.committer.submit([running])
-    wait_until_failing(pipeline.committer)
     pipeline.committer.submit([done])
 
     assert pipeline.committer.stop(wait_for_disk=False) == [running, done]
@@ -271,11 +271,7 @@ def test_a_forced_stop_gives_back_the_states_it_could_not_write_in_order(
 def test_a_stop_that_waits_for_the_disk_returns_once_every_state_is_written(
     store: journal.Journal, pipeline: Pipeline
 ) -> None:
-    record = enqueue(store)
-    running = claim(record)
-    blocker = block_results(store, record)
-    pipeline.committer.submit([running])
-    wait_until_failing(pipeline.committer)
+    record, running, blocker = submit_unwritable(store, pipeline)
     left: list[list[journal.State]] = []
     stopping = threading.Thread(
         target=lambda: left.append(pipeline.committer.stop(wait_for_disk=True))
@@ -374,11 +370,7 @@ def test_a_forced_stop_still_commits_what_a_working_process_takes(
 def test_a_second_signal_ends_a_stop_that_waits_for_a_failing_disk(
     store: journal.Journal, pipeline: Pipeline
 ) -> None:
-    record = enqueue(store)
-    running = claim(record)
-    block_results(store, record)
-    pipeline.committer.submit([running])
-    wait_until_failing(pipeline.committer)
+    _, running, _ = submit_unwritable(store, pipeline)
     signals = iter([False, False, True])  # the second signal comes while it waits
 
     assert pipeline.committer.stop(wait_for_disk=True, give_up=lambda: next(signals, True)) == [
