@@ -203,10 +203,14 @@ class Zygote:
             socket.send_fds(self._socket, [kind], [theirs.fileno(), status_write])
             os.close(status_write)
             status_write = -1
-            # Its pid; nothing: the zygote is gone. Bounded: a zygote killed between its fork
-            # and this answer leaves the pipe open in the child it forked.
-            if not wait([status_read], SPAWN_TIMEOUT_S):
+            # Its pid; nothing: the zygote is gone. A zygote killed between its fork and this
+            # answer leaves the pipe open in the child it forked: its socket's end of file
+            # says it is gone (it never writes there), not the timeout a minute later.
+            ready = wait([status_read, self._socket], SPAWN_TIMEOUT_S)
+            if not ready:
                 raise TimeoutError(f"the zygote did not fork within {SPAWN_TIMEOUT_S:g} s")
+            if status_read not in ready:
+                raise ConnectionResetError("the zygote closed its socket")
             data = os.read(status_read, _CODE.size)
             if len(data) != _CODE.size:
                 raise ConnectionResetError("the zygote closed the status pipe")
