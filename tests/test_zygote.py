@@ -285,12 +285,12 @@ def test_a_killed_preparing_process_is_replaced_and_the_claims_make_the_files_me
     preparer = held_worker.helper(env, preparing, "it to make the held task's file")
 
     os.kill(preparer, signal.SIGKILL)
-    wait_for(functools.partial(is_gone, preparer), what="the preparing process to exit")
-    queued = [tasks.add.enqueue(n, 1) for n in range(3)]  # while the process is gone
+    # Noticed with nothing more to send it: the end of a process that took the last ids.
     wait_for(
         lambda: worker_log(worker, r"makes result files ahead of claims \(pid \d+\) ended"),
         what="the worker to notice",
     )
+    queued = [tasks.add.enqueue(n, 1) for n in range(3)]  # none is started for 5 s
     gate.touch()
     wait_for(lambda: all(status_of(r) == "SUCCESSFUL" for r in queued), what="the queued tasks")
     assert [refreshed(r).return_value for r in queued] == [1, 2, 3]

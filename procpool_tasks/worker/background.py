@@ -6,7 +6,9 @@ directory's lock meanwhile; the claim then only opens the file. It runs in a pro
 zygote forks (``make_result_files``), not in a thread of the supervisor: the kernel's work
 of creating the files is then not the supervisor's CPU, and its Python not under the
 supervisor's GIL. The supervisor sends it task ids, a line each, without ever waiting for
-it; a file it did not make in time, or at all, is no matter: the claim makes it.
+it; a file it did not make in time, or at all, is no matter: the claim makes it. Its end
+is watched on the supervisor's selector: a process that died just after it took the last
+ids would otherwise go unnoticed (and not be started again) until more ids came.
 
 ``HistoryKeeper`` keeps the journal's history now and every ``HISTORY_INTERVAL_S``:
 segment summaries, segments marked done, pruning by retention (``history``); it skips a
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import signal
 import threading
 from collections.abc import Callable, Mapping
@@ -50,13 +53,18 @@ class ResultFilePreparer:
     """The supervisor's side of the process that makes result files ahead of claims.
 
     ``spawn`` forks that process (``Zygote.spawn(PREPARER)``). Ids wait in a buffer while
-    its pipe is full; the supervisor's loop calls ``flush`` on each turn. Nothing here
-    waits for the process, but a start (the zygote's answer) and a stop (at most
-    ``STOP_WAIT_S``).
+    its pipe is full; the supervisor's loop calls ``flush`` on each turn, and ``on_exit``
+    when ``selector`` (the supervisor's) says the process ended. Nothing here waits for
+    the process, but a start (the zygote's answer) and a stop (at most ``STOP_WAIT_S``).
     """
 
-    def __init__(self, spawn: Callable[[], tuple[ForkedProcess, Connection]]) -> None:
+    def __init__(
+        self,
+        spawn: Callable[[], tuple[ForkedProcess, Connection]],
+        selector: selectors.BaseSelector,
+    ) -> None:
         self._spawn = spawn
+        self._selector = selector
         self._process: ForkedProcess | None = None
         self._conn: Connection | None = None
         self._unsent = bytearray()
@@ -74,10 +82,6 @@ class ResultFilePreparer:
         if not self._unsent or (self._conn is None and not self._start()):
             return
         assert self._conn is not None  # noqa: S101 (started)
-        assert self._process is not None  # noqa: S101 (started with its socket)
-        if (code := self._process.exitcode) is not None:
-            self._give_up(f"{self._ended()} ({code})")
-            return
         try:
             sent = os.write(self._conn.fileno(), self._unsent)
         except BlockingIOError:
@@ -88,6 +92,11 @@ class ResultFilePreparer:
             return
         del self._unsent[:sent]
         self._restarts.worked()  # it took ids: it runs
+
+    def on_exit(self) -> None:
+        """The process's end, which the selector saw: another starts later, for work."""
+        if self._process is not None and (code := self._process.exitcode) is not None:
+            self._give_up(f"{self._ended()} ({code})")
 
     def stop(self) -> None:
         """Stop the process now (it has nothing to lose): the claims make the rest."""
@@ -106,6 +115,7 @@ class ResultFilePreparer:
             )
             return False
         os.set_blocking(self._conn.fileno(), False)
+        self._selector.register(self._process.sentinel, selectors.EVENT_READ, "preparer")
         return True
 
     def _ended(self) -> str:
@@ -127,6 +137,7 @@ class ResultFilePreparer:
             self._conn = None
         process, self._process = self._process, None
         if process is not None:
+            self._selector.unregister(process.sentinel)
             process.kill()  # the zygote reaps it, and says so on its status pipe
             process.join(wait_s)
             process.close()

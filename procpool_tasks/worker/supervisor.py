@@ -232,7 +232,9 @@ class Supervisor:
         self.committer = Committer(
             self._result_log, functools.partial(self._zygote.spawn, COMMITTER), self._selector
         )
-        self._preparer = ResultFilePreparer(functools.partial(self._zygote.spawn, PREPARER))
+        self._preparer = ResultFilePreparer(
+            functools.partial(self._zygote.spawn, PREPARER), self._selector
+        )
         self.outcomes = Outcomes(
             self.journal,
             self.committer,
@@ -380,6 +382,8 @@ class Supervisor:
                 self._read_reload_requests()
             elif kind == "commit":
                 self.committer.receive()
+            elif kind == "preparer":
+                self._preparer.on_exit()
             else:
                 self._on_process_event(*key.data)
         self._handle_signals()
