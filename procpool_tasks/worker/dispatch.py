@@ -288,7 +288,9 @@ class Dispatcher:
     def _start(self, flight: InFlight) -> None:
         """The process starts the task now: an idle one at once, a busy one after its task."""
         record = flight.record
-        logger.info(
+        logs.log(
+            logger,
+            logging.INFO,
             "Task id=%s path=%s queue=%s state=RUNNING attempt=%d",
             record.id,
             record.task_path,
@@ -729,7 +731,8 @@ class Dispatcher:
             time.monotonic() - flight.started,
         )
         if outcome.error is None:
-            logger.log(
+            logs.log(
+                logger,
                 logging.INFO if outcome.status == journal.SUCCESSFUL else logging.WARNING,
                 line,
                 *fields,

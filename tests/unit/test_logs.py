@@ -98,3 +98,28 @@ def test_a_traceback_from_another_process_follows_the_message() -> None:
     assert stream.getvalue().split(" ", 2)[2] == (
         "WARNING x=1\nTraceback (most recent call last):\nValueError: boom\n"
     )
+
+
+def test_the_time_of_a_line_is_what_loggings_own_formatter_writes() -> None:
+    # Made once a second and kept: across seconds, a day, and back to an earlier second.
+    ours, reference = logs._Formatter(logs.FORMAT), logging.Formatter(logs.FORMAT)
+    for created in (1e9, 1e9 + 0.999, 1e9 + 1.0005, 1e9 + 1.5, 1e9 + 86400.25, 1e9 + 0.5):
+        record = logging.makeLogRecord({"msg": "m", "created": created})
+        record.msecs = int((created - int(created)) * 1000)  # as LogRecord makes it
+        assert ours.format(record) == reference.format(record)
+
+
+def test_a_line_logged_without_the_walk_of_the_stack_names_its_caller() -> None:
+    stream = io.StringIO()
+    logs.configure(1, stream)
+    records: list[logging.LogRecord] = []
+    OWN.addFilter(lambda record: records.append(record) or True)  # type: ignore[func-returns-value]
+
+    logs.log(OWN, logging.WARNING, "task %s %d", "a", 1)
+
+    [record] = records
+    assert (record.funcName, record.filename) == (
+        "test_a_line_logged_without_the_walk_of_the_stack_names_its_caller",
+        "test_logs.py",
+    )
+    assert stream.getvalue().endswith(" WARNING task a 1\n")

@@ -145,7 +145,9 @@ class Command(ProcPoolCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        configure_logging(options["verbosity"], self.stdout)
+        # The stream itself (``call_command``'s, or the process's), not Django's wrapper of
+        # it: the wrapper's checks and styling cost the supervisor on each task's two lines.
+        configure_logging(options["verbosity"], options.get("stdout") or sys.stdout)
         backend = backend_of(options)
         queue_names = (
             served_by_default(backend)
