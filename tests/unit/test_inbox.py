@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import multiprocessing
 import pickle
 from collections.abc import Iterator
+from datetime import datetime
 from multiprocessing.connection import Connection
 
 import pytest
@@ -161,7 +163,9 @@ def test_what_the_thread_cannot_read_is_raised_before_the_next_job(pipe: Pipe) -
 
 
 def test_a_job_and_an_outcome_come_out_of_the_pipe_as_they_went_in() -> None:
-    record = make_record("0123456789abcdef-1f", run_after=timezone.now())
+    # Times travel as text: each comes back with its offset, not only the same instant.
+    in_paris = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    record = make_record("0123456789abcdef-1f", run_after=in_paris)
     running = states.running(record, None, "w1", INSTANCE)
     sent_job = Job(record, running, timeout=2.5)
     error = states.error(ValueError, "boom")
@@ -170,4 +174,7 @@ def test_a_job_and_an_outcome_come_out_of_the_pipe_as_they_went_in() -> None:
     )
 
     for message in (sent_job, outcome):
-        assert pickle.loads(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)) == message  # noqa: S301
+        received = pickle.loads(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))  # noqa: S301
+        assert received == message
+        assert repr(received) == repr(message)
+    assert received.finished_at.tzinfo is dt.UTC
