@@ -37,8 +37,10 @@ from django.utils.module_loading import import_string
 
 from .. import compat, journal, logs, signals
 from ..exceptions import TaskTimeoutError
+from ..journal.format import _frame, encode_state
 from ..portability import HAS_PROC, resident_memory_mib
 from ..results import build_task_result, load_task
+from . import states
 from .lifeline import die_with_process
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,10 @@ class Outcome:
     unloadable: bool = False  # the record names no importable Task: quarantine it
     retry: bool = False  # FAILED by an exception its retry policy retries, attempts left
     memory_mib: float = 0.0  # the process's resident memory once the task ended
+    #: A SUCCESSFUL task's finished state, framed as its result file holds it: the state
+    #: the supervisor makes of this outcome (``states.finished``), encoded here rather
+    #: than in the supervisor's process, whose CPU every task shares.
+    line: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,10 +435,13 @@ def _run(job: Job) -> Outcome:
         # Sent inside the handler, so the framework's receiver logs the traceback.
         signals.send_finished(sender, result)
         return outcome
+    finished_at = timezone.now()
+    finished = states.finished(job.state, journal.SUCCESSFUL, finished_at, None, return_value)
     outcome = Outcome(
         status=journal.SUCCESSFUL,
-        finished_at=timezone.now(),
+        finished_at=finished_at,
         return_value=return_value,
+        line=_frame(encode_state(finished)),
     )
     compat.set_result_field(result, "status", compat.TaskResultStatus.SUCCESSFUL)
     compat.set_result_field(result, "finished_at", outcome.finished_at)

@@ -107,9 +107,12 @@ class Committer:
     def submit(self, states: list[journal.State]) -> None:
         """Queue states for the next group (in this order); sent on the next ``send``."""
         for state in states:
-            line = _frame(encode_state(state))
-            self._pending.append((state, line))
-            self._unsent += _wire(state, line)
+            self.submit_framed(state, _frame(encode_state(state)))
+
+    def submit_framed(self, state: journal.State, line: bytes) -> None:
+        """``submit`` a state framed already: ``line``, as its result file holds it."""
+        self._pending.append((state, line))
+        self._unsent += _wire(state, line)
 
     def send(self) -> None:
         """Send what the pipe takes now; never wait (once a turn of the loop)."""

@@ -71,16 +71,25 @@ class Outcomes:
         return task_id in self._records
 
     def finish(
-        self, record: journal.Record, state: journal.State, *, announce: bool = False
+        self,
+        record: journal.Record,
+        state: journal.State,
+        *,
+        announce: bool = False,
+        line: bytes | None = None,
     ) -> None:
-        """Queue a state for the next group commit; ``announce`` it once committed."""
+        """Queue a state for the next group commit; ``announce`` it once committed.
+        ``line``: the state framed already (``child.Outcome.line``)."""
         if state.id in self._records:  # a bug: the first decision stands
             logger.error("Task id=%s: a second state before the first was committed", state.id)
             return
         self._records[state.id] = record
         if announce:
             self._announce.add(state.id)
-        self._committer.submit([state])
+        if line is None:
+            self._committer.submit([state])
+        else:
+            self._committer.submit_framed(state, line)
 
     def task_ended(
         self,
@@ -98,6 +107,7 @@ class Outcomes:
             states.finished(
                 running, outcome.status, outcome.finished_at, outcome.error, outcome.return_value
             ),
+            line=outcome.line,
         )
 
     def retry_later(

@@ -12,6 +12,7 @@ from multiprocessing.connection import Connection
 import pytest
 from django.utils import timezone
 
+from procpool_tasks.journal.format import _frame, encode_state
 from procpool_tasks.worker import child, states
 from procpool_tasks.worker.child import Job, Recall, _Inbox
 from tests.conftest import WAIT_S, wait_for
@@ -178,3 +179,18 @@ def test_a_job_and_an_outcome_come_out_of_the_pipe_as_they_went_in() -> None:
         assert received == message
         assert repr(received) == repr(message)
     assert received.finished_at.tzinfo is dt.UTC
+
+
+def test_the_finished_state_a_process_encodes_is_the_one_the_supervisor_makes() -> None:
+    # The supervisor commits the process's line as the state it makes of the outcome.
+    record = make_record("0123456789abcdef-20")
+    running = states.running(record, None, "w1", INSTANCE)
+
+    outcome = child.run_job(Job(record, running))
+    received = pickle.loads(pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL))  # noqa: S301
+
+    made = states.finished(
+        running, received.status, received.finished_at, received.error, received.return_value
+    )
+    assert (received.status, received.return_value) == ("SUCCESSFUL", 3)
+    assert received.line == _frame(encode_state(made))
