@@ -243,3 +243,36 @@ def test_result_write_torn_by_a_simulated_full_disk_is_retried_and_survives_powe
     assert status_of(running) == "SUCCESSFUL"
     assert running.return_value == int(lines_of(starts)[0])
     assert len(lines_of(starts)) == 1  # not run again
+
+
+def test_a_dead_supervisors_lock_is_kept_until_its_recovered_tasks_are_on_disk(
+    env: Env,
+) -> None:
+    # Its lock says its tasks are being recovered: let go while their new states cannot
+    # be written, another supervisor would recover and run them too, and the late state
+    # would then make a task that ran READY again.
+    held = hold_running(env, 1)
+    [task] = held.results
+    held.worker.send(signal.SIGKILL)
+    held.worker.wait()
+    [dead_lock] = (env.journal / "workers").glob("*.lock")
+    disk_full = env.tmp_path / "disk-full"
+    env.variables[FLAG_VARIABLE] = str(disk_full)
+    disk_full.touch()
+    held.gate.touch()  # a run from now on finishes at once
+    recovering = env.start_worker("--processes", "1", module="tests.disk_full")
+    wait_for(lambda: "Cannot write 1 result(s)" in recovering.output, what="the failed write")
+
+    other = env.start_worker("--processes", "1")
+    later = tasks.add.enqueue(1, 1)  # run by the other: its first read of the journal is done
+    wait_for(lambda: status_of(later) == "SUCCESSFUL", what="the other supervisor to run a task")
+
+    assert dead_lock.exists()
+    state = state_in(result_path(env, task.id))
+    assert (state["status"], state["owner"]) == ("RUNNING", dead_lock.stem)  # left alone
+    disk_full.unlink()
+    wait_for(lambda: status_of(task) == "SUCCESSFUL", what="the task to run again")
+    wait_for(lambda: not dead_lock.exists(), what="the dead supervisor's lock to go")
+    assert recovering.stop() == 0
+    assert other.stop() == 0
+    assert len(lines_of(held.starts)) == 2  # the killed run and one more

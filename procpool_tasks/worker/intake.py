@@ -74,9 +74,11 @@ class Intake:
             self._to_prepare = []
         if self._recovery.has_dead:
             # Their tasks' new states must be durable before another supervisor may
-            # take their locks and look at those tasks again.
+            # take their locks and look at those tasks again: while the disk refuses
+            # them, the locks are kept, and a later read lets them go.
             self._committer.flush()
-            self._recovery.release()
+            if not self._committer.failing:
+                self._recovery.release()
 
     def _state_at_start(
         self, record_id: str, with_state: dict[str, frozenset[str] | None]
