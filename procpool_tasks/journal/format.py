@@ -31,7 +31,9 @@ def pickled_by_fields(cls: _Class) -> _Class:
     slotted class look the fields up on every call, which cost a third of pickling a job;
     and pickle checks the classes of an aware ``datetime``, its ``timezone`` and its
     ``timedelta``, by import, for each one, which cost two thirds of the rest. A time
-    comes back equal, with its offset. For classes of two fields or more, with no
+    comes back as the same instant with the same UTC offset, and encodes the same
+    (a ``zoneinfo`` zone becomes that fixed offset: the supervisor's times are UTC, or
+    read back from ISO text already). For classes of two fields or more, with no
     subclass that adds any.
     """
     names = tuple(each.name for each in fields(cls))

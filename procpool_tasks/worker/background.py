@@ -137,7 +137,8 @@ class ResultFilePreparer:
             self._conn = None
         process, self._process = self._process, None
         if process is not None:
-            self._selector.unregister(process.sentinel)
+            with contextlib.suppress(KeyError, ValueError):  # (a start that failed half-way)
+                self._selector.unregister(process.sentinel)
             process.kill()  # the zygote reaps it, and says so on its status pipe
             process.join(wait_s)
             process.close()

@@ -10,9 +10,10 @@ starts replays the WAL.
 
 The commits run in a process the zygote forks (``commit_states``), not in a thread of the
 supervisor: the sync, the appends and the kernel's work behind them are then not the
-supervisor's CPU, and its loop takes no turns with a thread for its GIL. The supervisor
-encodes each state once and sends it, a line each, on each turn of its loop, never waiting
-for the process; the process answers how many states each group made durable, in order,
+supervisor's CPU, and its loop takes no turns with a thread for its GIL. Each state is
+encoded once (a SUCCESSFUL one by the worker process that ran its task, ``submit_framed``)
+and sent, a line each, on each turn of the supervisor's loop, never waiting for the
+process; the process answers how many states each group made durable, in order,
 and says when a write fails (a full disk): it keeps its group and tries it again every
 ``RETRY_S``, before anything sent later. The supervisor logs both, and acts on a state only
 once it is committed (``committed``): a task re-queued for a retry is queued again, and
@@ -144,6 +145,10 @@ class Committer:
     def is_busy(self) -> bool:
         """Whether a state submitted is not yet committed (or not yet taken back)."""
         return bool(self._pending or self._done)
+
+    def has_pending(self) -> bool:
+        """Whether a state submitted is not yet durable."""
+        return bool(self._pending)
 
     def seconds_to_wait(self) -> float | None:
         """How long the loop may wait for this: 0 once states it committed itself wait to
@@ -283,8 +288,13 @@ class Committer:
         self._give_up(f"The process that commits finished tasks (pid {pid}) ended ({code})")
         # What it published without saying so counts, and is never written again: the
         # task may have moved on since (a READY state claimed by another supervisor).
-        while self._pending and self._log.is_published(self._pending[0][0]):
-            self._done.append(self._pending.popleft()[0])
+        published = 0
+        for state, _ in self._pending:
+            if not self._log.is_published(state):
+                break
+            published += 1
+        if published:
+            self._committed(published)  # (and the disk works again, if it failed)
 
     def _read_last_answers(self) -> None:
         """Every answer the process sent before it ended."""

@@ -77,7 +77,7 @@ class Intake:
             # take their locks and look at those tasks again: while the disk refuses
             # them, the locks are kept, and a later read lets them go.
             self._committer.flush()
-            if not self._committer.failing:
+            if not self._committer.has_pending():
                 self._recovery.release()
 
     def _state_at_start(

@@ -183,10 +183,11 @@ def test_a_job_and_an_outcome_come_out_of_the_pipe_as_they_went_in() -> None:
 
 def test_the_finished_state_a_process_encodes_is_the_one_the_supervisor_makes() -> None:
     # The supervisor commits the process's line as the state it makes of the outcome.
-    record = make_record("0123456789abcdef-20")
+    record = make_record("0123456789abcdef-20", run_after=timezone.now())
     running = states.running(record, None, "w1", INSTANCE)
+    job = pickle.loads(pickle.dumps(Job(record, running), pickle.HIGHEST_PROTOCOL))  # noqa: S301
 
-    outcome = child.run_job(Job(record, running))
+    outcome = child.run_job(job)
     received = pickle.loads(pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL))  # noqa: S301
 
     made = states.finished(

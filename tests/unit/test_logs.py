@@ -113,9 +113,16 @@ def test_a_line_logged_without_the_walk_of_the_stack_names_its_caller() -> None:
     stream = io.StringIO()
     logs.configure(1, stream)
     records: list[logging.LogRecord] = []
-    OWN.addFilter(lambda record: records.append(record) or True)  # type: ignore[func-returns-value]
 
-    logs.log(OWN, logging.WARNING, "task %s %d", "a", 1)
+    def keep(record: logging.LogRecord) -> bool:
+        records.append(record)
+        return True
+
+    OWN.addFilter(keep)
+    try:
+        logs.log(OWN, logging.WARNING, "task %s %d", "a", 1)
+    finally:
+        OWN.removeFilter(keep)
 
     [record] = records
     assert (record.funcName, record.filename) == (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from datetime import UTC, datetime, timedelta
 
@@ -227,3 +228,25 @@ def test_an_interruption_with_no_death_known_says_another_process_died() -> None
         "procpool_tasks.exceptions.TaskInterrupted: Another worker process died; the process "
         "pool was replaced and this task was stopped before it finished\n"
     )
+
+
+def test_a_finished_state_carries_every_field_of_the_running_one_it_does_not_change() -> None:
+    # Built field by field (``replace`` cost more): a field added to State must be too.
+    handoff = journal.Handoff(backend="other", started_at=FINISHED_AT, id="elsewhere-1")
+    running = dataclasses.replace(claimed(), run_after=FINISHED_AT, handoff=handoff)
+
+    finished = states.finished(running, journal.SUCCESSFUL, FINISHED_AT, None, [1])
+
+    assert finished == dataclasses.replace(
+        running,
+        status=journal.SUCCESSFUL,
+        version=running.version + 1,
+        owner=None,
+        finished_at=FINISHED_AT,
+        return_value=[1],
+    )
+    # A tripwire: a new field of State must be carried by ``states.finished`` too.
+    assert [field.name for field in dataclasses.fields(journal.State)] == [
+        "id", "status", "version", "worker_ids", "owner", "started_at", "last_attempted_at",
+        "finished_at", "errors", "return_value", "run_after", "handoff",
+    ]  # fmt: skip

@@ -25,13 +25,13 @@ def test_a_spawn_ends_when_the_zygote_dies_between_its_fork_and_its_answer() -> 
         held_by_the_forked_child.extend(fds)
         zygote_end.close()
 
-    zygote_process = threading.Thread(target=fork_then_die)
+    zygote_process = threading.Thread(target=fork_then_die, daemon=True)
     zygote_process.start()
     try:
         with pytest.raises(ConnectionResetError, match="closed its socket"):
             zygote._spawn(WORKER)
     finally:
-        zygote_process.join()
+        zygote_process.join(timeout=5)  # (it waits for ever if no request came)
         supervisor_end.close()
         for fd in held_by_the_forked_child:
             os.close(fd)
