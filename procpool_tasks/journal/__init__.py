@@ -104,6 +104,7 @@ from .format import (
     parse_id_checked,
     pickled_by_fields,
     state_data,
+    state_line,
     to_json_value,
 )
 from .prune import _Pruning
@@ -162,6 +163,7 @@ __all__ = [
     "remove_result_log",
     "replay_result_log",
     "state_data",
+    "state_line",
     "to_json_value",
 ]
 

@@ -11,7 +11,7 @@ import json
 import operator
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -36,27 +36,22 @@ def pickled_by_fields(cls: _Class) -> _Class:
     read back from ISO text already). For classes of two fields or more, with no
     subclass that adds any.
     """
-    names = tuple(each.name for each in fields(cls))
-    if len(names) < 2:  # attrgetter would give the value itself, not a tuple
+    declared = fields(cls)
+    if len(declared) < 2:  # attrgetter would give the value itself, not a tuple
         raise TypeError(f"{cls.__name__} has fewer than two fields to pickle as a tuple")
+    names = tuple(each.name for each in declared)
     values_of = operator.attrgetter(*names)
-    times = [index for index, each in enumerate(fields(cls)) if _is_time(each.type)]
+    times = [index for index, each in enumerate(declared) if _is_time(each.type)]
     set_attribute = object.__setattr__  # frozen classes too
 
     def get_state(self: Any) -> tuple[Any, ...]:
-        values = values_of(self)
-        if not times:
-            return values
-        listed = list(values)
-        for index in times:
-            if listed[index] is not None:
-                listed[index] = listed[index].isoformat()
-        return tuple(listed)
+        values: tuple[Any, ...] = values_of(self)
+        return _with_times(values, times, datetime.isoformat) if times else values
 
     def set_state(self: Any, state: tuple[Any, ...]) -> None:
-        for index, (name, value) in enumerate(zip(names, state, strict=True)):
-            if value is not None and index in times:
-                value = datetime.fromisoformat(value)
+        if times:
+            state = _with_times(state, times, datetime.fromisoformat)
+        for name, value in zip(names, state, strict=True):
             set_attribute(self, name, value)
 
     setattr(cls, "__getstate__", get_state)  # noqa: B010 (not what mypy knows of type)
@@ -70,6 +65,17 @@ def from_pickled_fields(cls: type[_T], state: tuple[Any, ...]) -> _T:
     instance = cls.__new__(cls)
     instance.__setstate__(state)  # type: ignore[attr-defined]
     return instance
+
+
+def _with_times(
+    values: tuple[Any, ...], times: list[int], convert: Callable[[Any], Any]
+) -> tuple[Any, ...]:
+    """``values`` with the times at these indexes converted (None stays None)."""
+    listed = list(values)
+    for index in times:
+        if listed[index] is not None:
+            listed[index] = convert(listed[index])
+    return tuple(listed)
 
 
 def _is_time(annotation: object) -> bool:
@@ -339,6 +345,11 @@ def decode_record(data: Mapping[str, Any]) -> Record:
 
 def encode_state(state: State) -> bytes:
     return _dumps(state_data(state))
+
+
+def state_line(state: State) -> bytes:
+    """A state as a line of its result file and of the WAL: checksum, JSON, newline."""
+    return _frame(encode_state(state))
 
 
 def state_data(state: State) -> dict[str, Any]:

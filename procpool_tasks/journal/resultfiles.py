@@ -21,7 +21,7 @@ from .files import (
     _read_file,
     _write_file_atomically,
 )
-from .format import State, _frame, _unframe, decode_state, encode_state, parse_id
+from .format import State, _unframe, decode_state, parse_id, state_line
 
 #: Result directories (one per segment) a supervisor keeps open at most.
 _KEPT_DIRECTORIES = 64
@@ -113,10 +113,10 @@ class _ResultFiles(_Directory):
             raise
         return _last_state(data)
 
-    def write_state(self, state: State, line: bytes | None = None) -> None:
-        """Append the task's new state (``line``: already framed) to its result file; not
-        synced (see the WAL for finished states)."""
-        self.write_state_line(state.id, line or _frame(encode_state(state)))
+    def write_state(self, state: State) -> None:
+        """Append the task's new state to its result file; not synced (see the WAL for
+        finished states)."""
+        self.write_state_line(state.id, state_line(state))
 
     def write_state_line(self, record_id: str, line: bytes) -> None:
         """``write_state`` for a state framed already."""
@@ -132,7 +132,7 @@ class _ResultFiles(_Directory):
         survives power loss, and a results directory made for it too.
         """
         segment, offset = parse_id(state.id)
-        line = b"\n" + _frame(encode_state(state))
+        line = b"\n" + state_line(state)
         with self._results_directory(segment, create=True) as dir_fd:
             _append_line(dir_fd, f"{offset:x}.json", line, sync=self.durable)
         if self.durable:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..portability import sync_data
 from . import files
 from .files import _FILE_MODE, _OPEN_FLAGS, _read_file
-from .format import State, _frame, _unframe, decode_state, encode_state
+from .format import State, _unframe, decode_state, state_line
 
 if TYPE_CHECKING:
     from . import Journal
@@ -51,7 +51,7 @@ class ResultLog:
 
     def commit(self, states: Sequence[State]) -> None:
         """Make ``states`` durable with one sync, then publish their result files."""
-        self.commit_lines([(state.id, _frame(encode_state(state))) for state in states])
+        self.commit_lines([(state.id, state_line(state)) for state in states])
 
     def commit_lines(self, entries: Sequence[tuple[str, bytes]]) -> None:
         """``commit`` for states framed already: (task id, framed line) each."""

@@ -37,7 +37,6 @@ from django.utils.module_loading import import_string
 
 from .. import compat, journal, logs, signals
 from ..exceptions import TaskTimeoutError
-from ..journal.format import _frame, encode_state
 from ..portability import HAS_PROC, resident_memory_mib
 from ..results import build_task_result, load_task
 from . import states
@@ -441,7 +440,7 @@ def _run(job: Job) -> Outcome:
         status=journal.SUCCESSFUL,
         finished_at=finished_at,
         return_value=return_value,
-        line=_frame(encode_state(finished)),
+        line=journal.state_line(finished),
     )
     compat.set_result_field(result, "status", compat.TaskResultStatus.SUCCESSFUL)
     compat.set_result_field(result, "finished_at", outcome.finished_at)

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import journal
-from ..journal.format import _frame, encode_state
 from .lifeline import Restarts, die_with_process, watch_process
 
 logger = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ class Committer:
     def submit(self, states: list[journal.State]) -> None:
         """Queue states for the next group (in this order); sent on the next ``send``."""
         for state in states:
-            self.submit_framed(state, _frame(encode_state(state)))
+            self.submit_framed(state, journal.state_line(state))
 
     def submit_framed(self, state: journal.State, line: bytes) -> None:
         """``submit`` a state framed already: ``line``, as its result file holds it."""

@@ -86,10 +86,7 @@ class Outcomes:
         self._records[state.id] = record
         if announce:
             self._announce.add(state.id)
-        if line is None:
-            self._committer.submit([state])
-        else:
-            self._committer.submit_framed(state, line)
+        self._committer.submit_framed(state, line or journal.state_line(state))
 
     def task_ended(
         self,
