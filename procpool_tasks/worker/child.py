@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -110,6 +111,42 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What running a job needs that its run does not decide: its Task, the TaskResult it
+    starts with, and its SUCCESSFUL line but for the finish time and return value.
+
+    The inbox thread prepares each job it reads while the task before it runs, so that the
+    time between the two tasks, where a process fresh from a wait runs its Python many times
+    slower than in a loop, has that much less to do.
+    """
+
+    job: Job
+    task: Any
+    result: Any
+    success_line: states.SuccessLine
+
+
+def _prepare(job: Job) -> _Prepared:
+    """Raises ImportError (TaskNotLoadable) for a record that names no importable Task."""
+    task = load_task(job.record)
+    result = build_task_result(job.record, job.state, task)
+    return _Prepared(job, task, result, states.SuccessLine(job.state))
+
+
+def _prepare_ahead(job: Job) -> _Prepared | None:
+    """``_prepare`` in the inbox thread; None where the main thread must do it: for a task
+    whose module is not imported yet, as importing runs the module's code, which may expect
+    the main thread (``signal.signal`` works only there), and for any failure, which the
+    main thread meets again and reports."""
+    if job.record.task_path.rpartition(".")[0] not in sys.modules:
+        return None
+    try:
+        return _prepare(job)
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Recall:
     """Asks for a job sent ahead back, unrun, if the process has not started it yet."""
 
@@ -173,14 +210,15 @@ def serve(conn: Connection, settings: ChildSettings) -> None:
     init_child(settings)
     inbox = _Inbox(conn)
     ran = 0
+    measure_memory = settings.max_memory_mib is not None
     while True:
         try:
-            job = inbox.next_job()
+            job, prepared = inbox.next_job()
         except (EOFError, OSError):
             return
         try:
             with inbox.running(), _own_memory_limit(inbox, settings.max_memory_mib):
-                outcome = run_job(job, measure_memory=settings.max_memory_mib is not None)
+                outcome = run_job(job, measure_memory=measure_memory, prepared=prepared)
         except BaseException as error:  # the job could not be run at all
             outcome = Outcome(
                 status=journal.FAILED,
@@ -207,7 +245,8 @@ class _Inbox:
     the queued jobs back.
 
     One reader at a time: the thread reads only under the lock, while the task it saw start
-    still runs; the main thread reads outside the lock only when no task runs.
+    still runs; the main thread reads outside the lock only when no task runs. The thread
+    also prepares each job it reads (``_Prepared``).
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -221,6 +260,7 @@ class _Inbox:
         self._watch.register(conn, selectors.EVENT_READ)
         self._lock = threading.Lock()  # the pipe, and what was read from it
         self._queued: list[Job | Recall] = []  # read, not acted on yet: in order
+        self._prepared: dict[str, _Prepared] = {}  # by task id: of jobs in ``_queued``
         self._task_started: float | None = None  # monotonic, while a task runs
         self._task_running = threading.Event()
         self._failure: BaseException | None = None  # what the thread could not read
@@ -228,17 +268,20 @@ class _Inbox:
         reader.daemon = True
         reader.start()
 
-    def next_job(self) -> Job:
-        """The next job to run: queued already, or the next to come."""
+    def next_job(self) -> tuple[Job, _Prepared | None]:
+        """The next job to run: queued already (perhaps prepared), or the next to come."""
         while True:
+            prepared = None
             with self._lock:
                 if self._failure is not None:
                     raise self._failure
                 message = self._queued.pop(0) if self._queued else None
+                if isinstance(message, Job):
+                    prepared = self._prepared.pop(message.record.id, None)
             if message is None:
                 message = _receive(self._conn)  # only this thread reads while none runs
             if isinstance(message, Job):
-                return message
+                return message, prepared
             # A recall whose job ran already, or was handed back: too late, or done.
 
     @contextlib.contextmanager
@@ -287,6 +330,8 @@ class _Inbox:
             for message in self._queued
             if isinstance(message, Job) and message.record.id not in returned
         ]
+        for task_id in returned:
+            self._prepared.pop(task_id, None)
         return returned
 
     def _read_while_running(self) -> None:
@@ -319,11 +364,20 @@ class _Inbox:
                     continue  # it ended: the main thread reads the pipe now
                 if time.monotonic() < long_after:
                     self._read_pending()
+                    self._prepare_queued()
                     continue
                 handed_back_for = started
                 returned = self._hand_back(everything=True)
                 if returned:
                     self._conn.send_bytes(pickle.dumps(HandedBack(returned)))
+
+    def _prepare_queued(self) -> None:
+        """Prepare the queued jobs not prepared yet (the lock held; in the thread)."""
+        for message in self._queued:
+            if isinstance(message, Job) and message.record.id not in self._prepared:
+                prepared = _prepare_ahead(message)
+                if prepared is not None:
+                    self._prepared[message.record.id] = prepared
 
 
 def _receive(conn: Connection) -> Job | Recall:
@@ -333,15 +387,15 @@ def _receive(conn: Connection) -> Job | Recall:
     return message
 
 
-def run_job(job: Job, *, measure_memory: bool = True) -> Outcome:
+def run_job(job: Job, *, measure_memory: bool = True, prepared: _Prepared | None = None) -> Outcome:
     """Run one task as Django's request cycle would: fresh connections before and after.
 
     With ``measure_memory`` (only a limit needs it), the outcome says the process's
-    resident memory after the task.
+    resident memory after the task. ``prepared``: the job's, if the inbox thread made it.
     """
     close_old_connections()
     try:
-        outcome = _run(job)
+        outcome = _run(job, prepared)
     finally:
         close_old_connections()
     if not measure_memory:
@@ -349,8 +403,12 @@ def run_job(job: Job, *, measure_memory: bool = True) -> Outcome:
     return replace(outcome, memory_mib=resident_memory_mib())
 
 
-@contextlib.contextmanager
-def _own_memory_limit(inbox: _Inbox, limit_mib: float | None) -> Iterator[None]:
+#: What a task runs in without a time limit, or without a memory limit to check itself: a
+#: context that does nothing, and costs less between two tasks than a generator's would.
+_NO_LIMIT = contextlib.nullcontext()
+
+
+def _own_memory_limit(inbox: _Inbox, limit_mib: float | None) -> AbstractContextManager[None]:
     """Without /proc, check this process's memory while the task runs, in a thread.
 
     Only its peak is known there (``portability``), never less than its size now: past
@@ -359,8 +417,12 @@ def _own_memory_limit(inbox: _Inbox, limit_mib: float | None) -> Iterator[None]:
     A task that holds the GIL in C code delays the check until it lets go.
     """
     if limit_mib is None or HAS_PROC:
-        yield
-        return
+        return _NO_LIMIT
+    return _memory_watcher(inbox, limit_mib)
+
+
+@contextlib.contextmanager
+def _memory_watcher(inbox: _Inbox, limit_mib: float) -> Iterator[None]:
     done = threading.Event()
 
     def watch() -> None:
@@ -381,13 +443,13 @@ def _own_memory_limit(inbox: _Inbox, limit_mib: float | None) -> Iterator[None]:
         watcher.join()
 
 
-@contextlib.contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
+def _time_limit(seconds: float | None) -> AbstractContextManager[None]:
     """Raise TaskTimeoutError in the task after ``seconds``; the supervisor kills it later."""
-    if not seconds:
-        yield
-        return
+    return _alarm(seconds) if seconds else _NO_LIMIT
 
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
     def on_alarm(signum: int, frame: FrameType | None) -> None:
         raise TaskTimeoutError(f"The task exceeded its timeout of {seconds:g}s")
 
@@ -400,12 +462,13 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _run(job: Job) -> Outcome:
-    try:
-        task = load_task(job.record)
-    except ImportError as error:
-        return replace(_failed(error), unloadable=True)
-    result = build_task_result(job.record, job.state, task)
+def _run(job: Job, prepared: _Prepared | None) -> Outcome:
+    if prepared is None or prepared.job is not job:
+        try:
+            prepared = _prepare(job)
+        except ImportError as error:
+            return replace(_failed(error), unloadable=True)
+    task, result = prepared.task, prepared.result
     sender = _backend_class(task.backend)
     signals.send_started(sender, result)
     try:
@@ -435,12 +498,11 @@ def _run(job: Job) -> Outcome:
         signals.send_finished(sender, result)
         return outcome
     finished_at = timezone.now()
-    finished = states.finished(job.state, journal.SUCCESSFUL, finished_at, None, return_value)
     outcome = Outcome(
         status=journal.SUCCESSFUL,
         finished_at=finished_at,
         return_value=return_value,
-        line=journal.state_line(finished),
+        line=prepared.success_line.line(finished_at, return_value),
     )
     compat.set_result_field(result, "status", compat.TaskResultStatus.SUCCESSFUL)
     compat.set_result_field(result, "finished_at", outcome.finished_at)

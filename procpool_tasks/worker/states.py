@@ -25,6 +25,7 @@ from ..exceptions import (
 
 __all__ = [
     "MemoryLimitExceeded",
+    "SuccessLine",
     "TaskCancelled",
     "TaskInterrupted",
     "WorkerProcessDied",
@@ -83,6 +84,23 @@ def finished(
         run_after=running_state.run_after,
         handoff=running_state.handoff,
     )
+
+
+class SuccessLine:
+    """The line of the SUCCESSFUL state ``finished`` makes of a running one, encoded ahead
+    but for its finish time and return value: what a worker process sends with its outcome
+    (``child.Outcome.line``), for the supervisor to commit as it is."""
+
+    __slots__ = ("_template",)
+
+    def __init__(self, running_state: journal.State) -> None:
+        # The blanks' values here are placeholders: ``line`` fills in the real ones.
+        placeholder = finished(running_state, journal.SUCCESSFUL, timezone.now(), None, None)
+        self._template = journal.StateLineTemplate(placeholder, ("finished_at", "return_value"))
+
+    def line(self, finished_at: datetime, return_value: Any) -> bytes:
+        """``return_value``: JSON data already (``journal.to_json_value``)."""
+        return self._template.fill(finished_at, return_value)
 
 
 def ready_again(state: journal.State, **changes: Any) -> journal.State:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import multiprocessing
+import os
 import pickle
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -48,11 +51,16 @@ def outcome() -> child.Outcome:
     return child.Outcome(status="SUCCESSFUL", finished_at=timezone.now())
 
 
+def next_id(inbox: _Inbox) -> str:
+    next_job, _ = inbox.next_job()
+    return next_job.record.id
+
+
 def running_with(pipe: Pipe, *queued: Job | Recall) -> tuple[_Inbox, Connection]:
     """The inbox with a job running and ``queued`` sent behind it meanwhile."""
     inbox, supervisor = pipe
     send(supervisor, job("running"))
-    assert inbox.next_job().record.id == "running"
+    assert next_id(inbox) == "running"
     send(supervisor, *queued)
     return inbox, supervisor
 
@@ -64,7 +72,7 @@ def test_a_recalled_job_is_handed_back_with_the_outcome_and_the_next_one_runs(pi
 
     assert reply_of(supervisor) == (False, ("queued",))
     send(supervisor, job("next"))
-    assert inbox.next_job().record.id == "next"
+    assert next_id(inbox) == "next"
 
 
 def test_a_job_not_recalled_stays_queued_and_runs_next(pipe: Pipe) -> None:
@@ -73,20 +81,20 @@ def test_a_job_not_recalled_stays_queued_and_runs_next(pipe: Pipe) -> None:
     inbox.reply(outcome(), leaving=False)
 
     assert reply_of(supervisor) == (False, ())
-    assert inbox.next_job().record.id == "queued"
+    assert next_id(inbox) == "queued"
 
 
 def test_a_recall_that_comes_after_its_job_started_is_dropped(pipe: Pipe) -> None:
     inbox, supervisor = running_with(pipe, job("second"))
     inbox.reply(outcome(), leaving=False)
     reply_of(supervisor)
-    assert inbox.next_job().record.id == "second"
+    assert next_id(inbox) == "second"
     send(supervisor, Recall("second"), job("third"))  # too late for "second"
 
     inbox.reply(outcome(), leaving=False)
 
     assert reply_of(supervisor) == (False, ())
-    assert inbox.next_job().record.id == "third"
+    assert next_id(inbox) == "third"
 
 
 def test_a_process_that_leaves_hands_back_every_queued_job(pipe: Pipe) -> None:
@@ -110,7 +118,7 @@ def test_a_job_sent_while_a_task_runs_is_read_before_the_task_ends(
     inbox.reply(outcome(), leaving=False)
 
     assert reply_of(supervisor) == (False, ())
-    assert inbox.next_job().record.id == "queued"
+    assert next_id(inbox) == "queued"
 
 
 def test_a_task_that_runs_long_hands_back_what_is_queued_and_what_comes_later(
@@ -131,7 +139,7 @@ def test_a_task_that_runs_long_hands_back_what_is_queued_and_what_comes_later(
 
     assert reply_of(supervisor) == (False, ())
     send(supervisor, job("next"))
-    assert inbox.next_job().record.id == "next"
+    assert next_id(inbox) == "next"
 
 
 def test_a_recall_the_thread_read_while_the_task_ran_is_honoured_with_the_outcome(
@@ -147,7 +155,68 @@ def test_a_recall_the_thread_read_while_the_task_ran_is_honoured_with_the_outcom
 
     assert reply_of(supervisor) == (False, ("queued",))
     send(supervisor, job("next"))
-    assert inbox.next_job().record.id == "next"
+    assert next_id(inbox) == "next"
+
+
+def test_a_job_read_while_a_task_runs_is_prepared_and_runs_as_prepared(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)
+    importlib.import_module("tests.tasks")  # as by an earlier task of the process
+    inbox, supervisor = running_with(pipe)
+    sent = pickle.loads(pickle.dumps(job("queued")))  # noqa: S301 (as the process gets it)
+
+    with inbox.running():
+        send(supervisor, sent)
+        wait_for(lambda: inbox._prepared, what="the thread to prepare the job")
+    inbox.reply(outcome(), leaving=False)
+    reply_of(supervisor)
+    queued, prepared = inbox.next_job()
+
+    assert prepared is not None
+    assert (prepared.job, prepared.result.id, prepared.result.args) == (queued, "queued", [1, 2])
+    finished = child.run_job(queued, prepared=prepared)
+    assert finished.return_value == 3
+    assert finished.line == _frame(
+        encode_state(states.finished(queued.state, finished.status, finished.finished_at, None, 3))
+    )
+
+
+def test_a_job_whose_module_is_not_imported_yet_is_left_to_the_main_thread(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Importing runs the module's code, which may need the main thread (signal.signal).
+    monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)
+    inbox, supervisor = running_with(pipe)
+    record = make_record("unimported", task_path="tests.unit.main_thread_tasks.noop")
+    monkeypatch.delitem(sys.modules, "tests.unit.main_thread_tasks", raising=False)
+    monkeypatch.setenv("MAIN_THREAD_TASKS_IMPORTED_BY", "")
+
+    with inbox.running():
+        send(supervisor, Job(record, states.running(record, None, "w1", INSTANCE)))
+        wait_for(lambda: inbox._queued, what="the thread to read the job")
+    inbox.reply(outcome(), leaving=False)
+    reply_of(supervisor)
+
+    unimported, prepared = inbox.next_job()
+    assert prepared is None
+    assert child.run_job(unimported).status == "SUCCESSFUL"
+    assert os.environ["MAIN_THREAD_TASKS_IMPORTED_BY"] == "MainThread;"
+
+
+def test_a_recalled_job_leaves_nothing_prepared_behind(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)
+    inbox, supervisor = running_with(pipe)
+
+    with inbox.running():
+        send(supervisor, job("queued"), Recall("queued"))
+        wait_for(lambda: len(inbox._queued) == 2, what="the thread to read both")
+    inbox.reply(outcome(), leaving=False)
+
+    assert reply_of(supervisor) == (False, ("queued",))
+    assert inbox._prepared == {}
 
 
 def test_what_the_thread_cannot_read_is_raised_before_the_next_job(pipe: Pipe) -> None:

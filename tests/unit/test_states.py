@@ -6,6 +6,7 @@ import dataclasses
 import signal
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from django.utils import timezone
 
 from procpool_tasks import journal
@@ -250,3 +251,35 @@ def test_a_finished_state_carries_every_field_of_the_running_one_it_does_not_cha
         "id", "status", "version", "worker_ids", "owner", "started_at", "last_attempted_at",
         "finished_at", "errors", "return_value", "run_after", "handoff",
     ]  # fmt: skip
+
+
+# RUNNING -> SUCCESSFUL, as a worker process encodes it ahead (SuccessLine)
+
+ODD_OFFSET = timezone.get_fixed_timezone(timedelta(hours=5, minutes=45))
+
+
+def test_a_success_line_is_the_line_of_the_finished_state_byte_for_byte() -> None:
+    retried = states.ready_again(claimed(), errors=(TASK_ERROR,), run_after=FINISHED_AT)
+    handed = dataclasses.replace(
+        claimed(), handoff=journal.Handoff(backend="rq", started_at=FINISHED_AT, id="x\u00e9")
+    )
+    return_values = [None, 3, 2.5, 'caf\u00e9 "quoted"\n', [1, {"a": None}], {"\u00fc": True}]
+    finish_times = [
+        FINISHED_AT,
+        datetime(2025, 6, 1, 12, 0, 0, 5, tzinfo=ODD_OFFSET),
+        datetime(2025, 6, 1, 12),  # naive, as with USE_TZ = False
+    ]
+    for running in (claimed(), claimed(retried, "worker-2"), handed):
+        for finished_at in finish_times:
+            for value in return_values:
+                made = states.finished(running, journal.SUCCESSFUL, finished_at, None, value)
+                line = states.SuccessLine(running).line(finished_at, value)
+                assert line == journal.state_line(made), (running, finished_at, value)
+
+
+def test_a_line_template_takes_only_fields_of_a_state_in_their_order() -> None:
+    running = claimed()
+
+    for blanks in (("return_value", "finished_at"), ("no_such_field",)):
+        with pytest.raises(ValueError, match="not fields of a state, in its order"):
+            journal.StateLineTemplate(running, blanks)
