@@ -11,7 +11,8 @@ except ImportError:  # Django < 6: the backport
     from django_tasks import task  # type: ignore[no-redef]
 
 # Each thread that imports it, even one that fails to, says so (test_inbox reads it).
-os.environ["MAIN_THREAD_TASKS_IMPORTED_BY"] += threading.current_thread().name + ";"
+_imported_by = os.environ.get("MAIN_THREAD_TASKS_IMPORTED_BY", "")
+os.environ["MAIN_THREAD_TASKS_IMPORTED_BY"] = f"{_imported_by}{threading.current_thread().name};"
 # Sets the handler it has: no change, but only the main thread may call this.
 signal.signal(signal.SIGUSR2, signal.getsignal(signal.SIGUSR2))
 
