@@ -137,8 +137,11 @@ def _prepare_ahead(job: Job) -> _Prepared | None:
     """``_prepare`` in the inbox thread; None where the main thread must do it: for a task
     whose module is not imported yet, as importing runs the module's code, which may expect
     the main thread (``signal.signal`` works only there), and for any failure, which the
-    main thread meets again and reports."""
-    if job.record.task_path.rpartition(".")[0] not in sys.modules:
+    main thread meets again and reports. A module the main thread is importing still (its
+    task's own import, say) counts as not imported: the thread would wait for it, holding
+    the inbox's lock, or import it again itself if that import failed."""
+    module = sys.modules.get(job.record.task_path.rpartition(".")[0])
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
         return None
     try:
         return _prepare(job)

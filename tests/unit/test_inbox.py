@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import importlib
 import multiprocessing
 import os
 import pickle
 import sys
+import types
 from collections.abc import Iterator
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -174,7 +176,9 @@ def test_a_job_read_while_a_task_runs_is_prepared_and_runs_as_prepared(
     queued, prepared = inbox.next_job()
 
     assert prepared is not None
-    assert (prepared.job, prepared.result.id, prepared.result.args) == (queued, "queued", [1, 2])
+    assert prepared.job is queued
+    assert (prepared.result.id, prepared.result.args) == ("queued", [1, 2])
+    monkeypatch.setattr(child, "_prepare", None)  # what runs is what the thread prepared
     finished = child.run_job(queued, prepared=prepared)
     assert finished.return_value == 3
     assert finished.line == _frame(
@@ -204,15 +208,32 @@ def test_a_job_whose_module_is_not_imported_yet_is_left_to_the_main_thread(
     assert os.environ["MAIN_THREAD_TASKS_IMPORTED_BY"] == "MainThread;"
 
 
+def test_a_job_whose_module_is_being_imported_is_left_to_the_main_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The running task's own import, say: the thread must neither wait for it nor redo it.
+    tasks = importlib.import_module("tests.tasks")
+    importing = types.ModuleType("tests.tasks")
+    importing.__spec__ = copy.copy(tasks.__spec__)
+    importing.__spec__._initializing = True  # type: ignore[union-attr]
+    importing.add = tasks.add  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tests.tasks", importing)
+
+    assert child._prepare_ahead(job("queued")) is None
+
+
 def test_a_recalled_job_leaves_nothing_prepared_behind(
     pipe: Pipe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)
+    importlib.import_module("tests.tasks")  # as by an earlier task of the process
     inbox, supervisor = running_with(pipe)
 
     with inbox.running():
-        send(supervisor, job("queued"), Recall("queued"))
-        wait_for(lambda: len(inbox._queued) == 2, what="the thread to read both")
+        send(supervisor, job("queued"))
+        wait_for(lambda: inbox._prepared, what="the thread to prepare the job")
+        send(supervisor, Recall("queued"))
+        wait_for(lambda: len(inbox._queued) == 2, what="the thread to read the recall")
     inbox.reply(outcome(), leaving=False)
 
     assert reply_of(supervisor) == (False, ("queued",))
