@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import importlib
@@ -160,17 +161,27 @@ def test_a_recall_the_thread_read_while_the_task_ran_is_honoured_with_the_outcom
     assert next_id(inbox) == "next"
 
 
-def test_a_job_read_while_a_task_runs_is_prepared_and_runs_as_prepared(
-    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def prepared_while_running(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch, queued: Job
+) -> Iterator[Pipe]:
+    """A task running, with ``queued`` sent behind it and prepared by the thread."""
     monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)
     importlib.import_module("tests.tasks")  # as by an earlier task of the process
     inbox, supervisor = running_with(pipe)
+    with inbox.running():
+        send(supervisor, queued)
+        wait_for(lambda: inbox._prepared, what="the thread to prepare the job")
+        yield inbox, supervisor
+
+
+def test_a_job_read_while_a_task_runs_is_prepared_and_runs_as_prepared(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sent = pickle.loads(pickle.dumps(job("queued")))  # noqa: S301 (as the process gets it)
 
-    with inbox.running():
-        send(supervisor, sent)
-        wait_for(lambda: inbox._prepared, what="the thread to prepare the job")
+    with prepared_while_running(pipe, monkeypatch, sent) as (inbox, supervisor):
+        pass
     inbox.reply(outcome(), leaving=False)
     reply_of(supervisor)
     queued, prepared = inbox.next_job()
@@ -225,13 +236,7 @@ def test_a_job_whose_module_is_being_imported_is_left_to_the_main_thread(
 def test_a_recalled_job_leaves_nothing_prepared_behind(
     pipe: Pipe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)
-    importlib.import_module("tests.tasks")  # as by an earlier task of the process
-    inbox, supervisor = running_with(pipe)
-
-    with inbox.running():
-        send(supervisor, job("queued"))
-        wait_for(lambda: inbox._prepared, what="the thread to prepare the job")
+    with prepared_while_running(pipe, monkeypatch, job("queued")) as (inbox, supervisor):
         send(supervisor, Recall("queued"))
         wait_for(lambda: len(inbox._queued) == 2, what="the thread to read the recall")
     inbox.reply(outcome(), leaving=False)
