@@ -15,14 +15,28 @@ framework's logger wins: handlers it gave a logger stay its only ones, a level i
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import os
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import TextIO
 
 from . import compat
 
-__all__ = ["FORMAT", "LOGGER_NAME", "configure", "levels", "log", "log_with_traceback"]
+__all__ = [
+    "FORMAT",
+    "LOGGER_NAME",
+    "configure",
+    "held_lines",
+    "levels",
+    "log",
+    "log_with_traceback",
+    "write_held",
+]
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
 #: The parent of every logger of this package (``procpool_tasks.worker.supervisor``, ...).
@@ -32,8 +46,66 @@ LOGGER_NAME = "procpool_tasks"
 _levels_set: set[str] = set()
 
 
+#: The process and thread whose lines the worker's handlers hold (``held_lines``), if any.
+_holder: tuple[int, int] | None = None
+#: The lines held, each with the stream it goes to; only the holder's thread touches it.
+_held: list[tuple[TextIO, str]] = []
+
+
 class _WorkerHandler(logging.StreamHandler[TextIO]):
-    """The handler ``configure`` adds, told apart from a project's own."""
+    """The handler ``configure`` adds, told apart from a project's own.
+
+    A line of the thread that holds its lines is kept for ``write_held``, not written.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _holder is None or (record.process, record.thread) != _holder:
+            super().emit(record)
+            return
+        try:
+            _held.append((self.stream, self.format(record) + self.terminator))
+        except Exception:  # as StreamHandler.emit: a bad record is no reason to stop
+            self.handleError(record)
+
+    def flush(self) -> None:
+        write_held()  # at exit, too (``logging.shutdown``)
+        super().flush()
+
+
+@contextlib.contextmanager
+def held_lines() -> Iterator[None]:
+    """Hold the lines this thread logs through the worker's handlers until ``write_held``.
+
+    For the supervisor's loop, which logs two lines per task: it writes a turn's lines
+    at once before it waits again, in one write, where each line was a write (and a wake-up
+    of whatever reads the stream) of its own. The lines of other threads and processes
+    are written at once, as before; those held are written when the block ends, however
+    it ends.
+    """
+    global _holder
+    _holder = (os.getpid(), threading.get_ident())
+    try:
+        yield
+    finally:
+        write_held()
+        _holder = None
+
+
+def write_held() -> None:
+    """Write the lines held so far, a write per stream, in the order they were logged.
+
+    Only in the thread that holds them; elsewhere (another thread, a forked process with a
+    copy of the list) nothing.
+    """
+    if not _held or _holder != (os.getpid(), threading.get_ident()):
+        return
+    lines = _held.copy()
+    _held.clear()
+    for stream, group in itertools.groupby(lines, key=lambda line: line[0]):
+        # As logging.shutdown: a stream that is closed or gone takes the lines with it.
+        with contextlib.suppress(OSError, ValueError):
+            stream.write("".join(text for _, text in group))
+            stream.flush()
 
 
 class _Formatter(logging.Formatter):

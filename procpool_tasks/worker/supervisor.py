@@ -44,7 +44,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from .. import journal, sqlite
+from .. import journal, logs, sqlite
 from ..backend import ProcPoolBackend
 from ..journal.heartbeats import HEARTBEAT_INTERVAL_S, HOST, Heartbeat
 from ..options import TaskOptions
@@ -339,6 +339,11 @@ class Supervisor:
     # -- the loop ----------------------------------------------------------------------------
 
     def _loop(self) -> int:
+        # A turn's lines are written in one write, before the selector waits (``_wait``).
+        with logs.held_lines():
+            return self._turns()
+
+    def _turns(self) -> int:
         self._handle_signals()  # those that came while it started: before any claim
         self._read_reload_requests()
         while self.dispatcher.in_flight or self.committer.is_busy() or not self._stop_level:
@@ -366,6 +371,7 @@ class Supervisor:
                 self._unserved.check()
         self._preparer.flush()  # the ids read in since the last turn, once claims are made
         self.committer.send()  # the states decided on this turn
+        logs.write_held()  # the lines logged on this turn
         if self.committer.seconds_to_wait() == 0:
             timeout = 0  # it committed them itself (its process just ended)
         events = self._selector.select(timeout)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +133,88 @@ def test_a_line_logged_without_the_walk_of_the_stack_names_its_caller() -> None:
         "test_logs.py",
     )
     assert stream.getvalue().endswith(" WARNING task a 1\n")
+
+
+class CountedWrites(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def messages(text: str) -> list[str]:
+    return [line.split(" ", 3)[3] for line in text.splitlines()]
+
+
+def test_held_lines_are_written_in_one_write_each_time_they_are_written() -> None:
+    stream = CountedWrites()
+    logs.configure(2, stream)
+
+    with logs.held_lines():
+        OWN.info("started")
+        compat.FRAMEWORK_LOGGER.info("framework")
+        OWN.info("finished")
+        assert stream.writes == []
+        logs.write_held()
+        assert len(stream.writes) == 1
+        OWN.info("next turn")
+        logs.write_held()
+
+    assert messages(stream.getvalue()) == ["started", "framework", "finished", "next turn"]
+    assert len(stream.writes) == 2
+
+
+def test_the_lines_of_other_threads_are_written_at_once_while_one_holds_its_own() -> None:
+    stream = io.StringIO()
+    logs.configure(1, stream)
+
+    with logs.held_lines():
+        OWN.info("held")
+        other = threading.Thread(target=OWN.info, args=("other thread",))
+        other.start()
+        other.join()
+        assert messages(stream.getvalue()) == ["other thread"]
+
+    assert messages(stream.getvalue()) == ["other thread", "held"]
+
+
+def test_held_lines_are_written_when_the_block_ends_with_an_error() -> None:
+    stream = io.StringIO()
+    logs.configure(1, stream)
+
+    def log_then_fail() -> None:
+        with logs.held_lines():
+            OWN.info("before the error")
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        log_then_fail()
+
+    assert messages(stream.getvalue()) == ["before the error"]
+    OWN.info("after the block")
+    assert messages(stream.getvalue()) == ["before the error", "after the block"]
+
+
+def test_a_forked_process_writes_its_lines_at_once_and_never_the_parents_held_ones(
+    tmp_path: Path,
+) -> None:
+    with (tmp_path / "log").open("w") as stream:
+        logs.configure(1, stream)
+        with logs.held_lines():
+            OWN.info("parent, held")
+            pid = os.fork()
+            if pid == 0:  # the child: a copy of the held line, and the holder's thread id
+                try:
+                    OWN.info("child")
+                    logs.write_held()
+                finally:
+                    os._exit(0)
+            assert os.waitpid(pid, 0)[1] == 0
+            assert messages((tmp_path / "log").read_text()) == ["child"]
+
+    assert messages((tmp_path / "log").read_text()) == ["child", "parent, held"]
