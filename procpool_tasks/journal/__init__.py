@@ -111,6 +111,7 @@ from .format import (
 from .prune import _Pruning
 from .quarantine import _Quarantine
 from .reservations import Reservation
+from .resultfiles import ResultFile
 from .schedules import _Schedules
 from .segments import QUIET_S, SEGMENT_MAX_AGE_S, SEGMENT_MAX_BYTES, SegmentTail
 from .wal import WAL_MAX_BYTES, ResultLog, remove_result_log, replay_result_log
@@ -142,6 +143,7 @@ __all__ = [
     "Requeue",
     "Reservation",
     "ReservationLost",
+    "ResultFile",
     "ResultLog",
     "SegmentTail",
     "State",

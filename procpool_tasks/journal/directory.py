@@ -87,6 +87,8 @@ class _Directory:
         self._handoff_lock = ClaimLock(self.path / "handoff.lock")
         #: results/<segment> fds kept open by ``keep_directories_open`` (supervisors).
         self._open_results_dirs: dict[str, int] | None = None
+        #: The segments directory's, opened once kept directories ask about a segment.
+        self._open_segments_dir: int | None = None
 
     def ensure(self) -> None:
         """Create the directory tree (0700) if needed; JournalError if it is unsafe."""
@@ -175,6 +177,9 @@ class _Directory:
         for fd in (self._open_results_dirs or {}).values():
             os.close(fd)
         self._open_results_dirs = None
+        if self._open_segments_dir is not None:
+            os.close(self._open_segments_dir)
+            self._open_segments_dir = None
         self._claim_lock.close()
         self._history_lock.close()
         self._schedule_lock.close()

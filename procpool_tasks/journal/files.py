@@ -53,12 +53,17 @@ def _read_file(path: Path | str, *, dir_fd: int | None = None) -> bytes:
     """Read a whole file, refusing to follow a symlink planted in the journal."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS, dir_fd=dir_fd)
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return _read_all(fd)
     finally:
         os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    """Read an open file from where it is to its end."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _write_file_atomically(dir_fd: int, name: str, data: bytes, *, sync: bool = False) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator
+from types import TracebackType
 
 from ..exceptions import JournalError
 from ..portability import sync_data
@@ -18,6 +19,7 @@ from .files import (
     _directory,
     _fsync_directory,
     _open_directory,
+    _read_all,
     _read_file,
     _write_file_atomically,
 )
@@ -93,6 +95,52 @@ def _may_hold_a_state(entry: os.DirEntry[str]) -> bool:
         return False  # pruned meanwhile
 
 
+class ResultFile:
+    """A task's result file, for a claim: its state read, then its next one appended,
+    through one open of the file, where ``read_state`` and ``write_state`` open it once
+    each (a supervisor claims every task). A file that is not there yet, or is not a
+    plain file (planted), is left to those two, which deal with it as ever.
+    """
+
+    def __init__(self, result_files: _ResultFiles, record_id: str) -> None:
+        self._result_files = result_files
+        self.record_id = record_id
+        self._fd: int | None = None
+
+    def read_state(self) -> State | None:
+        """As ``_ResultFiles.read_state``; the file stays open for ``write_state``."""
+        self._fd = self._result_files._open_to_append(self.record_id)
+        if self._fd is not None:
+            try:
+                return _last_state(_read_all(self._fd))
+            except OSError:  # no file to read (a FIFO planted here, say)
+                self.close()
+        return self._result_files.read_state(self.record_id)
+
+    def write_state(self, state: State) -> None:
+        """As ``_ResultFiles.write_state``, to the file ``read_state`` read."""
+        if self._fd is None:
+            self._result_files.write_state(state)
+        else:
+            files._write_all(self._fd, b"\n" + state_line(state))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> ResultFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class _ResultFiles(_Directory):
     """The tasks' states, as supervisors write them and ``get_result`` reads them."""
 
@@ -112,6 +160,22 @@ class _ResultFiles(_Directory):
                 raise JournalError.from_os_error(error) from error
             raise
         return _last_state(data)
+
+    def result_file(self, record_id: str) -> ResultFile:
+        """The task's result file, to read its state and append the next (a claim)."""
+        return ResultFile(self, record_id)
+
+    def _open_to_append(self, record_id: str) -> int | None:
+        """The task's result file, open to read and append; None if it is not there, or
+        cannot be opened so (a symlink, a directory or a socket planted there)."""
+        segment, offset = parse_id(record_id)
+        # O_NONBLOCK: a FIFO planted here does not hang the open, nor the read.
+        flags = os.O_RDWR | os.O_APPEND | os.O_NONBLOCK | _OPEN_FLAGS
+        try:
+            with self._results_directory(segment, create=False) as dir_fd:
+                return os.open(f"{offset:x}.json", flags, dir_fd=dir_fd)
+        except OSError:
+            return None
 
     def write_state(self, state: State) -> None:
         """Append the task's new state to its result file; not synced (see the WAL for

@@ -30,6 +30,7 @@ from .files import (
     _directory,
     _fsync_directory,
     _is_flocked,
+    _open_directory,
     _read_file,
     _read_line_at,
     _write_file_atomically,
@@ -235,7 +236,7 @@ class _Segments(_Directory):
 
     def is_done(self, segment: str) -> bool:
         """Whether the segment is marked done: start-up may skip it (see ``history``)."""
-        return _exists(self._segment_file(segment, ".done"))
+        return self._segment_file_exists(f"{segment}.done")
 
     def was_pruned(self, record_id: str) -> bool:
         """Whether a task found without a result file was pruned rather than never claimed.
@@ -246,11 +247,19 @@ class _Segments(_Directory):
         for a READY task that was never claimed.
         """
         segment = parse_id(record_id)[0]
-        return self.is_done(segment) or not _exists(self._segment_file(segment, _SEGMENT_SUFFIX))
+        return self.is_done(segment) or not self._segment_file_exists(f"{segment}{_SEGMENT_SUFFIX}")
 
-    def _segment_file(self, segment: str, suffix: str) -> str:
-        """A plain string, not a Path: a claim asks ``was_pruned`` for every task."""
-        return f"{self.segments_dir}{os.sep}{segment}{suffix}"
+    def _segment_file_exists(self, name: str) -> bool:
+        """Whether ``segments/<name>`` exists: a claim asks ``was_pruned`` for every task.
+
+        With the directories kept open (a supervisor's), a stat relative to the segments
+        directory's, not a walk of the whole path each time.
+        """
+        if self._open_results_dirs is None:
+            return _exists(f"{self.segments_dir}{os.sep}{name}")
+        if self._open_segments_dir is None:
+            self._open_segments_dir = _open_directory(self.path, "segments", create=False)
+        return _exists(name, dir_fd=self._open_segments_dir)
 
     def mark_done(self, segment: str) -> None:
         """Mark a segment done; durably, as a prune may delete its results next (a task
@@ -284,10 +293,10 @@ class _Segments(_Directory):
 _MISSING = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
 
 
-def _exists(path: str) -> bool:
+def _exists(path: str, *, dir_fd: int | None = None) -> bool:
     """``Path.exists``, as cheap as a stat: for the checks made on each claim."""
     try:
-        os.stat(path)
+        os.stat(path, dir_fd=dir_fd)
     except OSError as error:
         if error.errno in _MISSING:
             return False

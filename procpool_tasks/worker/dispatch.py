@@ -227,24 +227,29 @@ class Dispatcher:
             for index, record in enumerate(records):
                 if self._outcomes.is_pending(record.id):
                     continue  # re-queued, not committed yet: pushed again once it is
-                state = self._recovery.read_state(record.id)
-                if state is None and self._journal.was_pruned(record.id):
-                    continue  # it finished and was pruned since this supervisor read it
-                if state is not None and state.status != journal.READY:
-                    # Another supervisor claimed it, it finished, or procpool_handoff is
-                    # moving it (HANDING_OFF) or moved it (HANDED_OFF) to another backend.
-                    continue
-                try:
-                    # Cancelled while an attempt ran, READY again since: it never runs again.
-                    # Only a task run before can have a cancel request (a stat, then).
-                    if state is not None and self._journal.has_cancel_request(record.id):
-                        cancelled.append((record, self._journal.write_cancelled(record.id, state)))
+                with self._journal.result_file(record.id) as file:
+                    state = self._recovery.read_state(record.id, file)
+                    if state is None and self._journal.was_pruned(record.id):
+                        continue  # it finished and was pruned since this supervisor read it
+                    if state is not None and state.status != journal.READY:
+                        # Another supervisor claimed it, it finished, or procpool_handoff is
+                        # moving it (HANDING_OFF) or moved it (HANDED_OFF) to another backend.
                         continue
-                    running = states.running(record, state, self._config.worker_id, self._instance)
-                    self._journal.write_state(running)
-                except OSError as error:
-                    self._pause_claims(records[index:], error)
-                    break
+                    try:
+                        # Cancelled while an attempt ran, READY again since: it never runs
+                        # again. Only a task run before can have a cancel request (a stat).
+                        if state is not None and self._journal.has_cancel_request(record.id):
+                            file.close()
+                            failed = self._journal.write_cancelled(record.id, state)
+                            cancelled.append((record, failed))
+                            continue
+                        running = states.running(
+                            record, state, self._config.worker_id, self._instance
+                        )
+                        file.write_state(running)
+                    except OSError as error:
+                        self._pause_claims(records[index:], error)
+                        break
                 claimed.append((record, running))
         for record, failed in cancelled:
             logger.warning(

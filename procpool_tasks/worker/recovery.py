@@ -112,10 +112,13 @@ class Recovery:
             self._journal.remove_worker_lock(instance)
         self._dead.clear()
 
-    def read_state(self, record_id: str) -> journal.State | None:
-        """A task's state; UNUSABLE (logged) when a symlink was planted for its file."""
+    def read_state(
+        self, record_id: str, file: journal.ResultFile | None = None
+    ) -> journal.State | None:
+        """A task's state (read through ``file`` if given); UNUSABLE (logged) when a
+        symlink was planted for its file."""
         try:
-            return self._journal.read_state(record_id)
+            return self._journal.read_state(record_id) if file is None else file.read_state()
         except journal.JournalError as error:
             logger.error("Task id=%s skipped: %s (%s)", record_id, error.strerror, error.filename)
             return UNUSABLE
