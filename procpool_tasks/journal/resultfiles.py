@@ -104,21 +104,24 @@ class ResultFile:
 
     def __init__(self, result_files: _ResultFiles, record_id: str) -> None:
         self._result_files = result_files
-        self.record_id = record_id
+        self._record_id = record_id
         self._fd: int | None = None
 
     def read_state(self) -> State | None:
         """As ``_ResultFiles.read_state``; the file stays open for ``write_state``."""
-        self._fd = self._result_files._open_to_append(self.record_id)
+        self.close()
+        self._fd = self._result_files._open_to_append(self._record_id)
         if self._fd is not None:
             try:
                 return _last_state(_read_all(self._fd))
             except OSError:  # no file to read (a FIFO planted here, say)
                 self.close()
-        return self._result_files.read_state(self.record_id)
+        return self._result_files.read_state(self._record_id)
 
     def write_state(self, state: State) -> None:
-        """As ``_ResultFiles.write_state``, to the file ``read_state`` read."""
+        """As ``_ResultFiles.write_state``, to the file ``read_state`` read: a plain file
+        is only ever appended to, never replaced, and the claim lock keeps other claims
+        out meanwhile."""
         if self._fd is None:
             self._result_files.write_state(state)
         else:
