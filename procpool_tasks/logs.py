@@ -48,24 +48,30 @@ _levels_set: set[str] = set()
 
 #: The process and thread whose lines the worker's handlers hold (``held_lines``), if any.
 _holder: tuple[int, int] | None = None
-#: The lines held, each with the stream it goes to; only the holder's thread touches it.
-_held: list[tuple[TextIO, str]] = []
+#: A line held: the handler that writes it, its record (for ``handleError``), its text.
+_HeldLine = tuple["_WorkerHandler", logging.LogRecord, str]
+#: The lines held, in order; only the holder's thread touches the list.
+_held: list[_HeldLine] = []
 
 
 class _WorkerHandler(logging.StreamHandler[TextIO]):
     """The handler ``configure`` adds, told apart from a project's own.
 
-    A line of the thread that holds its lines is kept for ``write_held``, not written.
+    A line of the thread that holds its lines (``held_lines``) is kept for ``write_held``,
+    unless it is a warning or worse: that one is written at once, after those held.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
         if _holder is None or (record.process, record.thread) != _holder:
             super().emit(record)
-            return
-        try:
-            _held.append((self.stream, self.format(record) + self.terminator))
-        except Exception:  # as StreamHandler.emit: a bad record is no reason to stop
-            self.handleError(record)
+        elif record.levelno >= logging.WARNING:
+            write_held()
+            super().emit(record)
+        else:
+            try:
+                _held.append((self, record, self.format(record) + self.terminator))
+            except Exception:  # as StreamHandler.emit: a bad record is no reason to stop
+                self.handleError(record)
 
     def flush(self) -> None:
         write_held()  # at exit, too (``logging.shutdown``)
@@ -78,9 +84,12 @@ def held_lines() -> Iterator[None]:
 
     For the supervisor's loop, which logs two lines per task: it writes a turn's lines
     at once before it waits again, in one write, where each line was a write (and a wake-up
-    of whatever reads the stream) of its own. The lines of other threads and processes
-    are written at once, as before; those held are written when the block ends, however
-    it ends.
+    of whatever reads the stream) of its own. Its warnings and errors are written at once,
+    after the lines held before them: what went wrong is out even if the process is
+    killed in a wait that follows (a SIGKILL loses the held INFO lines of that turn). The
+    lines of other threads and processes, and of a project's own handlers, are written at
+    once, as before (so they may come before INFO lines held meanwhile); those held are
+    written when the block ends, however it ends.
     """
     global _holder
     _holder = (os.getpid(), threading.get_ident())
@@ -101,11 +110,25 @@ def write_held() -> None:
         return
     lines = _held.copy()
     _held.clear()
-    for stream, group in itertools.groupby(lines, key=lambda line: line[0]):
-        # As logging.shutdown: a stream that is closed or gone takes the lines with it.
-        with contextlib.suppress(OSError, ValueError):
-            stream.write("".join(text for _, text in group))
+    for stream, group in itertools.groupby(lines, key=lambda line: line[0].stream):
+        _write_lines(stream, list(group))
+
+
+def _write_lines(stream: TextIO, lines: list[_HeldLine]) -> None:
+    """Write held lines in one write; if that fails, one by one, each failure reported
+    as ``emit`` reports it: a line the stream cannot encode costs only itself."""
+    try:
+        stream.write("".join(text for _, _, text in lines))
+        stream.flush()
+        return
+    except Exception:  # noqa: S110 (each line is tried, and reported, below)
+        pass
+    for handler, record, text in lines:
+        try:
+            stream.write(text)
             stream.flush()
+        except Exception:
+            handler.handleError(record)
 
 
 class _Formatter(logging.Formatter):

@@ -177,13 +177,17 @@ class _Directory:
         for fd in (self._open_results_dirs or {}).values():
             os.close(fd)
         self._open_results_dirs = None
-        if self._open_segments_dir is not None:
-            os.close(self._open_segments_dir)
-            self._open_segments_dir = None
+        self._forget_segments_directory()
         self._claim_lock.close()
         self._history_lock.close()
         self._schedule_lock.close()
         self._handoff_lock.close()
+
+    def _forget_segments_directory(self) -> None:
+        """Close the segments directory's fd (``was_pruned``); it is opened again if asked."""
+        if self._open_segments_dir is not None:
+            os.close(self._open_segments_dir)
+            self._open_segments_dir = None
 
     def claim_lock(self) -> ClaimLock:
         """The journal-wide lock under which a READY task becomes RUNNING (one claim)."""

@@ -236,7 +236,7 @@ class _Segments(_Directory):
 
     def is_done(self, segment: str) -> bool:
         """Whether the segment is marked done: start-up may skip it (see ``history``)."""
-        return self._segment_file_exists(f"{segment}.done")
+        return _exists(self._segment_path(segment, ".done"))
 
     def was_pruned(self, record_id: str) -> bool:
         """Whether a task found without a result file was pruned rather than never claimed.
@@ -247,19 +247,33 @@ class _Segments(_Directory):
         for a READY task that was never claimed.
         """
         segment = parse_id(record_id)[0]
-        return self.is_done(segment) or not self._segment_file_exists(f"{segment}{_SEGMENT_SUFFIX}")
+        if self._is_live_in_kept_directory(segment):
+            return False  # the usual answer, for a claim of a task whose file was made ahead
+        pruned = self.is_done(segment) or not _exists(self._segment_path(segment, _SEGMENT_SUFFIX))
+        if not pruned:
+            self._forget_segments_directory()  # it disagreed: removed, and made again since?
+        return pruned
 
-    def _segment_file_exists(self, name: str) -> bool:
-        """Whether ``segments/<name>`` exists: a claim asks ``was_pruned`` for every task.
+    def _segment_path(self, segment: str, suffix: str) -> str:
+        """A plain string, not a Path: a claim asks ``was_pruned`` for every task."""
+        return f"{self.segments_dir}{os.sep}{segment}{suffix}"
 
-        With the directories kept open (a supervisor's), a stat relative to the segments
-        directory's, not a walk of the whole path each time.
-        """
+    def _is_live_in_kept_directory(self, segment: str) -> bool:
+        """Whether the segments directory a supervisor keeps open (``keep_directories_open``)
+        holds the segment's records and no done mark: two ``stat``s relative to it, not
+        walks of the whole path. Any other answer is asked again by path: the directory kept
+        may be one removed since (a journal removed and made again)."""
         if self._open_results_dirs is None:
-            return _exists(f"{self.segments_dir}{os.sep}{name}")
+            return False  # directories are not kept (a web process)
         if self._open_segments_dir is None:
-            self._open_segments_dir = _open_directory(self.path, "segments", create=False)
-        return _exists(name, dir_fd=self._open_segments_dir)
+            try:
+                self._open_segments_dir = _open_directory(self.path, "segments", create=False)
+            except OSError:  # a JournalError too (a symlink planted for it)
+                return False
+        fd = self._open_segments_dir
+        return _exists(f"{segment}{_SEGMENT_SUFFIX}", dir_fd=fd) and not _exists(
+            f"{segment}.done", dir_fd=fd
+        )
 
     def mark_done(self, segment: str) -> None:
         """Mark a segment done; durably, as a prune may delete its results next (a task

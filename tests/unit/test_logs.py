@@ -218,3 +218,31 @@ def test_a_forked_process_writes_its_lines_at_once_and_never_the_parents_held_on
             assert messages((tmp_path / "log").read_text()) == ["child"]
 
     assert messages((tmp_path / "log").read_text()) == ["child", "parent, held"]
+
+
+def test_a_warning_is_written_at_once_after_the_lines_held_before_it() -> None:
+    stream = CountedWrites()
+    logs.configure(1, stream)
+
+    with logs.held_lines():
+        OWN.info("started")
+        OWN.warning("failed")
+        assert messages(stream.getvalue()) == ["started", "failed"]
+        OWN.info("next")
+        assert messages(stream.getvalue()) == ["started", "failed"]
+
+    assert messages(stream.getvalue()) == ["started", "failed", "next"]
+
+
+def test_a_held_line_the_stream_cannot_encode_costs_only_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with (tmp_path / "log").open("w", encoding="ascii") as stream:
+        logs.configure(1, stream)
+        with logs.held_lines():
+            OWN.info("before")
+            OWN.info("caf\u00e9")
+            OWN.info("after")
+
+    assert messages((tmp_path / "log").read_text()) == ["before", "after"]
+    assert "UnicodeEncodeError" in capsys.readouterr().err  # reported, as logging does

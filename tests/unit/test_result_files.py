@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -177,3 +178,40 @@ def test_a_task_without_a_state_reads_as_pruned_once_its_segment_is_done_or_gone
     for path in claiming_store.segments_dir.glob(f"{segment}.*"):
         path.unlink()
     assert claiming_store.was_pruned(record.id)
+
+
+def test_a_supervisors_pruned_check_survives_its_journal_removed_and_made_again(
+    store: journal.Journal,
+) -> None:
+    """The segments directory it keeps open is then a removed one: its answers are asked
+    again by path, and it is opened again."""
+    store.keep_directories_open()
+    before = enqueue(store)
+    assert not store.was_pruned(before.id)
+
+    shutil.rmtree(store.path)
+    store.ensure()
+    after = enqueue(store)
+
+    assert not store.was_pruned(after.id)
+    assert not store.was_pruned(after.id)  # (through the directory opened again)
+    store.mark_done(journal.parse_id(after.id)[0])
+    assert store.was_pruned(after.id)
+
+
+def test_a_claim_appends_through_the_file_it_opened_to_read(
+    claiming_store: journal.Journal,
+) -> None:
+    """One open for both steps: the append goes to the file read, wherever its name went."""
+    record = enqueue(claiming_store)
+    claiming_store.prepare_result_file(record.id)
+    path = path_of(claiming_store, record)
+    running = states.running(record, None, "worker", INSTANCE)
+
+    with claiming_store.result_file(record.id) as file:
+        assert file.read_state() is None
+        path.rename(path.with_name("elsewhere"))
+        file.write_state(running)
+
+    assert path.with_name("elsewhere").read_bytes() == b"\n" + journal.state_line(running)
+    assert not path.exists()
