@@ -8,8 +8,8 @@ import errno
 import os
 
 from .files import _directory
-from .format import is_instance_name, parse_id
-from .resultfiles import _ResultFiles
+from .format import is_instance_name
+from .resultfiles import _ResultFiles, result_file_name
 from .segments import _Segments
 
 
@@ -18,10 +18,10 @@ class _Pruning(_Segments, _ResultFiles):
 
     def remove_result(self, record_id: str) -> None:
         """Delete one task's result file (pruning a finished task of a done segment)."""
-        segment, offset = parse_id(record_id)
+        segment, name = result_file_name(record_id)
         with contextlib.suppress(FileNotFoundError):
             with self._results_directory(segment, create=False) as dir_fd:
-                os.unlink(f"{offset:x}.json", dir_fd=dir_fd)
+                os.unlink(name, dir_fd=dir_fd)
 
     def remove_segment(self, segment: str) -> None:
         """Delete a segment and its results: its ids no longer exist afterwards.

@@ -29,6 +29,18 @@ from .format import State, _unframe, decode_state, parse_id, state_line
 _KEPT_DIRECTORIES = 64
 
 
+def result_file_name(record_id: str) -> tuple[str, str]:
+    """A task's segment and the name of its result file in ``results/<segment>``."""
+    segment, offset = parse_id(record_id)
+    return segment, f"{offset:x}.json"
+
+
+def _appended(line: bytes) -> bytes:
+    """A framed state as appended to a result file: after a newline, so that a line torn
+    before it (``_last_state``) cannot run into it."""
+    return b"\n" + line
+
+
 def _last_state(data: bytes) -> State | None:
     """The last intact state of a result file; None if it holds none yet.
 
@@ -125,7 +137,7 @@ class ResultFile:
         if self._fd is None:
             self._result_files.write_state(state)
         else:
-            files._write_all(self._fd, b"\n" + state_line(state))
+            files._write_all(self._fd, _appended(state_line(state)))
 
     def close(self) -> None:
         if self._fd is not None:
@@ -152,10 +164,10 @@ class _ResultFiles(_Directory):
 
         Raises JournalError if a symlink was planted where its result file belongs.
         """
-        segment, offset = parse_id(record_id)
+        segment, name = result_file_name(record_id)
         try:
             with self._results_directory(segment, create=False) as dir_fd:
-                data = _read_file(f"{offset:x}.json", dir_fd=dir_fd)
+                data = _read_file(name, dir_fd=dir_fd)
         except FileNotFoundError:
             return None
         except OSError as error:
@@ -171,12 +183,12 @@ class _ResultFiles(_Directory):
     def _open_to_append(self, record_id: str) -> int | None:
         """The task's result file, open to read and append; None if it is not there, or
         cannot be opened so (a symlink, a directory or a socket planted there)."""
-        segment, offset = parse_id(record_id)
+        segment, name = result_file_name(record_id)
         # O_NONBLOCK: a FIFO planted here does not hang the open, nor the read.
         flags = os.O_RDWR | os.O_APPEND | os.O_NONBLOCK | _OPEN_FLAGS
         try:
             with self._results_directory(segment, create=False) as dir_fd:
-                return os.open(f"{offset:x}.json", flags, dir_fd=dir_fd)
+                return os.open(name, flags, dir_fd=dir_fd)
         except OSError:
             return None
 
@@ -187,10 +199,9 @@ class _ResultFiles(_Directory):
 
     def write_state_line(self, record_id: str, line: bytes) -> None:
         """``write_state`` for a state framed already."""
-        segment, offset = parse_id(record_id)
-        line = b"\n" + line
+        segment, name = result_file_name(record_id)
         with self._results_directory(segment, create=True) as dir_fd:
-            _append_line(dir_fd, f"{offset:x}.json", line)
+            _append_line(dir_fd, name, _appended(line))
 
     def write_state_durably(self, state: State) -> None:
         """Append the task's new state to its result file and sync it (with ``durable``).
@@ -198,10 +209,9 @@ class _ResultFiles(_Directory):
         For the states of a handoff, which no WAL covers: once this returns, the state
         survives power loss, and a results directory made for it too.
         """
-        segment, offset = parse_id(state.id)
-        line = b"\n" + state_line(state)
+        segment, name = result_file_name(state.id)
         with self._results_directory(segment, create=True) as dir_fd:
-            _append_line(dir_fd, f"{offset:x}.json", line, sync=self.durable)
+            _append_line(dir_fd, name, _appended(state_line(state)), sync=self.durable)
         if self.durable:
             # Whoever made the file and its directory (a claim, or a supervisor's process
             # ahead of it) synced neither name: rare states, so both are synced each time.
@@ -218,8 +228,7 @@ class _ResultFiles(_Directory):
         (by another supervisor) reads as pruned, as a missing one does: its segment is
         done (``was_pruned``); it goes with its segment.
         """
-        segment, offset = parse_id(record_id)
-        name = f"{offset:x}.json"
+        segment, name = result_file_name(record_id)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
         with self._results_directory(segment, create=True) as dir_fd:
             with contextlib.suppress(FileNotFoundError):

@@ -14,9 +14,13 @@ from procpool_tasks.worker import states
 from tests.unit.conftest import INSTANCE, enqueue
 
 
-def result_file(store: journal.Journal, record: journal.Record) -> bytes:
+def path_of(store: journal.Journal, record: journal.Record) -> Path:
     segment, offset = journal.parse_id(record.id)
-    return (store.results_dir / segment / f"{offset:x}.json").read_bytes()
+    return store.results_dir / segment / f"{offset:x}.json"
+
+
+def result_file(store: journal.Journal, record: journal.Record) -> bytes:
+    return path_of(store, record).read_bytes()
 
 
 def test_a_result_file_made_ahead_is_empty_and_reads_as_no_state(
@@ -71,11 +75,6 @@ def claiming_store(request: pytest.FixtureRequest, store: journal.Journal) -> jo
     if request.param == "kept open":
         store.keep_directories_open()
     return store
-
-
-def path_of(store: journal.Journal, record: journal.Record) -> Path:
-    segment, offset = journal.parse_id(record.id)
-    return store.results_dir / segment / f"{offset:x}.json"
 
 
 def test_a_claim_reads_and_appends_through_the_file_made_ahead(
