@@ -67,8 +67,12 @@ MEMORY_SAMPLE_INTERVAL_S = 0.2
 #: turned out long must not hold up the one behind it (the supervisor queues jobs only
 #: behind tasks it expects to be short, see ``dispatch``).
 HAND_BACK_AFTER_S = 1.0
-#: How often the thread that hands jobs back looks at the pipe once the task has run long.
+#: How often the thread that hands jobs back looks at the pipe once the task has run long,
+#: and how long a task runs, after short ones, before the thread watches the pipe at all.
 HAND_BACK_CHECK_S = 0.25
+#: A task that ran this long has the thread read the job queued behind the next one while
+#: that one runs (``_Inbox``); after a shorter one, the thread is not woken.
+READ_AHEAD_MIN_S = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +251,12 @@ class _Inbox:
     more than the rest of its bookkeeping), and once the task has run long the thread hands
     the queued jobs back.
 
+    The thread watches a task from its start only when the task before it ran at least
+    ``READ_AHEAD_MIN_S``; after a shorter one, only once the task has run
+    ``HAND_BACK_CHECK_S``, in time to hand back at ``HAND_BACK_AFTER_S``. Waking it at
+    every start cost a no-op task a fifth of its CPU time in futex calls and GIL
+    hand-offs, to read a job that the main thread, done a moment later, reads as cheaply.
+
     One reader at a time: the thread reads only under the lock, while the task it saw start
     still runs; the main thread reads outside the lock only when no task runs. The thread
     also prepares each job it reads (``_Prepared``).
@@ -265,7 +275,10 @@ class _Inbox:
         self._queued: list[Job | Recall] = []  # read, not acted on yet: in order
         self._prepared: dict[str, _Prepared] = {}  # by task id: of jobs in ``_queued``
         self._task_started: float | None = None  # monotonic, while a task runs
-        self._task_running = threading.Event()
+        self._starts = 0  # tasks started: whether any did while the thread waited
+        self._read_ahead = True  # the last task ran READ_AHEAD_MIN_S: watch the next at once
+        self._asleep = False  # the thread waits for a task to start (``_sleep_until_a_task``)
+        self._wake = threading.Event()  # set at a task's start if the thread is to know
         self._failure: BaseException | None = None  # what the thread could not read
         reader = threading.Thread(target=self._read_while_running, name="procpool-inbox")
         reader.daemon = True
@@ -290,12 +303,16 @@ class _Inbox:
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         """While a task runs, the thread reads the pipe (and may hand back what is queued)."""
-        self._task_started = time.monotonic()
-        self._task_running.set()
+        started = self._task_started = time.monotonic()
+        self._starts += 1
+        # Read after the start is written, as the thread reads them the other way round:
+        # either it sees the task, or this sees it asleep and wakes it.
+        if self._read_ahead or self._asleep:
+            self._wake.set()
         try:
             yield
         finally:
-            self._task_running.clear()
+            self._read_ahead = time.monotonic() - started >= READ_AHEAD_MIN_S
             with self._lock:  # waits for a read or a hand-back under way
                 self._task_started = None
 
@@ -348,28 +365,58 @@ class _Inbox:
             self._failure = error
 
     def _serve_while_running(self) -> None:
-        """While a task runs: queue each message as it comes; once it has run
-        ``HAND_BACK_AFTER_S``, hand back every job queued behind it, and any that comes later."""
-        handed_back_for: float | None = None  # the start of the task it handed back for
         while True:
-            self._task_running.wait()
+            self._watch_task(self._task_to_watch())
+
+    def _task_to_watch(self) -> float:
+        """The start of the running task the thread is to watch: at once if the task
+        before it ran ``READ_AHEAD_MIN_S``, else once it has run ``HAND_BACK_CHECK_S``.
+        No task running for a while: it sleeps until one starts."""
+        starts_seen = -1
+        while True:
+            self._wake.clear()
             started = self._task_started
-            if started is None:
-                continue  # it ended meanwhile: the event is clear again
-            long_after = started + HAND_BACK_AFTER_S
+            if started is not None:
+                watch_from = started + HAND_BACK_CHECK_S
+                now = time.monotonic()
+                if self._read_ahead or now >= watch_from:
+                    return started
+                self._wake.wait(watch_from - now)  # or a later task's start, to read ahead
+            elif self._starts == starts_seen:  # none for HAND_BACK_CHECK_S: the process idles
+                self._sleep_until_a_task()
+            else:  # between two tasks: sleeping till the next would wake it at every one
+                starts_seen = self._starts
+                self._wake.wait(HAND_BACK_CHECK_S)
+
+    def _sleep_until_a_task(self) -> None:
+        """Wait for a task to start: ``running`` wakes the thread if it sees it asleep."""
+        self._asleep = True
+        try:
+            if self._task_started is None:  # read after ``_asleep`` is written (``running``)
+                self._wake.wait()
+        finally:
+            self._asleep = False
+
+    def _watch_task(self, started: float) -> None:
+        """While the task that started at ``started`` runs: queue each message as it comes;
+        once it has run ``HAND_BACK_AFTER_S``, hand back every job queued behind it, and
+        any that comes later."""
+        long_after = started + HAND_BACK_AFTER_S
+        handed_back = False
+        while True:
             now = time.monotonic()
             if now < long_after:
                 self._watch.select(long_after - now)
-            elif handed_back_for == started:
+            elif handed_back:
                 self._watch.select(HAND_BACK_CHECK_S)
             with self._lock:
                 if self._task_started != started:
-                    continue  # it ended: the main thread reads the pipe now
+                    return  # it ended: the main thread reads the pipe now
                 if time.monotonic() < long_after:
                     self._read_pending()
                     self._prepare_queued()
                     continue
-                handed_back_for = started
+                handed_back = True
                 returned = self._hand_back(everything=True)
                 if returned:
                     self._conn.send_bytes(pickle.dumps(HandedBack(returned)))

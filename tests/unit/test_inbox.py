@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import time
 import types
 from collections.abc import Iterator
 from datetime import datetime
@@ -114,6 +115,12 @@ def test_a_job_sent_while_a_task_runs_is_read_before_the_task_ends(
     monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)  # short, however slow the machine
     inbox, supervisor = running_with(pipe)
 
+    assert_read_while_the_task_runs(inbox, supervisor)
+
+
+def assert_read_while_the_task_runs(inbox: _Inbox, supervisor: Connection) -> None:
+    """A job sent while the task runs is read by the thread before the task ends, and it
+    runs next."""
     with inbox.running():
         send(supervisor, job("queued"))
         # The thread reads it while the task runs: the task's end does not wait for it.
@@ -122,6 +129,79 @@ def test_a_job_sent_while_a_task_runs_is_read_before_the_task_ends(
 
     assert reply_of(supervisor) == (False, ())
     assert next_id(inbox) == "queued"
+
+
+def run_task(inbox: _Inbox, supervisor: Connection, next_task: str, seconds: float = 0) -> None:
+    """Run the task started, for ``seconds``, and start ``next_task``."""
+    with inbox.running():
+        time.sleep(seconds)
+    inbox.reply(outcome(), leaving=False)
+    reply_of(supervisor)
+    send(supervisor, job(next_task))
+    assert next_id(inbox) == next_task
+
+
+def test_after_a_short_task_the_next_job_is_left_in_the_pipe_for_the_main_thread(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waking the thread for it cost a no-op task more than reading it after the task does.
+    monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)
+    monkeypatch.setattr(child, "HAND_BACK_CHECK_S", 60.0)
+    monkeypatch.setattr(child, "READ_AHEAD_MIN_S", 60.0)  # every task is short
+    inbox, supervisor = running_with(pipe)
+    run_task(inbox, supervisor, "second")
+
+    with inbox.running():
+        send(supervisor, job("queued"))
+        time.sleep(0.2)  # where a woken thread reads it (the test above)
+        assert inbox._queued == []
+    inbox.reply(outcome(), leaving=False)
+
+    assert reply_of(supervisor) == (False, ())
+    assert next_id(inbox) == "queued"
+
+
+def test_after_a_task_that_ran_long_enough_the_thread_reads_the_next_ones_job_at_once(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 60.0)
+    monkeypatch.setattr(child, "HAND_BACK_CHECK_S", 60.0)
+    monkeypatch.setattr(child, "READ_AHEAD_MIN_S", 0.01)
+    inbox, supervisor = running_with(pipe)
+    run_task(inbox, supervisor, "second")
+    run_task(inbox, supervisor, "third", seconds=0.02)  # READ_AHEAD_MIN_S
+
+    assert_read_while_the_task_runs(inbox, supervisor)
+
+
+@pytest.mark.parametrize("idle_first", [False, True], ids=["right-after", "after-idling"])
+def test_a_task_that_runs_long_after_short_ones_still_hands_back_its_queued_job(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch, idle_first: bool
+) -> None:
+    # The thread is not woken when such a task starts: it waits HAND_BACK_CHECK_S, or
+    # sleeps, once the process has idled that long, until a start wakes it.
+    monkeypatch.setattr(child, "HAND_BACK_AFTER_S", 0.2)
+    monkeypatch.setattr(child, "HAND_BACK_CHECK_S", 0.05)
+    monkeypatch.setattr(child, "READ_AHEAD_MIN_S", 60.0)
+    inbox, supervisor = running_with(pipe)
+    if idle_first:
+        with inbox.running():
+            pass
+        inbox.reply(outcome(), leaving=False)
+        reply_of(supervisor)
+        wait_for(lambda: inbox._asleep, what="the thread to sleep")
+        send(supervisor, job("long"))
+        assert next_id(inbox) == "long"
+    else:
+        run_task(inbox, supervisor, "long")
+
+    with inbox.running():
+        send(supervisor, job("queued"))
+        assert supervisor.poll(WAIT_S)
+        assert pickle.loads(supervisor.recv_bytes()) == child.HandedBack(("queued",))  # noqa: S301
+    inbox.reply(outcome(), leaving=False)
+
+    assert reply_of(supervisor) == (False, ())
 
 
 def test_a_task_that_runs_long_hands_back_what_is_queued_and_what_comes_later(
