@@ -71,7 +71,7 @@ HAND_BACK_AFTER_S = 1.0
 #: and how long a task runs, after short ones, before the thread watches the pipe at all.
 HAND_BACK_CHECK_S = 0.25
 #: A task that ran this long has the thread read the job queued behind the next one while
-#: that one runs (``_Inbox``); after a shorter one, the thread is not woken.
+#: that one runs (``_Inbox``); a shorter one leaves it to the main thread, after the task.
 READ_AHEAD_MIN_S = 0.002
 
 
@@ -251,11 +251,11 @@ class _Inbox:
     more than the rest of its bookkeeping), and once the task has run long the thread hands
     the queued jobs back.
 
-    The thread watches a task from its start only when the task before it ran at least
-    ``READ_AHEAD_MIN_S``; after a shorter one, only once the task has run
-    ``HAND_BACK_CHECK_S``, in time to hand back at ``HAND_BACK_AFTER_S``. Waking it at
-    every start cost a no-op task a fifth of its CPU time in futex calls and GIL
-    hand-offs, to read a job that the main thread, done a moment later, reads as cheaply.
+    The thread watches a task from its start only when it is the process's first, or the
+    task before it ran at least ``READ_AHEAD_MIN_S``; after a shorter one, only once it
+    has run ``HAND_BACK_CHECK_S``, in time to hand back at ``HAND_BACK_AFTER_S``. Waking
+    it at every start cost a no-op task about a sixth of its process's CPU time, in futex
+    calls and GIL hand-offs, to read a job the main thread reads as cheaply a moment later.
 
     One reader at a time: the thread reads only under the lock, while the task it saw start
     still runs; the main thread reads outside the lock only when no task runs. The thread
@@ -365,6 +365,7 @@ class _Inbox:
             self._failure = error
 
     def _serve_while_running(self) -> None:
+        """Watch each task that runs long enough to be worth it (``_task_to_watch``)."""
         while True:
             self._watch_task(self._task_to_watch())
 
@@ -386,7 +387,8 @@ class _Inbox:
                 self._sleep_until_a_task()
             else:  # between two tasks: sleeping till the next would wake it at every one
                 starts_seen = self._starts
-                self._wake.wait(HAND_BACK_CHECK_S)
+                if self._wake.wait(HAND_BACK_CHECK_S):
+                    starts_seen = -1  # woken early: not a whole interval without a start
 
     def _sleep_until_a_task(self) -> None:
         """Wait for a task to start: ``running`` wakes the thread if it sees it asleep."""

@@ -132,7 +132,7 @@ def assert_read_while_the_task_runs(inbox: _Inbox, supervisor: Connection) -> No
 
 
 def run_task(inbox: _Inbox, supervisor: Connection, next_task: str, seconds: float = 0) -> None:
-    """Run the task started, for ``seconds``, and start ``next_task``."""
+    """Run the task started, for ``seconds``, and take ``next_task`` as the next job."""
     with inbox.running():
         time.sleep(seconds)
     inbox.reply(outcome(), leaving=False)
