@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TextIO
 
 from . import compat
@@ -48,8 +48,9 @@ _levels_set: set[str] = set()
 
 #: The process and thread whose lines the worker's handlers hold (``held_lines``), if any.
 _holder: tuple[int, int] | None = None
-#: A line held: the handler that writes it, its record (for ``handleError``), its text.
-_HeldLine = tuple["_WorkerHandler", logging.LogRecord, str]
+#: A line held: the handler that writes it, its record (for ``handleError``; None for a
+#: line ``log`` formatted without one), its text.
+_HeldLine = tuple["_WorkerHandler", logging.LogRecord | None, str]
 #: The lines held, in order; only the holder's thread touches the list.
 _held: list[_HeldLine] = []
 
@@ -128,7 +129,7 @@ def _write_lines(stream: TextIO, lines: list[_HeldLine]) -> None:
             stream.write(text)
             stream.flush()
         except Exception:
-            handler.handleError(record)
+            handler.handleError(record or logging.makeLogRecord({"msg": text}))
 
 
 class _Formatter(logging.Formatter):
@@ -140,12 +141,22 @@ class _Formatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
         if datefmt:
             return super().formatTime(record, datefmt)
-        second, text = self._second_text
-        if second != int(record.created):
-            second = int(record.created)
-            text = time.strftime(self.default_time_format, self.converter(record.created))
+        return self.time_text(int(record.created), int(record.msecs))
+
+    def time_text(self, second: int, msecs: int) -> str:
+        """``asctime`` of a time ``msecs`` into ``second`` (seconds since the epoch)."""
+        last_second, text = self._second_text
+        if second != last_second:
+            text = time.strftime(self.default_time_format, self.converter(second))
             self._second_text = (second, text)
-        return f"{text},{int(record.msecs):03d}"  # as default_msec_format, '%s,%03d'
+        return f"{text},{msecs:03d}"  # as default_msec_format, '%s,%03d'
+
+    def line(self, level: int, message: str) -> str:
+        """``format`` of a record logged now at ``level`` with ``message`` and no
+        exception: ``FORMAT``, made without the record."""
+        now_ns = time.time_ns()
+        second, msecs = divmod(now_ns // 1_000_000, 1000)
+        return f"{self.time_text(second, msecs)} {logging.getLevelName(level)} {message}"
 
 
 def levels(verbosity: int) -> tuple[int, int]:
@@ -201,11 +212,54 @@ def log_with_traceback(
 
 
 def log(logger: logging.Logger, level: int, msg: str, *args: object) -> None:
-    """``logger.log``, for the lines a supervisor logs for every task: the record names
-    the caller's file, line and function as ``logger.log`` does, without the walk of the
-    stack (``Logger.findCaller``) that cost a sixth of each line."""
-    if logger.isEnabledFor(level):
+    """``logger.log``, for the lines a supervisor logs for every task.
+
+    A line that goes only to the worker's handler, in this package's format, while its
+    lines are held (the supervisor's loop), is formatted and held without a record: the
+    record (the caller's frame, the process's and thread's names, ...) and its trip through
+    the logger and the handler cost a tenth of the supervisor's CPU per task, for a line
+    whose text does not use them. Any other line gets its record: it names the caller's
+    file, line and function as ``logger.log`` does, without the walk of the stack
+    (``Logger.findCaller``) that cost a sixth of each line.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    handler = _sole_handler_holding(logger, level)
+    if handler is None or (len(args) == 1 and isinstance(args[0], Mapping)):
+        logger.handle(_record(logger, level, msg, args))  # (a mapping: ``%(name)s``)
+        return
+    formatter = handler.formatter
+    assert isinstance(formatter, _Formatter)  # noqa: S101 (_sole_handler_holding checked)
+    try:
+        text = formatter.line(level, msg % args if args else msg)  # as ``getMessage``
+    except Exception:  # a bad line: the record's way reports it as logging does
         logger.handle(_record(logger, level, msg, args))
+        return
+    _held.append((handler, None, text + handler.terminator))
+
+
+def _sole_handler_holding(logger: logging.Logger, level: int) -> _WorkerHandler | None:
+    """The worker's handler, if a line ``logger`` logs at ``level`` now would reach it and
+    no other handler, pass no filter, be held (``held_lines``) and be formatted as
+    ``FORMAT`` by this module's formatter; else None."""
+    if level >= logging.WARNING or _holder != (os.getpid(), threading.get_ident()):
+        return None
+    if logger.disabled or logger.filters:
+        return None
+    handlers: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        handlers += current.handlers
+        current = current.parent if current.propagate else None
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if not isinstance(handler, _WorkerHandler) or handler.filters or level < handler.level:
+        return None
+    formatter = handler.formatter
+    if type(formatter) is not _Formatter or formatter._fmt != FORMAT or formatter.datefmt:
+        return None
+    return handler
 
 
 def _record(

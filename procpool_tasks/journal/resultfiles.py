@@ -134,10 +134,14 @@ class ResultFile:
         """As ``_ResultFiles.write_state``, to the file ``read_state`` read: a plain file
         is only ever appended to, never replaced, and the claim lock keeps other claims
         out meanwhile."""
+        self.write_state_line(state_line(state))
+
+    def write_state_line(self, line: bytes) -> None:
+        """``write_state`` for a state framed already (``states.Claims``)."""
         if self._fd is None:
-            self._result_files.write_state(state)
+            self._result_files.write_state_line(self._record_id, line)
         else:
-            files._write_all(self._fd, _appended(state_line(state)))
+            files._write_all(self._fd, _appended(line))
 
     def close(self) -> None:
         if self._fd is not None:

@@ -119,6 +119,7 @@ class Dispatcher:
         self._ready = ready
         self._outcomes = outcomes
         self._recovery = recovery
+        self._claims = states.Claims(config.worker_id, instance)
         self.pool: Pool | None = None
         self.in_flight: dict[str, InFlight] = {}
         self.claimed = 0
@@ -243,10 +244,8 @@ class Dispatcher:
                             failed = self._journal.write_cancelled(record.id, state)
                             cancelled.append((record, failed))
                             continue
-                        running = states.running(
-                            record, state, self._config.worker_id, self._instance
-                        )
-                        file.write_state(running)
+                        running, line = self._claims.claim(record, state)
+                        file.write_state_line(line)
                     except OSError as error:
                         self._pause_claims(records[index:], error)
                         break

@@ -24,6 +24,7 @@ from ..exceptions import (
 )
 
 __all__ = [
+    "Claims",
     "MemoryLimitExceeded",
     "SuccessLine",
     "TaskCancelled",
@@ -47,9 +48,15 @@ def running(
     record: journal.Record, state: journal.State | None, worker_id: str, instance: str
 ) -> journal.State:
     """A new attempt, claimed by supervisor ``instance`` for worker ``worker_id``."""
+    return _running(record.id, state, worker_id, instance)
+
+
+def _running(
+    task_id: str, state: journal.State | None, worker_id: str, instance: str
+) -> journal.State:
     now = timezone.now()
     return journal.State(
-        id=record.id,
+        id=task_id,
         status=journal.RUNNING,
         version=(state.version if state else 0) + 1,
         worker_ids=(*(state.worker_ids if state else ()), worker_id),
@@ -58,6 +65,39 @@ def running(
         last_attempted_at=now,
         errors=state.errors if state else (),
     )
+
+
+class Claims:
+    """The RUNNING states ``running`` makes of the tasks one supervisor claims for one
+    worker, each with its line as its result file holds it.
+
+    A task's first claim (it has no state yet: nearly every claim) is encoded from a
+    template made once, but for its id and its claim time: a supervisor claims every task,
+    and encoding the whole state was most of a claim's write.
+    """
+
+    __slots__ = ("_first_claim", "_instance", "_worker_id")
+
+    def __init__(self, worker_id: str, instance: str) -> None:
+        self._worker_id = worker_id
+        self._instance = instance
+        # The blanks' values here are placeholders: ``claim`` fills in the real ones.
+        placeholder = _running("", None, worker_id, instance)
+        self._first_claim = journal.StateLineTemplate(
+            placeholder, ("id", "started_at", "last_attempted_at")
+        )
+
+    def claim(
+        self, record: journal.Record, state: journal.State | None
+    ) -> tuple[journal.State, bytes]:
+        """The task's RUNNING state after ``state`` (None: its first claim), and its line."""
+        running_state = _running(record.id, state, self._worker_id, self._instance)
+        if state is not None:  # a later attempt: its workers and errors vary
+            return running_state, journal.state_line(running_state)
+        line = self._first_claim.fill(
+            record.id, running_state.started_at, running_state.last_attempted_at
+        )
+        return running_state, line
 
 
 def finished(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,3 +247,92 @@ def test_a_held_line_the_stream_cannot_encode_costs_only_itself(
 
     assert messages((tmp_path / "log").read_text()) == ["before", "after"]
     assert "UnicodeEncodeError" in capsys.readouterr().err  # reported, as logging does
+
+
+# -- a held line made without a record (``logs.log``, the supervisor's lines per task) ------
+
+LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|DEBUG) (.*)")
+
+
+def test_a_held_line_made_without_a_record_is_the_line_its_record_makes() -> None:
+    stream = io.StringIO()
+    logs.configure(2, stream)
+    child = logging.getLogger(f"{logs.LOGGER_NAME}.worker.dispatch")
+
+    with logs.held_lines():
+        logs.log(child, logging.INFO, "Task id=%s attempt=%d", "caf\u00e9", 1)
+        child.info("Task id=%s attempt=%d", "caf\u00e9", 1)
+        logs.log(child, logging.DEBUG, "%s%%", "done")
+        logs.log(child, logging.DEBUG, "no arguments: %%s")
+        logs.log(child, logging.DEBUG, "%(name)s", {"name": "a mapping"})
+        assert logs._held[0][1] is None  # no record made
+        assert stream.getvalue() == ""
+
+    lines = stream.getvalue().splitlines()
+    assert [LINE.fullmatch(line).groups() for line in lines] == [  # type: ignore[union-attr]
+        ("INFO", "Task id=caf\u00e9 attempt=1"),
+        ("INFO", "Task id=caf\u00e9 attempt=1"),
+        ("DEBUG", "done%"),
+        ("DEBUG", "no arguments: %%s"),
+        ("DEBUG", "a mapping"),
+    ]
+
+
+def test_a_line_a_project_could_see_is_logged_with_its_record() -> None:
+    stream = io.StringIO()
+    logs.configure(1, stream)
+    seen: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        return True
+
+    projects = logging.Handler()
+    projects.emit = lambda record: seen.append(f"handler: {record.getMessage()}")  # type: ignore[method-assign]
+    [ours] = OWN.handlers
+    with logs.held_lines():
+        OWN.addFilter(keep)
+        logs.log(OWN, logging.INFO, "line %d", len(seen))
+        OWN.removeFilter(keep)
+        ours.addFilter(keep)
+        logs.log(OWN, logging.INFO, "line %d", len(seen))
+        ours.removeFilter(keep)
+        OWN.addHandler(projects)
+        logs.log(OWN, logging.INFO, "line %d", len(seen))
+        OWN.removeHandler(projects)
+        logs.log(OWN, logging.INFO, "not seen")
+
+    assert seen == ["line 0", "line 1", "handler: line 2"]
+    assert messages(stream.getvalue()) == ["line 0", "line 1", "line 2", "not seen"]
+
+
+def test_a_held_line_that_cannot_be_formatted_is_reported_as_logging_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stream = io.StringIO()
+    logs.configure(1, stream)
+
+    with logs.held_lines():
+        logs.log(OWN, logging.INFO, "%d tasks", "many")
+        logs.log(OWN, logging.INFO, "after")
+
+    assert messages(stream.getvalue()) == ["after"]
+    error = capsys.readouterr().err
+    assert "--- Logging error ---" in error
+    assert "%d format: a real number is required, not str" in error
+
+
+def test_a_held_line_without_a_record_the_stream_cannot_encode_costs_only_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with (tmp_path / "log").open("w", encoding="ascii") as stream:
+        logs.configure(1, stream)
+        with logs.held_lines():
+            logs.log(OWN, logging.INFO, "before")
+            logs.log(OWN, logging.INFO, "caf\u00e9")
+            logs.log(OWN, logging.INFO, "after")
+
+    assert messages((tmp_path / "log").read_text()) == ["before", "after"]
+    error = capsys.readouterr().err
+    assert "UnicodeEncodeError" in error
+    assert "caf\u00e9" in error  # the line it could not write, in logging's report

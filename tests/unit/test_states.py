@@ -277,6 +277,23 @@ def test_a_success_line_is_the_line_of_the_finished_state_byte_for_byte() -> Non
                 assert line == journal.state_line(made), (running, finished_at, value)
 
 
+def test_a_claim_is_the_running_state_and_its_line_byte_for_byte() -> None:
+    retried = states.ready_again(claimed(), errors=(TASK_ERROR,), run_after=FINISHED_AT)
+    never_started = journal.State(id=RECORD.id, status=journal.READY, version=3)
+    odd_id = make_record('0123456789abcdef-\u00e9"\\')
+    claims = states.Claims("worker-\u00fc", "00000000000000aa")
+
+    claimed_before = [(RECORD, None), (odd_id, None), (RECORD, retried), (RECORD, never_started)]
+    for record, before in claimed_before:
+        running, line = claims.claim(record, before)
+
+        expected = states.running(record, before, "worker-\u00fc", "00000000000000aa")
+        assert running == dataclasses.replace(
+            expected, started_at=running.started_at, last_attempted_at=running.last_attempted_at
+        )
+        assert line == journal.state_line(running), (record.id, before)
+
+
 def test_a_line_template_takes_only_fields_of_a_state_in_their_order() -> None:
     running = claimed()
 
