@@ -129,7 +129,9 @@ def _write_lines(stream: TextIO, lines: list[_HeldLine]) -> None:
             stream.write(text)
             stream.flush()
         except Exception:
-            handler.handleError(record or logging.makeLogRecord({"msg": text}))
+            handler.handleError(
+                record or logging.LogRecord("", logging.INFO, "", 0, text, (), None)
+            )
 
 
 class _Formatter(logging.Formatter):
@@ -244,7 +246,7 @@ def _sole_handler_holding(logger: logging.Logger, level: int) -> _WorkerHandler 
     ``FORMAT`` by this module's formatter; else None."""
     if level >= logging.WARNING or _holder != (os.getpid(), threading.get_ident()):
         return None
-    if logger.disabled or logger.filters:
+    if logger.filters or not _records_unhooked(logger):
         return None
     handlers: list[logging.Handler] = []
     current: logging.Logger | None = logger
@@ -260,6 +262,23 @@ def _sole_handler_holding(logger: logging.Logger, level: int) -> _WorkerHandler 
     if type(formatter) is not _Formatter or formatter._fmt != FORMAT or formatter.datefmt:
         return None
     return handler
+
+
+def _records_unhooked(logger: logging.Logger) -> bool:
+    """Whether a record would only be formatted and written: no library hooks records
+    (Sentry's logging integration replaces ``Logger.callHandlers``; a ``Logger`` subclass
+    or a record factory may change them), and a record names its thread and process,
+    without which ``_WorkerHandler`` writes a line at once."""
+    logger_class = logging.Logger
+    return (
+        type(logger) is logger_class
+        and logger_class.handle.__module__ == "logging"
+        and logger_class.callHandlers.__module__ == "logging"
+        and logger_class.makeRecord.__module__ == "logging"
+        and logging.getLogRecordFactory() is logging.LogRecord
+        and logging.logThreads
+        and logging.logProcesses
+    )
 
 
 def _record(

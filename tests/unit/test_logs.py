@@ -7,8 +7,10 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -336,3 +338,95 @@ def test_a_held_line_without_a_record_the_stream_cannot_encode_costs_only_itself
     error = capsys.readouterr().err
     assert "UnicodeEncodeError" in error
     assert "caf\u00e9" in error  # the line it could not write, in logging's report
+
+
+def test_a_line_made_without_a_record_has_the_time_loggings_formatter_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ours, reference = logs._Formatter(logs.FORMAT), logging.Formatter(logs.FORMAT)
+    for now_ns in (10**18, 10**18 + 999_400_000, 10**18 + 86_400_000_500_000):
+        monkeypatch.setattr(time, "time_ns", lambda now_ns=now_ns: now_ns)
+        record = logging.makeLogRecord({"msg": "m 1", "levelno": 20, "levelname": "INFO"})
+        record.created, record.msecs = now_ns / 1e9, (now_ns // 1_000_000) % 1000
+
+        assert ours.line(logging.INFO, "m 1") == reference.format(record)
+
+
+def test_a_line_logged_at_a_warning_or_outside_the_block_is_written_at_once() -> None:
+    stream = io.StringIO()
+    logs.configure(1, stream)
+
+    logs.log(OWN, logging.INFO, "before the block")
+    with logs.held_lines():
+        logs.log(OWN, logging.INFO, "held")
+        logs.log(OWN, logging.WARNING, "warned")
+        other = threading.Thread(target=logs.log, args=(OWN, logging.INFO, "other thread"))
+        other.start()
+        other.join()
+        assert messages(stream.getvalue()) == ["before the block", "held", "warned", "other thread"]
+        logs.log(OWN, logging.INFO, "held too")
+        assert "held too" not in stream.getvalue()
+
+    assert messages(stream.getvalue())[-1] == "held too"
+
+
+def test_the_handlers_level_and_a_projects_formatter_still_apply() -> None:
+    stream = io.StringIO()
+    logs.configure(2, stream)
+    [ours] = OWN.handlers
+
+    with logs.held_lines():
+        ours.setLevel(logging.INFO)
+        logs.log(OWN, logging.DEBUG, "below the handler's level")
+        ours.setFormatter(logging.Formatter("%(levelname)s|%(message)s"))
+        logs.log(OWN, logging.INFO, "formatted by the project")
+        ours.setFormatter(logs._Formatter(logs.FORMAT, datefmt="%H"))
+        logs.log(OWN, logging.INFO, "with a date format")
+
+    assert stream.getvalue().splitlines()[0] == "INFO|formatted by the project"
+    assert re.fullmatch(r"\d\d INFO with a date format", stream.getvalue().splitlines()[1])
+
+
+def test_a_library_that_hooks_records_gets_the_supervisors_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As Sentry's logging integration does: it replaces Logger.callHandlers.
+    stream = io.StringIO()
+    logs.configure(1, stream)
+    seen: list[str] = []
+    call_handlers = logging.Logger.callHandlers
+
+    def hooked(self: logging.Logger, record: logging.LogRecord) -> None:
+        seen.append(record.getMessage())
+        call_handlers(self, record)
+
+    factory = logging.getLogRecordFactory()
+
+    def made(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        seen.append(f"made: {record.getMessage()}")
+        return record
+
+    with logs.held_lines():
+        with monkeypatch.context() as patched:
+            patched.setattr(logging.Logger, "callHandlers", hooked)
+            logs.log(OWN, logging.INFO, "hooked")
+        with monkeypatch.context() as patched:
+            patched.setattr(logging, "_logRecordFactory", made)
+            logs.log(OWN, logging.INFO, "a factory")
+        logs.log(OWN, logging.INFO, "not seen")
+
+    assert seen == ["hooked", "made: a factory"]
+    assert messages(stream.getvalue()) == ["hooked", "a factory", "not seen"]
+
+
+def test_without_thread_ids_a_line_is_written_at_once_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()
+    logs.configure(1, stream)
+    monkeypatch.setattr(logging, "logThreads", False)
+
+    with logs.held_lines():
+        logs.log(OWN, logging.INFO, "at once")
+        assert messages(stream.getvalue()) == ["at once"]
