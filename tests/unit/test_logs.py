@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,18 +238,25 @@ def test_a_warning_is_written_at_once_after_the_lines_held_before_it() -> None:
     assert messages(stream.getvalue()) == ["started", "failed", "next"]
 
 
+@pytest.mark.parametrize(
+    "log_info",
+    [OWN.info, functools.partial(logs.log, OWN, logging.INFO)],
+    ids=["with its record", "without a record"],
+)
 def test_a_held_line_the_stream_cannot_encode_costs_only_itself(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    log_info: Callable[[str], None], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with (tmp_path / "log").open("w", encoding="ascii") as stream:
         logs.configure(1, stream)
         with logs.held_lines():
-            OWN.info("before")
-            OWN.info("caf\u00e9")
-            OWN.info("after")
+            log_info("before")
+            log_info("caf\u00e9")
+            log_info("after")
 
     assert messages((tmp_path / "log").read_text()) == ["before", "after"]
-    assert "UnicodeEncodeError" in capsys.readouterr().err  # reported, as logging does
+    error = capsys.readouterr().err
+    assert "UnicodeEncodeError" in error  # reported, as logging does
+    assert "caf\u00e9" in error  # the line it could not write, in logging's report
 
 
 # -- a held line made without a record (``logs.log``, the supervisor's lines per task) ------
@@ -322,22 +330,6 @@ def test_a_held_line_that_cannot_be_formatted_is_reported_as_logging_does(
     error = capsys.readouterr().err
     assert "--- Logging error ---" in error
     assert "%d format: a real number is required, not str" in error
-
-
-def test_a_held_line_without_a_record_the_stream_cannot_encode_costs_only_itself(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with (tmp_path / "log").open("w", encoding="ascii") as stream:
-        logs.configure(1, stream)
-        with logs.held_lines():
-            logs.log(OWN, logging.INFO, "before")
-            logs.log(OWN, logging.INFO, "caf\u00e9")
-            logs.log(OWN, logging.INFO, "after")
-
-    assert messages((tmp_path / "log").read_text()) == ["before", "after"]
-    error = capsys.readouterr().err
-    assert "UnicodeEncodeError" in error
-    assert "caf\u00e9" in error  # the line it could not write, in logging's report
 
 
 def test_a_line_made_without_a_record_has_the_time_loggings_formatter_writes(
